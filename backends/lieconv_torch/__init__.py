@@ -1,0 +1,5 @@
+"""lieconv_torch: the torch adapter and torch-idiomatic wrappers (nn.Module) for lieconv_core."""
+
+from .adapter import ADAPTER, TorchAdapter
+
+__all__ = ["ADAPTER", "TorchAdapter"]

@@ -1,0 +1,187 @@
+"""The adapter contract: operations the core needs that the array API standard lacks or that
+deserve a fused kernel.
+
+:class:`ReferenceAdapter` implements each one in pure array-API code; it is what numpy and
+array_api_strict run, and the reference every backend adapter is tested against. Backend adapters
+(``lieconv_torch``, ``lieconv_jax``, ``lieconv_cupy``) subclass it and override what they can do
+faster. Overrides must return the same numbers (same indices; floats to rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+#: default bound on the number of (query, point) pairs held at once by the neighbour search
+CHUNK_PAIRS = 1 << 21
+
+
+#: distances are rounded to multiples of 1/QUANT[dtype] before FPS and kNN comparisons, so that
+#: mathematically equal distances (grids; SE(2) lift samples exactly π apart) tie exactly on every
+#: backend and the tie goes to the lowest index, instead of to whichever backend's rounding of
+#: atan2/log happens to come out larger.
+QUANT = {"float64": 2.0**26, "float32": 2.0**13}
+
+
+def quantize(xp: Any, d: Any) -> Any:
+    """Round distances to the grid 1/QUANT[d.dtype] (see QUANT); inf stays inf."""
+    scale = QUANT["float32" if d.dtype == xp.float32 else "float64"]
+    return xp.floor(d * scale + 0.5)
+
+
+def _device(x: Any) -> Any:
+    import array_api_compat as aac
+
+    return aac.device(x)
+
+
+class ReferenceAdapter:
+    """Pure array-API implementations of the contract."""
+
+    name = "reference"
+
+    # --- indexing --------------------------------------------------------------------------------
+    def gather(self, xp: Any, x: Any, idx: Any) -> Any:
+        """Batched gather along axis 1: x (bs, n, *rest), idx (bs, *s) -> (bs, *s, *rest)."""
+        bs, n = x.shape[0], x.shape[1]
+        rest = tuple(x.shape[2:])
+        idx_shape = tuple(idx.shape[1:])
+        offsets = xp.arange(bs, dtype=idx.dtype, device=_device(idx)) * n
+        flat = xp.reshape(idx + xp.reshape(offsets, (bs,) + (1,) * len(idx_shape)), (-1,))
+        out = xp.take(xp.reshape(x, (bs * n, *rest)), flat, axis=0)
+        return xp.reshape(out, (bs, *idx_shape, *rest))
+
+    def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
+        """x (*B, n), idx (*B, k) -> (*B, k): x[..., idx]."""
+        lead = tuple(x.shape[:-1])
+        n, k = x.shape[-1], idx.shape[-1]
+        rows = math.prod(lead)
+        offsets = xp.reshape(xp.arange(rows, dtype=idx.dtype, device=_device(idx)) * n, (*lead, 1))
+        flat = xp.reshape(idx + offsets, (-1,))
+        return xp.reshape(xp.take(xp.reshape(x, (-1,)), flat, axis=0), (*lead, k))
+
+    def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
+        """Indices (*B, k) of the k smallest scores along the last axis, ascending; ties go to the
+        lower index (canonical on every backend)."""
+        return xp.argsort(scores, axis=-1, stable=True)[..., :k]
+
+    # --- sampling ----------------------------------------------------------------------------------
+    def fps(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
+        """Farthest point sampling under the group distance.
+
+        elems (bs, n, E), q (bs, n, dq) or None, mask (bs, n) bool, u (bs,) uniform draws that pick
+        the start among the valid points. Returns int64 indices (bs, m). Padding is never chosen;
+        ties (after :func:`quantize`) go to the lowest index.
+        """
+        bs, n = mask.shape
+        dev = _device(mask)
+        count = xp.cumulative_sum(xp.astype(mask, xp.int64), axis=1)
+        nvalid = count[:, -1]
+        target = xp.astype(xp.floor(u * xp.astype(nvalid, u.dtype)), xp.int64)
+        cur = xp.argmax(xp.astype(count > target[:, None], xp.int8), axis=1)
+        inf = xp.full((bs, n), math.inf, dtype=elems.dtype, device=dev)
+        dmin = xp.where(mask, inf, -inf)
+        chosen = []
+        for _ in range(m):
+            chosen.append(cur)
+            e_cur = self.gather(xp, elems, cur[:, None])
+            q_cur = None if q is None else self.gather(xp, q, cur[:, None])
+            d = quantize(xp, group.pair_distance(xp, elems, q, e_cur, q_cur))
+            dmin = xp.where(mask, xp.minimum(dmin, d), dmin)
+            cur = xp.argmax(dmin, axis=1)
+        return xp.stack(chosen, axis=1)
+
+    def neighbourhood(
+        self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
+        priorities: Any, knn: bool, chunk_pairs: int = CHUNK_PAIRS,
+    ) -> tuple[Any, Any, Any]:
+        """Neighbour search, chunked over queries so that at most ``chunk_pairs`` pair distances
+        exist at a time.
+
+        query = (elems (bs, m, E), q or None, mask (bs, m)); points likewise with n entries.
+        Ball mode: each query takes the k in-ball points (d < r, valid) of smallest priority
+        (``priorities`` (bs, n) int64, a random permutation per cloud: a uniform random subset of
+        the ball); slots beyond the in-ball count are masked off. kNN mode: the k nearest valid
+        points, ties (after :func:`quantize`) to the lower index.
+
+        Returns idx (bs, m, k) int64, nbr_mask (bs, m, k) bool, inball (bs, m) in-ball counts
+        (float, zero for invalid queries; None in kNN mode).
+        """
+        qe, qq, qmask = query
+        pe, pq, pmask = points
+        bs, m = qmask.shape
+        n = pmask.shape[1]
+        step = max(1, chunk_pairs // max(1, bs * n))
+        idx_parts, valid_parts, count_parts = [], [], []
+        for s in range(0, m, step):
+            sl = slice(s, min(m, s + step))
+            d = group.pair_distance(
+                xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
+                pe[:, None, :, :], None if pq is None else pq[:, None, :, :],
+            )
+            valid = pmask[:, None, :] & qmask[:, sl, None]
+            if knn:
+                score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
+                idx = self.topk_smallest(xp, score, k)
+                sel = valid
+            else:
+                sel = valid & (d < r)
+                prio = xp.broadcast_to(priorities[:, None, :], sel.shape)
+                idx = self.topk_smallest(xp, xp.where(sel, prio, prio + n), k)
+                count_parts.append(xp.sum(xp.astype(sel, d.dtype), axis=-1))
+            idx_parts.append(idx)
+            valid_parts.append(self.take_along_last(xp, sel, idx))
+        cat = (lambda parts: xp.concat(parts, axis=1)) if len(idx_parts) > 1 else (lambda p: p[0])
+        counts = cat(count_parts) if count_parts else None
+        return cat(idx_parts), cat(valid_parts), counts
+
+    # --- the conv aggregation ------------------------------------------------------------------
+    def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any) -> Any:
+        """P[b, i] = Σ_k values[b, nbr_idx[b, i, k]] ⊗ w[b, i, k] over valid neighbours.
+
+        w (bs, m, k, cm), values (bs, n, c), nbr_idx (bs, m, k), nbr_mask (bs, m, k)
+        -> (bs, m, c·cm), flattened channel-major (c outer, cm inner).
+        """
+        valid = nbr_mask[..., None]
+        w = xp.where(valid, w, xp.zeros_like(w))
+        vals = self.gather(xp, values, nbr_idx)
+        vals = xp.where(valid, vals, xp.zeros_like(vals))
+        partial = xp.matrix_transpose(vals) @ w  # (bs, m, c, cm)
+        bs, m, c, cm = partial.shape
+        return xp.reshape(partial, (bs, m, c * cm))
+
+    def pointconv(self, xp: Any, layers: list, emb: Any, values: Any, nbr_idx: Any,
+                  nbr_mask: Any) -> Any:
+        """Weight net and contraction: w = swish(L3(swish(L2(swish(L1(emb)))))) with
+        layers = [(W (d_in, d_out), b (d_out,)), ...], then :meth:`contract`.
+
+        emb (bs, m, k, d) -> (bs, m, c·cm). Fused kernels override this so that neither the
+        weight-net activations nor the gathered values are materialised.
+        """
+        from .nn.layers import swish
+
+        h = emb
+        for w, b in layers:
+            h = swish(xp, h @ w + b)
+        return self.contract(xp, h, values, nbr_idx, nbr_mask)
+
+    # --- autodiff / compilation / sync ---------------------------------------------------------
+    def grad(self, f: Callable) -> Callable:
+        raise NotImplementedError(
+            "this backend has no automatic differentiation; use LIECONV_BACKEND=torch or jax"
+        )
+
+    def jit(self, f: Callable) -> Callable:
+        return f
+
+    def synchronize(self, x: Any = None) -> None:
+        """Wait until queued work on x's device is done (no-op on synchronous backends)."""
+        return None
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        try:
+            return np.asarray(x)
+        except Exception:  # array_api_strict has no __array__; DLPack works everywhere
+            return np.from_dlpack(x)

@@ -1,0 +1,107 @@
+"""Lifted point clouds: input validation, the lift to group elements, and subsampling by index."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._backend import array_namespace
+from .groups.base import Group, repeat_samples
+from .random import as_draws
+
+
+class Cloud(NamedTuple):
+    """A lifted point cloud, the state carried between LieConv layers.
+
+    elems (bs, n, E) group elements; q (bs, n, q_dim) orbit identifiers or None;
+    values (bs, n, c) features; mask (bs, n) bool, False for padding.
+    """
+
+    elems: Any
+    q: Any
+    values: Any
+    mask: Any
+
+
+def _is_floating(xp: Any, x: Any) -> bool:
+    return x.dtype in (xp.float32, xp.float64)
+
+
+def _concrete_any(x: Any) -> bool | None:
+    """bool(x) for a 0-d bool array, or None when it cannot be evaluated now (e.g. jax tracers)."""
+    try:
+        return bool(x)
+    except Exception:  # traced values (jax.jit) have no concrete value: skip data checks
+        return None
+
+
+def validate_inputs(group: Group, coords: Any, values: Any, mask: Any, chin: int | None = None,
+                    check_finite: bool = True) -> Any:
+    """Check (coords, values, mask) and return their namespace; errors name the argument."""
+    xp = array_namespace(coords, values, mask, names=("coords", "values", "mask"))
+    if coords.ndim != 3 or coords.shape[-1] != group.space_dim:
+        raise ValueError(
+            f"coords must have shape (batch, points, {group.space_dim}) for {group!r}, "
+            f"got {tuple(coords.shape)}"
+        )
+    if not _is_floating(xp, coords):
+        raise TypeError(f"coords must be float32 or float64, got {coords.dtype}")
+    if values.ndim != 3 or tuple(values.shape[:2]) != tuple(coords.shape[:2]):
+        raise ValueError(
+            f"values must have shape (batch, points, channels) = {tuple(coords.shape[:2])} + (c,), "
+            f"got {tuple(values.shape)}"
+        )
+    if chin is not None and values.shape[-1] != chin:
+        raise ValueError(f"values must have {chin} channels, got {values.shape[-1]}")
+    if values.dtype != coords.dtype:
+        raise TypeError(f"values dtype {values.dtype} differs from coords dtype {coords.dtype}")
+    if tuple(mask.shape) != tuple(coords.shape[:2]):
+        raise ValueError(
+            f"mask must have shape {tuple(coords.shape[:2])} (batch, points), got {tuple(mask.shape)}"
+        )
+    if mask.dtype != xp.bool:
+        raise TypeError(f"mask must be a bool array, got {mask.dtype}")
+    if check_finite:
+        finite = xp.all(xp.isfinite(coords), axis=-1)
+        if _concrete_any(xp.any(mask & ~finite)):
+            raise ValueError("coords contain NaN or inf at valid (unmasked) points")
+        vfinite = xp.all(xp.isfinite(values), axis=-1)
+        if _concrete_any(xp.any(mask & ~vfinite)):
+            raise ValueError("values contain NaN or inf at valid (unmasked) points")
+        if group.excludes_origin:
+            at_origin = xp.all(coords == 0, axis=-1)
+            if _concrete_any(xp.any(mask & at_origin)):
+                raise ValueError(f"coords: {group!r} is not defined at the origin; mask such points")
+    return xp
+
+
+def lift(group: Group, coords: Any, values: Any, mask: Any, nsamples: int = 1,
+         rng: Any = None) -> Cloud:
+    """Lift points to group elements.
+
+    coords (bs, n, d), values (bs, n, c), mask (bs, n) bool -> :class:`Cloud` with bs × n·ns
+    entries, point-major (entry i·ns + s is stabilizer sample s of point i). ``rng``: seed,
+    ``numpy.random.Generator`` or a Draws object (portable by default, see ``lieconv_core.random``).
+    """
+    validate_inputs(group, coords, values, mask)
+    return lift_unchecked(group, coords, values, mask, nsamples, rng)
+
+
+def lift_unchecked(group: Group, coords: Any, values: Any, mask: Any, nsamples: int,
+                   rng: Any) -> Cloud:
+    if int(nsamples) < 1:
+        raise ValueError(f"nsamples must be >= 1, got {nsamples}")
+    xp = array_namespace(coords, values, mask)
+    ns = int(nsamples) if group.random_lift else 1
+    elems, q = group.lift(xp, coords, ns, as_draws(rng))
+    if not group.random_lift:
+        elems = repeat_samples(xp, elems, int(nsamples))
+        q = None if q is None else repeat_samples(xp, q, int(nsamples))
+    ns = int(nsamples)
+    return Cloud(elems, q, repeat_samples(xp, values, ns), repeat_samples(xp, mask, ns))
+
+
+def take(adapter: Any, xp: Any, cloud: Cloud, idx: Any) -> Cloud:
+    """Gather every field of a cloud at indices idx (bs, m)."""
+    g = adapter.gather
+    return Cloud(g(xp, cloud.elems, idx), None if cloud.q is None else g(xp, cloud.q, idx),
+                 g(xp, cloud.values, idx), g(xp, cloud.mask, idx))

@@ -1,0 +1,148 @@
+"""Small-angle-safe special functions and 3-D helpers shared by the groups.
+
+Every function of an angle takes ``t2 = theta**2``: all of them are even, and a function of theta²
+is smooth at 0 even when theta comes from a norm (‖ω‖ has no derivative at 0). Below a threshold the
+Taylor series is used; above it the closed form. The double-where trick
+(``safe = where(small, 1, t2)``) keeps the unused branch finite, so first and second derivatives
+stay finite at exactly 0 on torch and jax.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# Thresholds on theta (not theta²) per dtype: the Taylor series through theta^8 is exact to rounding
+# below them, and the closed forms lose at most ~eps/theta^2 above them.
+_THRESH = {"float64": 0.1, "float32": 0.5}
+
+
+def _small(xp: Any, t2: Any) -> Any:
+    thresh = _THRESH["float32" if t2.dtype == xp.float32 else "float64"]
+    return t2 < thresh * thresh
+
+
+def _series(t2: Any, coeffs: tuple[float, ...]) -> Any:
+    """Horner evaluation of sum_k coeffs[k] * t2**k."""
+    out = coeffs[-1] * t2
+    for c in coeffs[-2:0:-1]:
+        out = (out + c) * t2
+    return out + coeffs[0]
+
+
+def _coeffs(sign: int, offset: int, n: int = 5) -> tuple[float, ...]:
+    return tuple(sign**k / math.factorial(2 * k + offset) for k in range(n))
+
+
+_SINC = _coeffs(-1, 1)  # sin x / x
+_COSC = _coeffs(-1, 2)  # (1 - cos x) / x^2
+_SINCC = _coeffs(-1, 3)  # (x - sin x) / x^3
+_COSCC = (1 / 12, 1 / 720, 1 / 30240, 1 / 1209600, 1 / 47900160)
+
+
+def _branch(xp: Any, t2: Any, coeffs: tuple[float, ...], exact) -> Any:
+    small = _small(xp, t2)
+    safe = xp.where(small, xp.ones_like(t2), t2)
+    return xp.where(small, _series(t2, coeffs), exact(xp.sqrt(safe)))
+
+
+def sinc(xp: Any, t2: Any) -> Any:
+    """sin(t)/t as a function of t2 = t**2."""
+    return _branch(xp, t2, _SINC, lambda t: xp.sin(t) / t)
+
+
+def cosc(xp: Any, t2: Any) -> Any:
+    """(1 - cos t)/t**2 as a function of t2 = t**2."""
+    return _branch(xp, t2, _COSC, lambda t: (1 - xp.cos(t)) / (t * t))
+
+
+def sincc(xp: Any, t2: Any) -> Any:
+    """(t - sin t)/t**3 as a function of t2 = t**2."""
+    return _branch(xp, t2, _SINCC, lambda t: (t - xp.sin(t)) / (t * t * t))
+
+
+def coscc(xp: Any, t2: Any) -> Any:
+    """(1 - t sin t / (2 (1 - cos t)))/t**2 as a function of t2 = t**2 (|t| < 2π)."""
+    return _branch(
+        xp, t2, _COSCC, lambda t: (1 - t * xp.sin(t) / (2 * (1 - xp.cos(t)))) / (t * t)
+    )
+
+
+def wrap_angle(xp: Any, theta: Any) -> Any:
+    """Map angles (radians) to [-π, π) with atan2-free arithmetic (exact for |theta| < 3π)."""
+    two_pi = 2 * math.pi
+    return theta - two_pi * xp.floor((theta + math.pi) / two_pi)
+
+
+def hat3(xp: Any, w: Any) -> Any:
+    """(..., 3) -> (..., 3, 3) skew-symmetric matrix K with K v = w × v."""
+    z = xp.zeros_like(w[..., 0])
+    w0, w1, w2 = w[..., 0], w[..., 1], w[..., 2]
+    rows = [xp.stack([z, -w2, w1], axis=-1), xp.stack([w2, z, -w0], axis=-1),
+            xp.stack([-w1, w0, z], axis=-1)]
+    return xp.stack(rows, axis=-2)
+
+
+def vee3(xp: Any, K: Any) -> Any:
+    """(..., 3, 3) -> (..., 3): inverse of hat3 applied to the skew part of K (K - Kᵀ)/2."""
+    return xp.stack(
+        [(K[..., 2, 1] - K[..., 1, 2]) / 2, (K[..., 0, 2] - K[..., 2, 0]) / 2,
+         (K[..., 1, 0] - K[..., 0, 1]) / 2],
+        axis=-1,
+    )
+
+
+def eye_like(xp: Any, x: Any, n: int) -> Any:
+    """Identity (n, n) with the dtype and device of x."""
+    return xp.eye(n, dtype=x.dtype, device=_device(x))
+
+
+def _device(x: Any) -> Any:
+    import array_api_compat as aac
+
+    return aac.device(x)
+
+
+def so3_exp(xp: Any, w: Any) -> Any:
+    """Rodrigues: (..., 3) axis-angle -> (..., 3, 3) rotation."""
+    t2 = xp.sum(w * w, axis=-1)[..., None, None]
+    K = hat3(xp, w)
+    return eye_like(xp, w, 3) + sinc(xp, t2) * K + cosc(xp, t2) * (K @ K)
+
+
+def so3_log(xp: Any, R: Any) -> Any:
+    """(..., 3, 3) rotation -> (..., 3) axis-angle ω with ‖ω‖ in [0, π].
+
+    The angle comes from atan2(‖vee(R − Rᵀ)‖/2, (tr R − 1)/2). Near θ = π the antisymmetric part
+    vanishes, so the axis is taken from the symmetric part (R + Rᵀ)/2 − cos θ I = (1 − cos θ) n nᵀ
+    (its largest column) with the sign fixed by the antisymmetric part.
+    """
+    w = vee3(xp, R)  # sin(θ) n
+    s2 = xp.sum(w * w, axis=-1)
+    c = (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2
+    # Generic branch: ω = w θ / sin θ. For small s use the series of asin(s)/s (valid since c > 0).
+    small = s2 < (1e-4 if s2.dtype == xp.float64 else 1e-2)
+    s2_safe = xp.where(small, xp.ones_like(s2), s2)
+    s_safe = xp.sqrt(s2_safe)
+    theta_exact = xp.atan2(s_safe, c)
+    factor = xp.where(
+        small, _series(s2, (1.0, 1 / 6, 3 / 40, 5 / 112, 35 / 1152)), theta_exact / s_safe
+    )
+    near_pi = c < -0.5
+    factor = xp.where(near_pi, xp.ones_like(factor), factor)
+    generic = w * factor[..., None]
+    # Near-π branch, from B = (R + Rᵀ)/2 − c I = (1 − c) n nᵀ.
+    eye = eye_like(xp, R, 3)
+    c_pi = xp.where(near_pi, c, -xp.ones_like(c))
+    B = (R + xp.matrix_transpose(R)) / 2 - c_pi[..., None, None] * eye
+    diag = xp.stack([B[..., 0, 0], B[..., 1, 1], B[..., 2, 2]], axis=-1)
+    j = xp.argmax(diag, axis=-1)
+    onehot = xp.astype(j[..., None] == xp.arange(3, device=_device(R)), R.dtype)
+    col = xp.sum(B * onehot[..., None, :], axis=-1)  # (1 - c) n_j n
+    bjj = xp.sum(diag * onehot, axis=-1)
+    denom = xp.sqrt(xp.where(near_pi, (1 - c_pi) * bjj, xp.ones_like(bjj)))
+    n = col / denom[..., None]  # ±n
+    sign = xp.where(xp.sum(n * w, axis=-1) < 0, -xp.ones_like(c), xp.ones_like(c))
+    theta_pi = xp.atan2(xp.sqrt(xp.where(near_pi, s2, xp.zeros_like(s2))), c_pi)
+    pi_branch = n * (sign * theta_pi)[..., None]
+    return xp.where(near_pi[..., None], pi_branch, generic)

@@ -1,0 +1,112 @@
+"""The group interface the LieConv layer relies on.
+
+A group stores each lifted point as an *element* (bs, n, E) — algebra coordinates for the abelian
+groups, a flattened matrix for SE(2), SO(3), SE(3) — plus an optional orbit identifier q
+(bs, n, q_dim). The layer only calls :meth:`Group.pair_embed` and :meth:`Group.pair_distance` on
+broadcastable (…, E) element arrays; both depend on u, v only through log(v⁻¹u) and q, which is
+what makes the layer equivariant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._special import wrap_angle
+
+
+class Group:
+    """Base class. Subclasses set the class attributes and implement the hooks."""
+
+    #: size of the flattened element representation
+    elem_dim: int = 0
+    #: size of the algebra coordinates returned by :meth:`pair_log`
+    lie_dim: int = 0
+    #: size of the orbit identifier q (0: transitive action)
+    q_dim: int = 0
+    #: dimension of the space the group acts on
+    space_dim: int = 2
+    #: default weight of the rotational part in the distance
+    alpha: float = 0.2
+    #: True if the stabilizer is non-trivial and lifts draw random samples
+    random_lift: bool = False
+    #: True if points at the origin are outside the domain (RxSO(2))
+    excludes_origin: bool = False
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the pair embedding [log(v⁻¹u), q_u, q_v] fed to the weight net."""
+        return self.lie_dim + 2 * self.q_dim
+
+    # --- hooks ---------------------------------------------------------------------------------
+    def lift(self, xp: Any, coords: Any, nsamples: int, draws: Any) -> tuple[Any, Any]:
+        """coords (bs, n, space_dim) -> elements (bs, n*ns, E), q (bs, n*ns, q_dim) or None.
+
+        Lifted entries repeat point-major: entry i*ns + s is sample s of point i.
+        """
+        raise NotImplementedError
+
+    def pair_log(self, xp: Any, u: Any, v: Any) -> Any:
+        """log(v⁻¹u) in algebra coordinates: (..., E), (..., E) -> (..., lie_dim)."""
+        raise NotImplementedError
+
+    def distance_from_log(self, xp: Any, a: Any, qu: Any, qv: Any) -> Any:
+        """Left-invariant distance from a = log(v⁻¹u) and orbit ids: (..., lie_dim) -> (...)."""
+        raise NotImplementedError
+
+    def random_element(self, xp: Any, shape: tuple[int, ...], draws: Any, dtype: Any,
+                       device: Any) -> Any:
+        """Random group elements as algebra coordinates (*shape, lie_dim), for tests and augmentation."""
+        raise NotImplementedError
+
+    def act_on_points(self, xp: Any, g: Any, coords: Any) -> Any:
+        """Apply elements g (bs, lie_dim) (algebra coordinates) to points (bs, n, space_dim)."""
+        raise NotImplementedError
+
+    def act_on_elements(self, xp: Any, g: Any, elems: Any) -> Any:
+        """Left-multiply lifted elements (bs, n, E) by g (bs, lie_dim)."""
+        raise NotImplementedError
+
+    # --- derived -------------------------------------------------------------------------------
+    def pair_embed(self, xp: Any, u: Any, qu: Any, v: Any, qv: Any) -> Any:
+        """Pair embedding [log(v⁻¹u), q_u, q_v] (broadcasting): -> (..., embed_dim)."""
+        a = self.pair_log(xp, u, v)
+        if self.q_dim == 0:
+            return a
+        shape = a.shape[:-1]
+        parts = [a, xp.broadcast_to(qu, (*shape, self.q_dim)),
+                 xp.broadcast_to(qv, (*shape, self.q_dim))]
+        return xp.concat(parts, axis=-1)
+
+    def pair_distance(self, xp: Any, u: Any, qu: Any, v: Any, qv: Any) -> Any:
+        """Left-invariant distance between lifted elements (broadcasting): -> (...)."""
+        return self.distance_from_log(xp, self.pair_log(xp, u, v), qu, qv)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+def repeat_samples(xp: Any, x: Any, ns: int) -> Any:
+    """(bs, n, ...) -> (bs, n*ns, ...), point-major (entry i*ns + s is a copy of point i)."""
+    if ns == 1:
+        return x
+    bs, n = x.shape[:2]
+    rest = tuple(x.shape[2:])
+    y = xp.broadcast_to(x[:, :, None, ...], (bs, n, ns, *rest))
+    return xp.reshape(y, (bs, n * ns, *rest))
+
+
+def norm(xp: Any, x: Any) -> Any:
+    """Euclidean norm over the last axis."""
+    return xp.sqrt(xp.sum(x * x, axis=-1))
+
+
+def uniform_angle(xp: Any, shape: tuple[int, ...], draws: Any, dtype: Any, device: Any) -> Any:
+    """Uniform angles in [-π, π)."""
+    return wrap_angle(xp, 2 * math.pi * draws.uniform(xp, shape, dtype, device))

@@ -1,0 +1,68 @@
+"""RxSO(2): rotations and scalings of R^2 \\ {0}, and its radial-scaling subgroup Rx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._special import wrap_angle
+from .base import Group, uniform_angle
+from .so2 import rot2, rotate2
+from .subgroup import Subgroup
+
+
+class RxSO2(Group):
+    """RxSO(2). Elements a = (log r, θ) (E = 2), transitive on R^2 \\ {0}.
+
+    Distance α|Δθ| + (1−α)|Δ log r|. Points at the origin are outside the domain.
+    """
+
+    elem_dim = lie_dim = 2
+    q_dim = 0
+    space_dim = 2
+    excludes_origin = True
+
+    def __init__(self, alpha: float = 0.3):
+        self.alpha = float(alpha)
+
+    def lift(self, xp, coords, nsamples, draws):
+        r2 = xp.sum(coords * coords, axis=-1)
+        # padded points may sit at the origin; they are masked, but must stay finite
+        r2 = xp.where(r2 > 0, r2, xp.ones_like(r2))
+        theta = xp.atan2(coords[..., 1], coords[..., 0])
+        return xp.stack([xp.log(r2) / 2, theta], axis=-1), None
+
+    def pair_log(self, xp, u, v):
+        d = u - v
+        return xp.stack([d[..., 0], wrap_angle(xp, d[..., 1])], axis=-1)
+
+    def distance_from_log(self, xp, a, qu, qv):
+        return self.alpha * xp.abs(a[..., 1]) + (1 - self.alpha) * xp.abs(a[..., 0])
+
+    def random_element(self, xp, shape, draws, dtype, device):
+        scale = 0.5 * draws.normal(xp, (*shape, 1), dtype, device)
+        return xp.concat([scale, uniform_angle(xp, (*shape, 1), draws, dtype, device)], axis=-1)
+
+    def act_on_points(self, xp, g, coords):
+        return xp.exp(g[:, None, 0:1]) * rotate2(xp, g[:, None, 1], coords)
+
+    def act_on_elements(self, xp, g, elems):
+        moved = elems + g[:, None, :]
+        return xp.stack([moved[..., 0], wrap_angle(xp, moved[..., 1])], axis=-1)
+
+    def exp(self, xp: Any, a: Any) -> Any:
+        """(..., 2) (log-scale, angle) -> (..., 2, 2) scaled rotation."""
+        return xp.exp(a[..., 0])[..., None, None] * rot2(xp, a[..., 1])
+
+    def log(self, xp: Any, M: Any) -> Any:
+        """(..., 2, 2) -> (..., 2)."""
+        det = M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] * M[..., 1, 0]
+        theta = xp.atan2(M[..., 1, 0] - M[..., 0, 1], M[..., 0, 0] + M[..., 1, 1])
+        return xp.stack([xp.log(det) / 2, theta], axis=-1)
+
+    def __repr__(self) -> str:
+        return f"RxSO2(alpha={self.alpha})"
+
+
+def Rx(alpha: float = 0.3) -> Subgroup:
+    """Radial scalings of R^2 \\ {0} (the angle becomes the orbit identifier)."""
+    return Subgroup(RxSO2(alpha), keep=(0,), name=f"Rx(alpha={float(alpha)})")

@@ -1,0 +1,123 @@
+"""SE(2): rotations and translations of R^2. Elements are 3×3 homogeneous matrices (E = 9)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._special import cosc, sinc, wrap_angle
+from .base import Group, norm, uniform_angle
+
+
+def _V_coeffs(xp: Any, theta: Any) -> tuple[Any, Any]:
+    """V = a I + b J with J the 90° rotation: a = sinc θ, b = θ cosc θ."""
+    t2 = theta * theta
+    return sinc(xp, t2), theta * cosc(xp, t2)
+
+
+def se2_matrix(xp: Any, theta: Any, tx: Any, ty: Any) -> Any:
+    """Homogeneous (..., 3, 3) matrix of rotation angle θ followed by translation (t_x, t_y)."""
+    c, s = xp.cos(theta), xp.sin(theta)
+    zero, one = xp.zeros_like(theta), xp.ones_like(theta)
+    rows = [xp.stack([c, -s, tx], axis=-1), xp.stack([s, c, ty], axis=-1),
+            xp.stack([zero, zero, one], axis=-1)]
+    return xp.stack(rows, axis=-2)
+
+
+def se2_exp(xp: Any, a: Any) -> Any:
+    """(..., 3) algebra (θ, u_x, u_y) -> (..., 3, 3), translation V u."""
+    theta, ux, uy = a[..., 0], a[..., 1], a[..., 2]
+    va, vb = _V_coeffs(xp, theta)
+    return se2_matrix(xp, theta, va * ux - vb * uy, vb * ux + va * uy)
+
+
+#: log's branch cut sits at θ = ±π, exactly where equally spaced lift samples (ns even) put
+#: sample pairs; rounding of sin/cos then decides the sign of θ and of u, differently per backend.
+#: Angles within this distance above −π are moved to just above +π, so the exact-π pairs come out
+#: as +π everywhere and the cut moves to a place the lift does not hit systematically.
+_CUT_TOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+def se2_log(xp: Any, M: Any) -> Any:
+    """(..., 3, 3) -> (..., 3) algebra (θ, u_x, u_y), θ in (-π + tol, π + tol] (see _CUT_TOL)."""
+    theta = xp.atan2(M[..., 1, 0] - M[..., 0, 1], M[..., 0, 0] + M[..., 1, 1])
+    tol = _CUT_TOL["float32" if theta.dtype == xp.float32 else "float64"]
+    theta = xp.where(theta < tol - math.pi, theta + 2 * math.pi, theta)
+    va, vb = _V_coeffs(xp, theta)
+    det = va * va + vb * vb  # = 2 cosc θ > 0 for |θ| < 2π
+    tx, ty = M[..., 0, 2], M[..., 1, 2]
+    ux = (va * tx + vb * ty) / det
+    uy = (va * ty - vb * tx) / det
+    return xp.stack([theta, ux, uy], axis=-1)
+
+
+def rigid_inverse(xp: Any, M: Any) -> Any:
+    """Inverse of homogeneous rigid motions (..., d+1, d+1): [Rᵀ, −Rᵀt; 0, 1]."""
+    d = M.shape[-1] - 1
+    Rt = xp.matrix_transpose(M[..., :d, :d])
+    t = -(Rt @ M[..., :d, d:])
+    top = xp.concat([Rt, t], axis=-1)
+    return xp.concat([top, M[..., d:, :]], axis=-2)
+
+
+class SE2(Group):
+    """SE(2). Lift g = T(x)·R(φ_s), ns equally spaced φ_s with one uniform random phase per point.
+
+    log(v⁻¹u) = (θ, u_x, u_y); distance α|θ| + (1−α)‖u‖.
+    """
+
+    elem_dim = 9
+    lie_dim = 3
+    q_dim = 0
+    space_dim = 2
+    random_lift = True
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = float(alpha)
+
+    def lift(self, xp, coords, nsamples, draws):
+        bs, n, _ = coords.shape
+        phase = 2 * math.pi * draws.uniform(xp, (bs, n, 1), coords.dtype, _dev(coords))
+        steps = xp.arange(nsamples, dtype=coords.dtype, device=_dev(coords)) * (2 * math.pi / nsamples)
+        phi = wrap_angle(xp, phase + steps)  # (bs, n, ns)
+        tx = xp.broadcast_to(coords[:, :, None, 0], phi.shape)
+        ty = xp.broadcast_to(coords[:, :, None, 1], phi.shape)
+        M = se2_matrix(xp, phi, tx, ty)  # T(x) R(φ)
+        return xp.reshape(M, (bs, n * nsamples, 9)), None
+
+    def pair_log(self, xp, u, v):
+        U = xp.reshape(u, (*u.shape[:-1], 3, 3))
+        V = xp.reshape(v, (*v.shape[:-1], 3, 3))
+        return se2_log(xp, rigid_inverse(xp, V) @ U)
+
+    def distance_from_log(self, xp, a, qu, qv):
+        return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * norm(xp, a[..., 1:])
+
+    def random_element(self, xp, shape, draws, dtype, device):
+        theta = uniform_angle(xp, (*shape, 1), draws, dtype, device)
+        return xp.concat([theta, 3 * draws.normal(xp, (*shape, 2), dtype, device)], axis=-1)
+
+    def act_on_points(self, xp, g, coords):
+        G = se2_exp(xp, g)[:, None]  # (bs, 1, 3, 3)
+        return (G[..., :2, :2] @ coords[..., None])[..., 0] + G[..., :2, 2]
+
+    def act_on_elements(self, xp, g, elems):
+        U = xp.reshape(elems, (*elems.shape[:-1], 3, 3))
+        return xp.reshape(se2_exp(xp, g)[:, None] @ U, elems.shape)
+
+    def exp(self, xp: Any, a: Any) -> Any:
+        """(..., 3) -> (..., 3, 3)."""
+        return se2_exp(xp, a)
+
+    def log(self, xp: Any, M: Any) -> Any:
+        """(..., 3, 3) -> (..., 3)."""
+        return se2_log(xp, M)
+
+    def __repr__(self) -> str:
+        return f"SE2(alpha={self.alpha})"
+
+
+def _dev(x: Any) -> Any:
+    import array_api_compat as aac
+
+    return aac.device(x)

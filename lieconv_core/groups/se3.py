@@ -1,0 +1,98 @@
+"""SE(3): rotations and translations of R^3. Elements are 4×4 homogeneous matrices (E = 16)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._special import cosc, coscc, eye_like, hat3, sinc, sincc, so3_log
+from .base import Group, norm
+from .se2 import rigid_inverse
+from .so3 import haar_rotations
+
+
+def _homogeneous(xp: Any, R: Any, t: Any) -> Any:
+    """(..., 3, 3), (..., 3) -> (..., 4, 4)."""
+    top = xp.concat([R, t[..., None]], axis=-1)
+    bottom = xp.concat([xp.zeros_like(t), xp.ones_like(t[..., :1])], axis=-1)[..., None, :]
+    return xp.concat([top, bottom], axis=-2)
+
+
+def se3_exp(xp: Any, a: Any) -> Any:
+    """(..., 6) algebra (ω, u) -> (..., 4, 4); R = exp(K), t = V u, V = I + cosc K + sincc K²."""
+    w, u = a[..., :3], a[..., 3:]
+    t2 = xp.sum(w * w, axis=-1)[..., None, None]
+    K = hat3(xp, w)
+    K2 = K @ K
+    eye = eye_like(xp, a, 3)
+    R = eye + sinc(xp, t2) * K + cosc(xp, t2) * K2
+    V = eye + cosc(xp, t2) * K + sincc(xp, t2) * K2
+    return _homogeneous(xp, R, (V @ u[..., None])[..., 0])
+
+
+def se3_log(xp: Any, M: Any) -> Any:
+    """(..., 4, 4) -> (..., 6) algebra (ω, u) with ‖ω‖ ≤ π; u = V⁻¹ t, V⁻¹ = I − K/2 + coscc K²."""
+    w = so3_log(xp, M[..., :3, :3])
+    t2 = xp.sum(w * w, axis=-1)[..., None, None]
+    K = hat3(xp, w)
+    Vinv = eye_like(xp, M, 3) - K / 2 + coscc(xp, t2) * (K @ K)
+    u = (Vinv @ M[..., :3, 3:])[..., 0]
+    return xp.concat([w, u], axis=-1)
+
+
+class SE3(Group):
+    """SE(3). Lift g = T(x)·R with R Haar-random per point and sample.
+
+    log(v⁻¹u) = (ω, u); distance α‖ω‖ + (1−α)‖u‖.
+    """
+
+    elem_dim = 16
+    lie_dim = 6
+    q_dim = 0
+    space_dim = 3
+    random_lift = True
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = float(alpha)
+
+    def lift(self, xp, coords, nsamples, draws):
+        bs, n, _ = coords.shape
+        R = haar_rotations(xp, (bs, n, nsamples), draws, coords.dtype, _dev(coords))
+        t = xp.broadcast_to(coords[:, :, None, :], (bs, n, nsamples, 3))
+        return xp.reshape(_homogeneous(xp, R, t), (bs, n * nsamples, 16)), None
+
+    def pair_log(self, xp, u, v):
+        U = xp.reshape(u, (*u.shape[:-1], 4, 4))
+        V = xp.reshape(v, (*v.shape[:-1], 4, 4))
+        return se3_log(xp, rigid_inverse(xp, V) @ U)
+
+    def distance_from_log(self, xp, a, qu, qv):
+        return self.alpha * norm(xp, a[..., :3]) + (1 - self.alpha) * norm(xp, a[..., 3:])
+
+    def random_element(self, xp, shape, draws, dtype, device):
+        w = so3_log(xp, haar_rotations(xp, shape, draws, dtype, device))
+        return xp.concat([w, 3 * draws.normal(xp, (*shape, 3), dtype, device)], axis=-1)
+
+    def act_on_points(self, xp, g, coords):
+        G = se3_exp(xp, g)[:, None]
+        return (G[..., :3, :3] @ coords[..., None])[..., 0] + G[..., :3, 3]
+
+    def act_on_elements(self, xp, g, elems):
+        U = xp.reshape(elems, (*elems.shape[:-1], 4, 4))
+        return xp.reshape(se3_exp(xp, g)[:, None] @ U, elems.shape)
+
+    def exp(self, xp: Any, a: Any) -> Any:
+        """(..., 6) -> (..., 4, 4)."""
+        return se3_exp(xp, a)
+
+    def log(self, xp: Any, M: Any) -> Any:
+        """(..., 4, 4) -> (..., 6)."""
+        return se3_log(xp, M)
+
+    def __repr__(self) -> str:
+        return f"SE3(alpha={self.alpha})"
+
+
+def _dev(x: Any) -> Any:
+    import array_api_compat as aac
+
+    return aac.device(x)

@@ -1,0 +1,62 @@
+"""Translations T(d) and the coordinate subgroups Tx, Ty of T(2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._special import eye_like
+from .base import Group, norm
+from .subgroup import Subgroup
+
+
+class T(Group):
+    """Translation group T(d) acting on R^d. Elements: a = x; log(v⁻¹u) = u − v; distance ‖Δx‖."""
+
+    q_dim = 0
+
+    def __init__(self, d: int = 2):
+        if d < 1:
+            raise ValueError(f"d must be a positive dimension, got {d}")
+        self.space_dim = self.elem_dim = self.lie_dim = d
+
+    def lift(self, xp, coords, nsamples, draws):
+        return coords, None
+
+    def pair_log(self, xp, u, v):
+        return u - v
+
+    def distance_from_log(self, xp, a, qu, qv):
+        return norm(xp, a)
+
+    def random_element(self, xp, shape, draws, dtype, device):
+        return 3 * draws.normal(xp, (*shape, self.space_dim), dtype, device)
+
+    def act_on_points(self, xp, g, coords):
+        return coords + g[:, None, :]
+
+    act_on_elements = act_on_points
+
+    def exp(self, xp: Any, a: Any) -> Any:
+        """(..., d) -> (..., d+1, d+1) homogeneous translation matrix."""
+        d = self.space_dim
+        top = xp.concat([xp.broadcast_to(eye_like(xp, a, d), (*a.shape[:-1], d, d)),
+                         a[..., :, None]], axis=-1)
+        bottom = xp.concat([xp.zeros_like(a), xp.ones_like(a[..., :1])], axis=-1)[..., None, :]
+        return xp.concat([top, bottom], axis=-2)
+
+    def log(self, xp: Any, M: Any) -> Any:
+        """(..., d+1, d+1) -> (..., d)."""
+        return M[..., : self.space_dim, self.space_dim]
+
+    def __repr__(self) -> str:
+        return f"T({self.space_dim})"
+
+
+def Tx() -> Subgroup:
+    """Translations along x in R^2 (y becomes the orbit identifier)."""
+    return Subgroup(T(2), keep=(0,), name="Tx")
+
+
+def Ty() -> Subgroup:
+    """Translations along y in R^2 (x becomes the orbit identifier)."""
+    return Subgroup(T(2), keep=(1,), name="Ty")

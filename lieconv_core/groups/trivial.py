@@ -1,0 +1,45 @@
+"""The trivial group: no equivariance; the kernel sees both raw positions [x_u, x_v]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Group, norm
+
+
+class Trivial(Group):
+    """Trivial group acting on R^d. Elements are the points themselves; embedding [x_u, x_v]."""
+
+    lie_dim = 0
+    q_dim = 0
+
+    def __init__(self, d: int = 2):
+        if d < 1:
+            raise ValueError(f"d must be a positive dimension, got {d}")
+        self.space_dim = self.elem_dim = d
+
+    @property
+    def embed_dim(self) -> int:
+        return 2 * self.space_dim
+
+    def lift(self, xp, coords, nsamples, draws):
+        return coords, None
+
+    def pair_embed(self, xp, u, qu, v, qv):
+        shape = xp.broadcast_arrays(u, v)[0].shape
+        return xp.concat([xp.broadcast_to(u, shape), xp.broadcast_to(v, shape)], axis=-1)
+
+    def pair_distance(self, xp, u, qu, v, qv):
+        return norm(xp, u - v)
+
+    def random_element(self, xp, shape, draws, dtype, device):
+        return xp.zeros((*shape, 0), dtype=dtype, device=device)
+
+    def act_on_points(self, xp, g, coords):
+        return coords
+
+    def act_on_elements(self, xp, g, elems):
+        return elems
+
+    def __repr__(self) -> str:
+        return f"Trivial({self.space_dim})"

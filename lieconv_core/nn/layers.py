@@ -1,0 +1,79 @@
+"""Small functional building blocks: linear layers, Swish, masked batch norm, global pooling.
+
+Parameters are created on the host in float64 from a ``numpy.random.Generator`` (so every backend
+starts from the same numbers) and converted by :func:`lieconv_core.nn.module.to_backend`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+BN_MOMENTUM = 0.1
+BN_EPS = 1e-5
+
+
+def linear_init(gen: np.random.Generator, fan_in: int, fan_out: int) -> dict[str, np.ndarray]:
+    """PyTorch's default nn.Linear init: weight and bias ~ U(±1/sqrt(fan_in)). w is (in, out)."""
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return {
+        "w": gen.uniform(-bound, bound, size=(fan_in, fan_out)),
+        "b": gen.uniform(-bound, bound, size=(fan_out,)),
+    }
+
+
+def linear(p: dict[str, Any], x: Any) -> Any:
+    """(..., in) -> (..., out)."""
+    return x @ p["w"] + p["b"]
+
+
+def swish(xp: Any, x: Any) -> Any:
+    """x·sigmoid(x), with sigmoid(x) = (1 + tanh(x/2))/2: no overflow for large |x|."""
+    return x * (1 + xp.tanh(x / 2)) / 2
+
+
+def bn_init(channels: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Masked batch-norm params (affine w, b) and state (running mean and variance)."""
+    params = {"w": np.ones(channels), "b": np.zeros(channels)}
+    state = {"mean": np.zeros(channels), "var": np.ones(channels)}
+    return params, state
+
+
+def masked_batchnorm(
+    xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, train: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Batch norm over the valid entries only.
+
+    x (..., c), mask (...) bool. In training mode the statistics are the mean and the biased
+    variance over valid entries, and the running statistics move by momentum 0.1 (running variance
+    unbiased, as in PyTorch). Invalid entries come out as zeros.
+    """
+    if train:
+        axes = tuple(range(x.ndim - 1))
+        w = xp.astype(mask, x.dtype)[..., None]
+        count = xp.sum(w)
+        n = xp.maximum(count, xp.ones_like(count))
+        mean = xp.sum(x * w, axis=axes) / n
+        var = xp.sum(w * (x - mean) ** 2, axis=axes) / n
+        unbiased = var * n / xp.maximum(n - 1, xp.ones_like(n))
+        new_s = {
+            "mean": (1 - BN_MOMENTUM) * s["mean"] + BN_MOMENTUM * mean,
+            "var": (1 - BN_MOMENTUM) * s["var"] + BN_MOMENTUM * unbiased,
+        }
+    else:
+        mean, var, new_s = s["mean"], s["var"], s
+    y = (x - mean) / xp.sqrt(var + BN_EPS) * p["w"] + p["b"]
+    return xp.where(mask[..., None], y, xp.zeros_like(y)), new_s
+
+
+def masked_pool(xp: Any, x: Any, mask: Any, mean: bool = True) -> Any:
+    """Global pooling over axis 1: x (bs, n, c), mask (bs, n) -> (bs, c). An all-masked cloud pools
+    to zeros."""
+    w = xp.astype(mask, x.dtype)[..., None]
+    total = xp.sum(xp.where(mask[..., None], x, xp.zeros_like(x)), axis=1)
+    if not mean:
+        return total
+    count = xp.sum(w, axis=1)
+    return total / xp.maximum(count, xp.ones_like(count))

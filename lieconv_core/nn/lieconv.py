@@ -1,0 +1,186 @@
+"""The LieConv layer (DESIGN §4), functional and written once against the array API.
+
+One forward pass: (1) subsample queries by farthest point sampling under the group distance;
+(2) find neighbourhoods (random subset of the ball of radius r, or kNN), chunked so the
+(bs, m, n) distance matrix is never held whole; (3) update r in training mode; (4) gather
+neighbours and embed only the (bs, m, k) selected pairs; (5) weight net with masked batch norm;
+(6) PointConv contraction and output linear, mean-normalised; (7) zero invalid queries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..cloud import Cloud, take
+from ..groups.base import Group
+from .layers import BN_EPS, bn_init, linear, linear_init, masked_batchnorm, swish
+from .module import Ctx
+
+#: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
+WEIGHTNET_HIDDEN = 32
+WEIGHTNET_OUT = 16
+#: radius controller: initial radius and gain
+R_INIT = 2.0
+R_GAIN = 0.5
+
+
+class LieConv:
+    """LieConv(chin -> chout) on lifted clouds of ``group``.
+
+    Args:
+        chin, chout: channels in and out.
+        group: a :class:`lieconv_core.groups.Group`.
+        nbhd: neighbourhood size k (clipped to the number of points); None or inf means all points.
+        ds_frac: fraction of points kept as queries (farthest point sampling) when < 1.
+        fill: target fraction of points inside the ball, for the radius controller.
+        knn: use the k nearest points instead of a random subset of the ball.
+        mean: divide by the number of valid neighbours.
+        bn: masked batch norm in the weight net.
+        cache: reuse the FPS indices of the first call (fixed grids such as images).
+    """
+
+    def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
+                 ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
+                 mean: bool = False, bn: bool = False, cache: bool = False):
+        if chin < 1 or chout < 1:
+            raise ValueError(f"chin and chout must be >= 1, got {chin}, {chout}")
+        if not 0 < ds_frac <= 1:
+            raise ValueError(f"ds_frac must be in (0, 1], got {ds_frac}")
+        if nbhd is not None and not nbhd >= 1:
+            raise ValueError(f"nbhd must be >= 1 (or None for all points), got {nbhd}")
+        self.chin, self.chout, self.group = int(chin), int(chout), group
+        self.nbhd = None if nbhd is None or math.isinf(nbhd) else int(nbhd)
+        self.ds_frac, self.fill = float(ds_frac), float(fill)
+        self.knn, self.mean, self.bn, self.cache = bool(knn), bool(mean), bool(bn), bool(cache)
+
+    # --- parameters ------------------------------------------------------------------------------
+    def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
+        widths = [self.group.embed_dim, WEIGHTNET_HIDDEN, WEIGHTNET_HIDDEN, WEIGHTNET_OUT]
+        params: dict[str, Any] = {"wn": {}}
+        state: dict[str, Any] = {"r": np.asarray(R_INIT), "wn": {}}
+        for i in range(3):
+            layer = {"lin": linear_init(gen, widths[i], widths[i + 1])}
+            if self.bn:
+                layer["bn"], state["wn"][str(i)] = bn_init(widths[i + 1])
+            params["wn"][str(i)] = layer
+        params["out"] = linear_init(gen, WEIGHTNET_OUT * self.chin, self.chout)
+        return params, state
+
+    # --- forward -----------------------------------------------------------------------------------
+    def num_queries(self, n: int) -> int:
+        return n if self.ds_frac >= 1 else max(1, int(round(self.ds_frac * n)))
+
+    def query_indices(self, state: dict, cloud: Cloud, ctx: Ctx) -> tuple[Any, dict]:
+        """FPS indices (bs, m) of the queries, or None without subsampling; may update the cache."""
+        xp = ctx.xp
+        bs, n = cloud.mask.shape
+        m = self.num_queries(n)
+        if m == n:
+            return None, state
+        cached = state.get("fps_idx")
+        if self.cache and cached is not None and tuple(cached.shape) == (bs, m):
+            return cached, state
+        u = ctx.draws.uniform(xp, (bs,), cloud.elems.dtype, _device(cloud.mask))
+        idx = ctx.adapter.fps(xp, self.group, cloud.elems, cloud.q, cloud.mask, m, u)
+        if self.cache:
+            state = {**state, "fps_idx": idx}
+        return idx, state
+
+    def subsample(self, cloud: Cloud, idx: Any, ctx: Ctx) -> Cloud:
+        """The query cloud at FPS indices; queries beyond a cloud's valid count are masked off."""
+        if idx is None:
+            return cloud
+        xp = ctx.xp
+        sub = take(ctx.adapter, xp, cloud, idx)
+        nvalid = xp.sum(xp.astype(cloud.mask, xp.int64), axis=1)
+        m = idx.shape[1]
+        keep = xp.arange(m, dtype=xp.int64, device=_device(idx))[None, :] < nvalid[:, None]
+        return sub._replace(mask=sub.mask & keep)
+
+    def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx,
+              idx: Any = None) -> tuple[Cloud, dict]:
+        """cloud with values (bs, n, chin) -> query cloud with values (bs, m, chout)."""
+        xp, ad = ctx.xp, ctx.adapter
+        if cloud.values.shape[-1] != self.chin:
+            raise ValueError(f"LieConv expects {self.chin} input channels, got {cloud.values.shape[-1]}")
+        if idx is None:
+            idx, state = self.query_indices(state, cloud, ctx)
+        query = self.subsample(cloud, idx, ctx)
+        bs, n = cloud.mask.shape
+        k = n if self.nbhd is None else min(self.nbhd, n)
+        dev = _device(cloud.mask)
+        if self.knn or k >= n:
+            # every in-ball point is taken anyway: the order is irrelevant, so no draws are needed
+            prio = xp.broadcast_to(xp.arange(n, dtype=xp.int64, device=dev)[None, :], (bs, n))
+        else:
+            prio = ctx.draws.priorities(xp, (bs, n), dev)
+        r = state["r"]
+        nbr_idx, nbr_mask, counts = ad.neighbourhood(
+            xp, self.group, (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask),
+            k, r, prio, self.knn)
+        new_state = dict(state)
+        if ctx.train and not self.knn:
+            new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
+        emb = self.group.pair_embed(
+            xp, query.elems[:, :, None, :], None if query.q is None else query.q[:, :, None, :],
+            ad.gather(xp, cloud.elems, nbr_idx),
+            None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
+        out, new_state["wn"] = self._aggregate(params, state["wn"], emb, cloud.values, nbr_idx,
+                                               nbr_mask, ctx)
+        if self.mean:
+            cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
+            out = out / xp.maximum(cnt, xp.ones_like(cnt))
+        out = xp.where(query.mask[..., None], out, xp.zeros_like(out))
+        return query._replace(values=out), new_state
+
+    def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx):
+        """Weight net on the pair embeddings (bs, m, k, d) -> w (bs, m, k, 16), then
+        P = Σ_k values[nbr] ⊗ w (bs, m, chin·16) and the output linear -> (bs, m, chout).
+
+        Without batch statistics to compute (bn=False, or eval mode, where BN is an affine map
+        folded into the preceding linear layer) this is one call of the adapter's fused
+        ``pointconv``; in training mode with BN the weight net runs here, unfused.
+        """
+        xp, ad = ctx.xp, ctx.adapter
+        if self.bn and ctx.train:
+            h, new_wn = emb, {}
+            for i in range(3):
+                layer = params["wn"][str(i)]
+                h, new_wn[str(i)] = masked_batchnorm(xp, layer["bn"], wn_state[str(i)],
+                                                     linear(layer["lin"], h), nbr_mask, True)
+                h = swish(xp, h)
+            partial = ad.contract(xp, h, values, nbr_idx, nbr_mask)
+        else:
+            new_wn = wn_state
+            layers = [self._folded(xp, params["wn"][str(i)], wn_state.get(str(i)))
+                      for i in range(3)]
+            partial = ad.pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
+        return linear(params["out"], partial), new_wn
+
+    @staticmethod
+    def _folded(xp, layer, bn_state):
+        """(W, b) of linear followed by eval-mode BN (an affine map), folded into one linear."""
+        w, b = layer["lin"]["w"], layer["lin"]["b"]
+        if bn_state is None:
+            return w, b
+        scale = layer["bn"]["w"] / xp.sqrt(bn_state["var"] + BN_EPS)
+        return w * scale, (b - bn_state["mean"]) * scale + layer["bn"]["b"]
+
+    def _update_radius(self, xp, r, counts, qmask, pmask):
+        """r <- r + 0.5 (fill − observed fill); observed fill = mean in-ball count per valid query
+        / mean number of valid points per cloud. Stays on the device (no host sync)."""
+        dt = counts.dtype
+        nq = xp.sum(xp.astype(qmask, dt))
+        per_query = xp.sum(counts) / xp.maximum(nq, xp.ones_like(nq))
+        npts = xp.mean(xp.sum(xp.astype(pmask, dt), axis=1))
+        observed = per_query / xp.maximum(npts, xp.ones_like(npts))
+        return r + R_GAIN * (self.fill - observed)
+
+
+def _device(x: Any) -> Any:
+    import array_api_compat as aac
+
+    return aac.device(x)

@@ -1,0 +1,172 @@
+"""BottleBlock, GlobalPool and LieResNet (DESIGN §4), functional."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..cloud import Cloud, lift_unchecked, validate_inputs
+from ..groups import SE3
+from ..groups.base import Group
+from ..random import as_draws
+from .layers import bn_init, linear, linear_init, masked_batchnorm, masked_pool, swish
+from .lieconv import LieConv
+from .module import Ctx, Model
+
+
+def _bn(xp, params, state, key, x, mask, ctx, new_state):
+    y, new_state[key] = masked_batchnorm(xp, params[key], state[key], x, mask, ctx.train)
+    return y
+
+
+class BottleBlock:
+    """Pre-activation bottleneck residual block around a LieConv.
+
+    [BN] Swish Linear(c → c/4) [BN] Swish LieConv(c/4 → c_out/4) [BN] Swish Linear(c_out/4 → c_out),
+    plus the (subsampled) input added to the first c channels (zero-padded identity).
+    """
+
+    def __init__(self, chin: int, chout: int, conv: LieConv, bn: bool = True):
+        if chout < chin:
+            raise ValueError(f"BottleBlock needs chout >= chin for the residual, got {chin} -> {chout}")
+        if conv.chin != chin // 4 or conv.chout != chout // 4:
+            raise ValueError("BottleBlock's conv must map chin//4 -> chout//4 channels")
+        self.chin, self.chout, self.conv, self.bn = chin, chout, conv, bool(bn)
+
+    def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
+        c4, o4 = self.chin // 4, self.chout // 4
+        conv_p, conv_s = self.conv.init_host(gen)
+        params = {"lin0": linear_init(gen, self.chin, c4), "conv": conv_p,
+                  "lin1": linear_init(gen, o4, self.chout)}
+        state: dict[str, Any] = {"conv": conv_s}
+        if self.bn:
+            for key, c in (("bn0", self.chin), ("bn1", c4), ("bn2", o4)):
+                params[key], state[key] = bn_init(c)
+        return params, state
+
+    def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx) -> tuple[Cloud, dict]:
+        xp = ctx.xp
+        new_state: dict[str, Any] = {}
+        idx, conv_state = self.conv.query_indices(state["conv"], cloud, ctx)
+        v = cloud.values
+        if self.bn:
+            v = _bn(xp, params, state, "bn0", v, cloud.mask, ctx, new_state)
+        v = linear(params["lin0"], swish(xp, v))
+        if self.bn:
+            v = _bn(xp, params, state, "bn1", v, cloud.mask, ctx, new_state)
+        out, new_state["conv"] = self.conv.apply(params["conv"], conv_state,
+                                                 cloud._replace(values=swish(xp, v)), ctx, idx=idx)
+        v = out.values
+        if self.bn:
+            v = _bn(xp, params, state, "bn2", v, out.mask, ctx, new_state)
+        v = linear(params["lin1"], swish(xp, v))
+        shortcut = self.conv.subsample(cloud, idx, ctx).values
+        if self.chout > self.chin:
+            v = xp.concat([v[..., : self.chin] + shortcut, v[..., self.chin:]], axis=-1)
+        else:
+            v = v + shortcut
+        v = xp.where(out.mask[..., None], v, xp.zeros_like(v))
+        return out._replace(values=v), new_state
+
+
+def _per_layer(value: Any, n: int, name: str) -> list:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise ValueError(f"{name} must have {n} entries, got {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+class LieResNet(Model):
+    """Lift → Linear(chin → k0) → L × BottleBlock → [masked BN] → Swish → Linear(k_L → outputs) →
+    global masked mean (or sum) pool over points and lift samples.
+
+    Args:
+        chin: input feature channels; num_outputs: output channels.
+        k: channel width, or a list of num_layers + 1 widths.
+        nbhd: neighbourhood size (None / inf: all points). ds_frac, fill: scalars or per-layer lists.
+        liftsamples: stabilizer samples per point. mean: mean (else sum) aggregation and pooling.
+        pool: pool over points (else return per-point outputs (bs, n·ns, num_outputs)).
+
+    ``apply(params, state, (coords, values, mask), train, rng)`` takes coords (bs, n, d),
+    values (bs, n, chin), mask (bs, n) bool and returns (bs, num_outputs) (pooled), new_state.
+    """
+
+    def __init__(self, chin: int, num_outputs: int = 1, k: int | Sequence[int] = 1536,
+                 nbhd: int | float | None = None, ds_frac: float | Sequence[float] = 1.0,
+                 bn: bool = True, num_layers: int = 6, mean: bool = True, pool: bool = True,
+                 liftsamples: int = 1, fill: float | Sequence[float] = 1 / 4,
+                 group: Group | None = None, knn: bool = False, cache: bool = False):
+        self.group = group if group is not None else SE3(0.2)
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.chin, self.num_outputs, self.num_layers = int(chin), int(num_outputs), int(num_layers)
+        self.k = [int(c) for c in _per_layer(k, num_layers + 1, "k")]
+        self.ds_frac = _per_layer(ds_frac, num_layers, "ds_frac")
+        self.fill = _per_layer(fill, num_layers, "fill")
+        self.bn, self.mean, self.pool = bool(bn), bool(mean), bool(pool)
+        if liftsamples < 1:
+            raise ValueError(f"liftsamples must be >= 1, got {liftsamples}")
+        self.liftsamples = int(liftsamples)
+        if nbhd is not None and math.isinf(nbhd):
+            nbhd = None
+        self.blocks = [
+            BottleBlock(self.k[i], self.k[i + 1],
+                        LieConv(self.k[i] // 4, self.k[i + 1] // 4, self.group, nbhd=nbhd,
+                                ds_frac=self.ds_frac[i], fill=self.fill[i], knn=knn, mean=mean,
+                                bn=bn, cache=cache), bn=bn)
+            for i in range(num_layers)
+        ]
+
+    def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
+        params: dict[str, Any] = {"lin_in": linear_init(gen, self.chin, self.k[0]), "blocks": {}}
+        state: dict[str, Any] = {"blocks": {}}
+        for i, block in enumerate(self.blocks):
+            params["blocks"][str(i)], state["blocks"][str(i)] = block.init_host(gen)
+        if self.bn:
+            params["bn"], state["bn"] = bn_init(self.k[-1])
+        params["lin_out"] = linear_init(gen, self.k[-1], self.num_outputs)
+        return params, state
+
+    def apply(self, params: dict, state: dict, inputs: tuple, train: bool = False,
+              rng: Any = None) -> tuple[Any, dict]:
+        """(coords, values, mask) -> outputs (bs, num_outputs) (or per point), new_state."""
+        coords, values, mask = inputs
+        xp = validate_inputs(self.group, coords, values, mask, chin=self.chin)
+        _check_dtype(params, coords)
+        draws = as_draws(rng)
+        cloud = lift_unchecked(self.group, coords, values, mask, self.liftsamples, draws)
+        return self.apply_lifted(params, state, cloud, train=train, rng=draws, xp=xp)
+
+    def apply_lifted(self, params: dict, state: dict, cloud: Cloud, train: bool = False,
+                     rng: Any = None, xp: Any = None) -> tuple[Any, dict]:
+        """The network on an already lifted :class:`Cloud`."""
+        from .._backend import array_namespace
+
+        xp = xp or array_namespace(cloud.elems, cloud.values, cloud.mask)
+        ctx = self.context(xp, train, as_draws(rng))
+        zero_pad = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
+        v = linear(params["lin_in"], zero_pad)
+        cloud = cloud._replace(values=xp.where(cloud.mask[..., None], v, xp.zeros_like(v)))
+        new_state: dict[str, Any] = {"blocks": {}}
+        for i, block in enumerate(self.blocks):
+            key = str(i)
+            cloud, new_state["blocks"][key] = block.apply(params["blocks"][key],
+                                                          state["blocks"][key], cloud, ctx)
+        v = cloud.values
+        if self.bn:
+            v = _bn(xp, params, state, "bn", v, cloud.mask, ctx, new_state)
+        v = linear(params["lin_out"], swish(xp, v))
+        if not self.pool:
+            return xp.where(cloud.mask[..., None], v, xp.zeros_like(v)), new_state
+        return masked_pool(xp, v, cloud.mask, mean=self.mean), new_state
+
+
+def _check_dtype(params: dict, coords: Any) -> None:
+    w = params["lin_in"]["w"]
+    if w.dtype != coords.dtype:
+        raise TypeError(f"coords are {coords.dtype} but the parameters are {w.dtype}; "
+                        "initialise with the inputs' dtype or cast the inputs")

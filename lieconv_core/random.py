@@ -1,0 +1,80 @@
+"""Random draws for lifts, FPS start points and neighbourhood sampling.
+
+Portable mode (the default): draws come from ``numpy.random.Generator`` on the host and are moved to
+the target namespace/device, so every backend sees identical samples and gives identical numbers.
+Adapters may offer native generators (e.g. ``lieconv_jax.JaxDraws`` for use under ``jax.jit``) with
+the same four methods.
+
+Every method takes the target namespace ``xp``, the ``shape`` and (where relevant) the ``dtype``
+and ``device`` of the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Draws(Protocol):
+    """What the core needs from a random source."""
+
+    def uniform(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        """Uniform on [0, 1)."""
+
+    def normal(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        """Standard normal."""
+
+    def priorities(self, xp: Any, shape: tuple[int, ...], device: Any) -> Any:
+        """int64 random permutations of ``range(shape[-1])`` along the last axis (no ties)."""
+
+
+class PortableDraws:
+    """Host-side draws from one ``numpy.random.Generator``; identical on every backend.
+
+    Floats are drawn in float64 and rounded to ``dtype`` on the host, so float32 draws are the same
+    bits on every backend too.
+    """
+
+    def __init__(self, seed: int | np.random.Generator | None = 0):
+        self.gen = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+    @staticmethod
+    def _to(xp: Any, arr: np.ndarray, dtype: Any, device: Any) -> Any:
+        if _is_numpy_like(xp):
+            return xp.asarray(arr, dtype=dtype)
+        return xp.asarray(arr, dtype=dtype, device=device)
+
+    def uniform(self, xp, shape, dtype, device):
+        return self._to(xp, self.gen.random(shape), dtype, device)
+
+    def normal(self, xp, shape, dtype, device):
+        return self._to(xp, self.gen.standard_normal(shape), dtype, device)
+
+    def priorities(self, xp, shape, device):
+        n = shape[-1]
+        base = np.broadcast_to(np.arange(n, dtype=np.int64), shape)
+        perm = self.gen.permuted(base.reshape(-1, n), axis=1).reshape(shape)
+        return self._to(xp, perm, xp.int64, device)
+
+
+def _is_numpy_like(xp: Any) -> bool:
+    import array_api_compat as aac
+
+    return aac.is_numpy_namespace(xp)
+
+
+def as_draws(rng: Any) -> Draws:
+    """Turn ``rng`` (None, int seed, numpy Generator, or a Draws object) into a Draws object.
+
+    ``None`` means seed 0, so that calls without ``rng`` are reproducible.
+    """
+    if rng is None or isinstance(rng, int | np.integer | np.random.Generator):
+        if rng is None:
+            rng = 0
+        return PortableDraws(rng if isinstance(rng, np.random.Generator) else int(rng))
+    if all(hasattr(rng, m) for m in ("uniform", "normal", "priorities")):
+        return rng
+    raise TypeError(
+        f"rng must be None, an int seed, a numpy.random.Generator or a Draws object, got {type(rng).__name__}"
+    )
