@@ -4,5 +4,6 @@ Importing this package does not change jax's global configuration (no x64 switch
 """
 
 from .adapter import ADAPTER, JaxAdapter
+from .random import JaxDraws
 
-__all__ = ["ADAPTER", "JaxAdapter"]
+__all__ = ["ADAPTER", "JaxAdapter", "JaxDraws"]
