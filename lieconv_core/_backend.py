@@ -129,3 +129,8 @@ def adapter_for(xp: Any) -> Any:
 def default_device(xp: Any) -> Any:
     """The default device of a namespace (CPU for numpy/strict, the framework default otherwise)."""
     return aac.device(xp.zeros(1))
+
+
+def index_dtype(xp: Any) -> Any:
+    """The namespace's default integer dtype, used for indices (int64; int32 on jax without x64)."""
+    return xp.asarray(0).dtype

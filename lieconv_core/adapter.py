@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._backend import index_dtype
+
 #: default bound on the number of (query, point) pairs held at once by the neighbour search
 CHUNK_PAIRS = 1 << 21
 
@@ -72,14 +74,14 @@ class ReferenceAdapter:
         """Farthest point sampling under the group distance.
 
         elems (bs, n, E), q (bs, n, dq) or None, mask (bs, n) bool, u (bs,) uniform draws that pick
-        the start among the valid points. Returns int64 indices (bs, m). Padding is never chosen;
+        the start among the valid points. Returns indices (bs, m) of the default integer dtype. Padding is never chosen;
         ties (after :func:`quantize`) go to the lowest index.
         """
         bs, n = mask.shape
         dev = _device(mask)
-        count = xp.cumulative_sum(xp.astype(mask, xp.int64), axis=1)
+        count = xp.cumulative_sum(xp.astype(mask, index_dtype(xp)), axis=1)
         nvalid = count[:, -1]
-        target = xp.astype(xp.floor(u * xp.astype(nvalid, u.dtype)), xp.int64)
+        target = xp.astype(xp.floor(u * xp.astype(nvalid, u.dtype)), index_dtype(xp))
         cur = xp.argmax(xp.astype(count > target[:, None], xp.int8), axis=1)
         inf = xp.full((bs, n), math.inf, dtype=elems.dtype, device=dev)
         dmin = xp.where(mask, inf, -inf)
@@ -102,11 +104,11 @@ class ReferenceAdapter:
 
         query = (elems (bs, m, E), q or None, mask (bs, m)); points likewise with n entries.
         Ball mode: each query takes the k in-ball points (d < r, valid) of smallest priority
-        (``priorities`` (bs, n) int64, a random permutation per cloud: a uniform random subset of
+        (``priorities`` (bs, n) ints, a random permutation per cloud: a uniform random subset of
         the ball); slots beyond the in-ball count are masked off. kNN mode: the k nearest valid
         points, ties (after :func:`quantize`) to the lower index.
 
-        Returns idx (bs, m, k) int64, nbr_mask (bs, m, k) bool, inball (bs, m) in-ball counts
+        Returns idx (bs, m, k) ints, nbr_mask (bs, m, k) bool, inball (bs, m) in-ball counts
         (float, zero for invalid queries; None in kNN mode).
         """
         qe, qq, qmask = query

@@ -26,7 +26,7 @@ class Draws(Protocol):
         """Standard normal."""
 
     def priorities(self, xp: Any, shape: tuple[int, ...], device: Any) -> Any:
-        """int64 random permutations of ``range(shape[-1])`` along the last axis (no ties)."""
+        """Integer random permutations of ``range(shape[-1])`` along the last axis (no ties)."""
 
 
 class PortableDraws:
@@ -55,7 +55,7 @@ class PortableDraws:
         n = shape[-1]
         base = np.broadcast_to(np.arange(n, dtype=np.int64), shape)
         perm = self.gen.permuted(base.reshape(-1, n), axis=1).reshape(shape)
-        return self._to(xp, perm, xp.int64, device)
+        return self._to(xp, perm, xp.asarray(0).dtype, device)
 
 
 def _is_numpy_like(xp: Any) -> bool:

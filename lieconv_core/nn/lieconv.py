@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import index_dtype
 from ..cloud import Cloud, take
 from ..groups.base import Group
 from .layers import BN_EPS, bn_init, linear, linear_init, masked_batchnorm, swish
@@ -95,9 +96,9 @@ class LieConv:
             return cloud
         xp = ctx.xp
         sub = take(ctx.adapter, xp, cloud, idx)
-        nvalid = xp.sum(xp.astype(cloud.mask, xp.int64), axis=1)
+        nvalid = xp.sum(xp.astype(cloud.mask, index_dtype(xp)), axis=1)
         m = idx.shape[1]
-        keep = xp.arange(m, dtype=xp.int64, device=_device(idx))[None, :] < nvalid[:, None]
+        keep = xp.arange(m, dtype=index_dtype(xp), device=_device(idx))[None, :] < nvalid[:, None]
         return sub._replace(mask=sub.mask & keep)
 
     def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx,
@@ -114,7 +115,7 @@ class LieConv:
         dev = _device(cloud.mask)
         if self.knn or k >= n:
             # every in-ball point is taken anyway: the order is irrelevant, so no draws are needed
-            prio = xp.broadcast_to(xp.arange(n, dtype=xp.int64, device=dev)[None, :], (bs, n))
+            prio = xp.broadcast_to(xp.arange(n, dtype=index_dtype(xp), device=dev)[None, :], (bs, n))
         else:
             prio = ctx.draws.priorities(xp, (bs, n), dev)
         r = state["r"]
