@@ -66,7 +66,8 @@ def backend_name(xp: Any) -> str:
 
 
 def _lib_of(x: Any) -> str:
-    return type(x).__module__.split(".")[0]
+    lib = type(x).__module__.split(".")[0]
+    return "jax" if lib == "jaxlib" else lib  # jax tracers live in jax, concrete arrays in jaxlib
 
 
 def array_namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:

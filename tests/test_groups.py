@@ -1,0 +1,249 @@
+"""Group algebra: exp/log round trips, agreement with scipy.linalg.expm, smooth Taylor branches,
+log accuracy near θ = π, derivatives at 0, and the group laws (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from lieconv_core import groups as G
+from lieconv_core.groups._special import cosc, coscc, hat3, sinc, sincc
+
+from .conftest import asarray, to_numpy
+
+
+def algebra_matrix(group, a: np.ndarray) -> np.ndarray:
+    """The Lie algebra element of coordinates a as a matrix, for scipy.linalg.expm."""
+    if isinstance(group, G.SO2):
+        return np.array([[0, -a[0]], [a[0], 0]])
+    if isinstance(group, G.RxSO2):
+        return np.array([[a[0], -a[1]], [a[1], a[0]]])
+    if isinstance(group, G.SE2):
+        return np.array([[0, -a[0], a[1]], [a[0], 0, a[2]], [0, 0, 0]])
+    if isinstance(group, G.SO3):
+        return hat3(np, a)
+    if isinstance(group, G.SE3):
+        return np.block([[hat3(np, a[:3]), a[3:, None]], [np.zeros((1, 4))]])
+    if isinstance(group, G.T):
+        d = group.space_dim
+        return np.block([[np.zeros((d, d)), a[:, None]], [np.zeros((1, d + 1))]])
+    raise AssertionError(group)
+
+
+MATRIX_GROUPS = [G.T(2), G.T(3), G.SO2(), G.RxSO2(), G.SE2(), G.SO3(), G.SE3()]
+
+# rotation angles that exercise: tiny angles, both sides of the Taylor threshold (0.5; the
+# original used 0.07), generic angles and the neighbourhood of π
+ANGLES = [0.0, 1e-9, 5e-7, 0.07, 0.5 - 1e-4, 0.5 + 1e-4, 1.0, 2.5,
+          math.pi - 1e-6, math.pi - 1e-9]
+
+
+def algebra_with_angle(group, theta: float, rng: np.random.Generator) -> np.ndarray:
+    """Random algebra coordinates whose rotation angle is theta."""
+    a = rng.standard_normal(group.lie_dim)
+    if isinstance(group, (G.SO3, G.SE3)):
+        a[:3] = theta * a[:3] / np.linalg.norm(a[:3])
+    elif isinstance(group, (G.SO2, G.SE2)):
+        a[0] = theta
+    elif isinstance(group, G.RxSO2):
+        a[1] = theta
+    return a
+
+
+def _tol(dtype: str) -> float:
+    return 1e-12 if dtype == "float64" else 2e-5
+
+
+@pytest.mark.parametrize("group", MATRIX_GROUPS, ids=repr)
+def test_exp_matches_expm_and_round_trips(group, xp, dtype):
+    rng = np.random.default_rng(0)
+    A = np.stack([algebra_with_angle(group, t, rng) for t in ANGLES])
+    M = group.exp(xp, asarray(xp, A, dtype))
+    ref = np.stack([scipy.linalg.expm(algebra_matrix(group, a)) for a in A])
+    tol = _tol(dtype)
+    np.testing.assert_allclose(to_numpy(M), ref, atol=tol * 10, rtol=0)
+    # log∘exp = id on the principal domain
+    diff = to_numpy(group.log(xp, M)) - A
+    # planar angles at ±π (π − 1e-9 rounds to π in float32) are one point: compare modulo 2π
+    angle = {G.SO2: 0, G.SE2: 0, G.RxSO2: 1}.get(type(group))
+    if angle is not None:
+        diff[:, angle] = (diff[:, angle] + math.pi) % (2 * math.pi) - math.pi
+    if dtype == "float32":
+        # π − 1e-9 rounds to π in float32, where log is two-valued (ω and −ω): exp∘log below
+        # covers those rows
+        diff = diff[np.array(ANGLES) < math.pi - 1e-7]
+    assert np.abs(diff).max() < (tol * 50 if dtype == "float32" else 1e-9)
+    # exp∘log = id on group elements
+    again = to_numpy(group.exp(xp, group.log(xp, M)))
+    np.testing.assert_allclose(again, to_numpy(M), atol=tol * 10, rtol=0)
+
+
+@pytest.mark.parametrize("group", [G.SO3(), G.SE3()], ids=repr)
+@pytest.mark.parametrize("eps", [1e-6, 1e-8, 0.0])
+def test_log_accurate_near_pi(group, eps):
+    """θ within 1e-6 of π: the axis comes from the symmetric part; generic formulas lose it."""
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a = algebra_with_angle(group, math.pi - eps, rng)
+        M = scipy.linalg.expm(algebra_matrix(group, a))
+        back = group.log(np, M)
+        # at exactly π, ω and −ω are the same rotation
+        err = min(np.abs(back - a).max(), np.abs(back[:3] + a[:3]).max() if eps == 0 else np.inf)
+        assert err < 1e-8, (a, back)
+        np.testing.assert_allclose(group.exp(np, back), M, atol=1e-12)
+
+
+def test_products_of_random_rotations_round_trip():
+    """Products of random rotations land near π often; log must stay accurate for all of them."""
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((20000, 4))
+    R = G.so3.quat_to_rotmat(np, q)
+    w = G.SO3().log(np, R)
+    np.testing.assert_allclose(G.SO3().exp(np, w), R, atol=1e-12)
+    assert np.linalg.norm(w, axis=-1).max() <= math.pi + 1e-12
+
+
+@pytest.mark.parametrize("fn, exact", [
+    (sinc, lambda t: np.sin(t) / t),
+    (cosc, lambda t: (1 - np.cos(t)) / t**2),
+    (sincc, lambda t: (t - np.sin(t)) / t**3),
+    (coscc, lambda t: (1 - t * np.sin(t) / (2 * (1 - np.cos(t)))) / t**2),
+])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_special_functions_continuous_across_threshold(fn, exact, dtype):
+    """Both sides of each threshold agree with an extended-precision reference."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    ref_fns = {
+        sinc: lambda t: mpmath.sin(t) / t,
+        cosc: lambda t: (1 - mpmath.cos(t)) / t**2,
+        sincc: lambda t: (t - mpmath.sin(t)) / t**3,
+        coscc: lambda t: (1 - t * mpmath.sin(t) / (2 * (1 - mpmath.cos(t)))) / t**2,
+    }
+    ts = np.array([1e-4, 0.05, 0.0699, 0.0701, 0.3, 0.4999, 0.5001, 1.0, 3.0])
+    t2 = (ts**2).astype(dtype)
+    got = fn(np, t2).astype(np.float64)
+    want = np.array([float(ref_fns[fn](mpmath.sqrt(mpmath.mpf(float(x))))) for x in t2])
+    tol = 1e-13 if dtype == "float64" else 2e-6
+    np.testing.assert_allclose(got, want, rtol=tol)
+
+
+def _derivatives_backends():
+    out = []
+    for name in ("torch", "jax"):
+        try:
+            __import__(name)
+            out.append(name)
+        except ImportError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("framework", _derivatives_backends())
+@pytest.mark.parametrize("group", [G.SO2(), G.RxSO2(), G.SE2(), G.SO3(), G.SE3()], ids=repr)
+def test_first_and_second_derivatives_finite_at_zero(framework, group):
+    """The Hamiltonian models differentiate twice through exp/log; at exactly 0 the Taylor
+    branch and the double-where trick must keep both derivatives finite."""
+    point = np.zeros(group.lie_dim)
+    if isinstance(group, (G.SE2, G.SE3)):
+        point[-2:] = [0.3, -0.2]  # rotation exactly 0, translation non-zero
+
+    def f(xp, a):
+        M = group.exp(xp, a)
+        log = group.log(xp, M)
+        return xp.sum(M * M) + xp.sum(log**2) + xp.sum(log)
+
+    if framework == "torch":
+        import torch
+        from array_api_compat import torch as txp
+
+        x = torch.tensor(point, dtype=torch.float64)
+        grad = torch.autograd.functional.jacobian(lambda a: f(txp, a), x).numpy()
+        hess = torch.autograd.functional.hessian(lambda a: f(txp, a), x).numpy()
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        x = jnp.asarray(point, dtype=jnp.float64)
+        g = jax.grad(lambda a: f(jnp, a))
+        grad = np.asarray(g(x))
+        # one Hessian-vector product with v = (1, ..., 1): a NaN or inf anywhere in the Hessian
+        # shows up in H v, and it is much cheaper to trace than jax.hessian
+        hess = np.asarray(jax.jvp(g, (x,), (jnp.ones_like(x),))[1])
+    assert np.all(np.isfinite(grad)) and np.all(np.isfinite(hess)), (grad, hess)
+    # f is a smooth polynomial-like function near the identity: derivatives are O(1)
+    assert np.abs(hess).max() < 1e3
+
+
+# --- group laws (hypothesis) -------------------------------------------------------------------
+
+def _alg(group):
+    # keep rotation angles inside the principal domain (|θ| < π) so log∘exp is the identity
+    return arrays(np.float64, (group.lie_dim,),
+                  elements=st.floats(-1.7, 1.7, allow_nan=False, allow_infinity=False))
+
+
+@pytest.mark.parametrize("group", MATRIX_GROUPS, ids=repr)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_group_laws(group, data):
+    a = data.draw(_alg(group))
+    b = data.draw(_alg(group))
+    A, B = group.exp(np, a), group.exp(np, b)
+    eye = np.eye(A.shape[-1])
+    # identity and inverse
+    np.testing.assert_allclose(group.exp(np, np.zeros_like(a)), eye, atol=1e-15)
+    np.testing.assert_allclose(A @ group.exp(np, -a), eye, atol=1e-12)
+    # closure: the product's log exists and exp(log(AB)) = AB
+    AB = A @ B
+    np.testing.assert_allclose(group.exp(np, group.log(np, AB)), AB, atol=1e-10)
+    # associativity through log/exp: (AB)C = A(BC)
+    C = group.exp(np, data.draw(_alg(group)))
+    np.testing.assert_allclose((A @ B) @ C, A @ (B @ C), atol=1e-10)
+
+
+@pytest.mark.parametrize("group", [G.T(2), G.T(3), G.SO2(), G.RxSO2(), G.SE2(), G.SO3(),
+                                   G.SE3(), G.Tx(), G.Rx(), G.Trivial(2)], ids=repr)
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_pair_embedding_left_invariant(group, seed):
+    """a(g·u, g·v) = a(u, v): the weight net only sees invariant inputs."""
+    from lieconv_core.random import PortableDraws
+
+    rng = np.random.default_rng(seed)
+    draws = PortableDraws(seed)
+    d = group.space_dim
+    x = rng.standard_normal((1, 12, d)) * 2
+    elems, q = group.lift(np, x, 2, draws)
+    g = group.random_element(np, (1,), draws, np.float64, None)
+    moved = group.act_on_elements(np, g, elems)
+    # the lift is equivariant: lifting g·x gives the same orbit identifiers
+    _, q2 = group.lift(np, group.act_on_points(np, g, x), 2, draws)
+    if q is not None and not isinstance(group, G.Trivial):
+        np.testing.assert_allclose(q2, q, atol=1e-9)
+    qu = None if q is None else q[:, :, None]
+    qv = None if q is None else q[:, None]
+    emb = group.pair_embed(np, elems[:, :, None], qu, elems[:, None], qv)
+    emb_g = group.pair_embed(np, moved[:, :, None], qu, moved[:, None], qv)
+    if isinstance(group, G.Trivial):
+        return  # nothing is invariant for the trivial group (see the control test)
+    np.testing.assert_allclose(emb_g, emb, atol=1e-8)
+    dist = group.pair_distance(np, elems[:, :, None], qu, elems[:, None], qv)
+    dist_g = group.pair_distance(np, moved[:, :, None], qu, moved[:, None], qv)
+    np.testing.assert_allclose(dist_g, dist, atol=1e-8)
+
+
+def test_trivial_embedding_is_not_invariant():
+    """Control: the same check fails for the trivial group under a translation."""
+    x = np.random.default_rng(0).standard_normal((1, 5, 2))
+    grp = G.Trivial(2)
+    emb = grp.pair_embed(np, x[:, :, None], None, x[:, None], None)
+    emb_t = grp.pair_embed(np, x[:, :, None] + 1.0, None, x[:, None] + 1.0, None)
+    assert np.abs(emb_t - emb).max() > 0.5
