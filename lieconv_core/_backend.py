@@ -1,8 +1,8 @@
 """Backend selection and namespace handling.
 
-``LIECONV_BACKEND`` (numpy | torch | jax | cupy | array_api_strict; default numpy) is read once, when
-``lieconv_core`` is imported. It decides the namespace and device of functions that take no arrays
-(parameter init, data generation, the CLI). Functions that take arrays follow their inputs.
+``LIECONV_BACKEND`` (numpy | torch | jax | cupy | array_api_strict; default numpy) is read once,
+when ``lieconv_core`` is imported. It decides the namespace and device of functions that take no
+arrays (parameter init, data generation, the CLI). Functions that take arrays follow their inputs.
 
 Nothing here imports a framework at import time: namespaces and adapters are resolved lazily.
 """
@@ -77,7 +77,8 @@ def array_namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     ``None`` entries are ignored. ``names`` gives the argument names used in messages.
     """
     names = names or tuple(f"argument {i}" for i in range(len(arrays)))
-    pairs = [(n, a) for n, a in zip(names, arrays) if a is not None and not isinstance(a, int | float)]
+    pairs = [(n, a) for n, a in zip(names, arrays)
+             if a is not None and not isinstance(a, int | float)]
     if not pairs:
         return namespace_for()
     first_name, first = pairs[0]
@@ -90,7 +91,8 @@ def array_namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     try:
         xp = aac.array_namespace(*(a for _, a in pairs))
     except TypeError as exc:
-        raise TypeError(f"{first_name}: unsupported array type {type(first).__name__} ({exc})") from exc
+        kind = type(first).__name__
+        raise TypeError(f"{first_name}: unsupported array type {kind} ({exc})") from exc
     dev0 = aac.device(first)
     for name, arr in pairs[1:]:
         dev = aac.device(arr)

@@ -10,7 +10,8 @@ faster. Overrides must return the same numbers (same indices; floats to rounding
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,13 +70,13 @@ class ReferenceAdapter:
         lower index (canonical on every backend)."""
         return xp.argsort(scores, axis=-1, stable=True)[..., :k]
 
-    # --- sampling ----------------------------------------------------------------------------------
+    # --- sampling -------------------------------------------------------------------------------
     def fps(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
         """Farthest point sampling under the group distance.
 
         elems (bs, n, E), q (bs, n, dq) or None, mask (bs, n) bool, u (bs,) uniform draws that pick
-        the start among the valid points. Returns indices (bs, m) of the default integer dtype. Padding is never chosen;
-        ties (after :func:`quantize`) go to the lowest index.
+        the start among the valid points. Returns indices (bs, m) of the default integer dtype.
+        Padding is never chosen; ties (after :func:`quantize`) go to the lowest index.
         """
         bs, n = mask.shape
         dev = _device(mask)

@@ -56,7 +56,8 @@ def validate_inputs(group: Group, coords: Any, values: Any, mask: Any, chin: int
         raise TypeError(f"values dtype {values.dtype} differs from coords dtype {coords.dtype}")
     if tuple(mask.shape) != tuple(coords.shape[:2]):
         raise ValueError(
-            f"mask must have shape {tuple(coords.shape[:2])} (batch, points), got {tuple(mask.shape)}"
+            f"mask must have shape {tuple(coords.shape[:2])} (batch, points), "
+            f"got {tuple(mask.shape)}"
         )
     if mask.dtype != xp.bool:
         raise TypeError(f"mask must be a bool array, got {mask.dtype}")
@@ -70,7 +71,8 @@ def validate_inputs(group: Group, coords: Any, values: Any, mask: Any, chin: int
         if group.excludes_origin:
             at_origin = xp.all(coords == 0, axis=-1)
             if _concrete_any(xp.any(mask & at_origin)):
-                raise ValueError(f"coords: {group!r} is not defined at the origin; mask such points")
+                raise ValueError(
+                    f"coords: {group!r} is not defined at the origin; mask such points")
     return xp
 
 

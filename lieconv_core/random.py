@@ -76,5 +76,6 @@ def as_draws(rng: Any) -> Draws:
     if all(hasattr(rng, m) for m in ("uniform", "normal", "priorities")):
         return rng
     raise TypeError(
-        f"rng must be None, an int seed, a numpy.random.Generator or a Draws object, got {type(rng).__name__}"
+        "rng must be None, an int seed, a numpy.random.Generator or a Draws object, "
+        f"got {type(rng).__name__}"
     )

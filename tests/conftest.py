@@ -72,3 +72,18 @@ def rel_err(a, b) -> float:
 def jax_x64():
     pytest.importorskip("jax")
     _enable_jax_x64()
+
+
+def apply_net(net, params, state, inputs, train=False, rng=None):
+    """net.apply, under jax.jit for jax arrays (eager jax compiles every primitive per shape,
+    which makes the suite slow; jit is how jax users run it). Portable draws are identical
+    either way (they become constants of the trace)."""
+    from lieconv_core._backend import array_namespace, backend_name
+
+    xp = array_namespace(*inputs)
+    if backend_name(xp) != "jax":
+        return net.apply(params, state, inputs, train=train, rng=rng)
+    import jax
+
+    fn = jax.jit(lambda p, s, i: net.apply(p, s, i, train=train, rng=rng))
+    return fn(params, state, tuple(inputs))

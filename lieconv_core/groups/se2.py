@@ -78,7 +78,8 @@ class SE2(Group):
     def lift(self, xp, coords, nsamples, draws):
         bs, n, _ = coords.shape
         phase = 2 * math.pi * draws.uniform(xp, (bs, n, 1), coords.dtype, _dev(coords))
-        steps = xp.arange(nsamples, dtype=coords.dtype, device=_dev(coords)) * (2 * math.pi / nsamples)
+        steps = xp.arange(nsamples, dtype=coords.dtype, device=_dev(coords))
+        steps = steps * (2 * math.pi / nsamples)
         phi = wrap_angle(xp, phase + steps)  # (bs, n, ns)
         tx = xp.broadcast_to(coords[:, :, None, 0], phi.shape)
         ty = xp.broadcast_to(coords[:, :, None, 1], phi.shape)

@@ -42,7 +42,8 @@ class SO2(Group):
 
     def distance_from_log(self, xp, a, qu, qv):
         ru, rv = qu[..., 0], qv[..., 0]
-        return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * xp.abs(ru - rv) / (ru + rv + 1e-3)
+        radial = xp.abs(ru - rv) / (ru + rv + 1e-3)
+        return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * radial
 
     def random_element(self, xp, shape, draws, dtype, device):
         return uniform_angle(xp, (*shape, 1), draws, dtype, device)

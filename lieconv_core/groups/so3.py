@@ -51,13 +51,15 @@ def rot_e1(xp: Any, theta: Any) -> Any:
     """(...,) -> (..., 3, 3) rotations about e1."""
     c, s = xp.cos(theta), xp.sin(theta)
     z, o = xp.zeros_like(theta), xp.ones_like(theta)
-    rows = [xp.stack([o, z, z], axis=-1), xp.stack([z, c, -s], axis=-1), xp.stack([z, s, c], axis=-1)]
+    rows = [xp.stack([o, z, z], axis=-1), xp.stack([z, c, -s], axis=-1),
+            xp.stack([z, s, c], axis=-1)]
     return xp.stack(rows, axis=-2)
 
 
 class SO3(Group):
-    """SO(3). Lift g = R_p·R_e1(θ_s) with θ_s uniform on [0, 2π) (exact equivariance in distribution;
-    the original drew θ_s ∝ sin²(θ/2), which is not uniform on the stabilizer); q = ‖x‖.
+    """SO(3). Lift g = R_p·R_e1(θ_s) with θ_s uniform on [0, 2π) (exact equivariance in
+    distribution; the original drew θ_s ∝ sin²(θ/2), which is not uniform on the stabilizer);
+    q = ‖x‖.
 
     Elements: flattened 3×3 rotations (E = 9). Distance α‖ω‖ + (1−α)|Δq|.
     """

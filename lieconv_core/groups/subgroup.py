@@ -7,8 +7,6 @@ parent's (invariant under the parent, hence under the subgroup).
 
 from __future__ import annotations
 
-from typing import Any
-
 from .base import Group
 
 

@@ -18,7 +18,7 @@ from .._backend import index_dtype
 from ..cloud import Cloud, take
 from ..groups.base import Group
 from .layers import BN_EPS, bn_init, linear, linear_init, masked_batchnorm, swish
-from .module import Ctx
+from .module import Ctx, Model
 
 #: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
 WEIGHTNET_HIDDEN = 32
@@ -28,7 +28,7 @@ R_INIT = 2.0
 R_GAIN = 0.5
 
 
-class LieConv:
+class LieConv(Model):
     """LieConv(chin -> chout) on lifted clouds of ``group``.
 
     Args:
@@ -70,7 +70,17 @@ class LieConv:
         params["out"] = linear_init(gen, WEIGHTNET_OUT * self.chin, self.chout)
         return params, state
 
-    # --- forward -----------------------------------------------------------------------------------
+    # --- forward --------------------------------------------------------------------------------
+    def forward(self, params: dict, state: dict, cloud: Cloud, train: bool = False,
+                rng: Any = None) -> tuple[Cloud, dict]:
+        """Stand-alone use: ``params, state = conv.init(seed, dtype, backend)``, then
+        ``out_cloud, state = conv.forward(params, state, lift(group, coords, values, mask))``."""
+        from .._backend import array_namespace
+        from ..random import as_draws
+
+        xp = array_namespace(cloud.elems, cloud.values, cloud.mask)
+        return self.apply(params, state, cloud, self.context(xp, train, as_draws(rng)))
+
     def num_queries(self, n: int) -> int:
         return n if self.ds_frac >= 1 else max(1, int(round(self.ds_frac * n)))
 
@@ -106,7 +116,8 @@ class LieConv:
         """cloud with values (bs, n, chin) -> query cloud with values (bs, m, chout)."""
         xp, ad = ctx.xp, ctx.adapter
         if cloud.values.shape[-1] != self.chin:
-            raise ValueError(f"LieConv expects {self.chin} input channels, got {cloud.values.shape[-1]}")
+            raise ValueError(f"LieConv expects {self.chin} input channels, "
+                             f"got {cloud.values.shape[-1]}")
         if idx is None:
             idx, state = self.query_indices(state, cloud, ctx)
         query = self.subsample(cloud, idx, ctx)
@@ -115,7 +126,8 @@ class LieConv:
         dev = _device(cloud.mask)
         if self.knn or k >= n:
             # every in-ball point is taken anyway: the order is irrelevant, so no draws are needed
-            prio = xp.broadcast_to(xp.arange(n, dtype=index_dtype(xp), device=dev)[None, :], (bs, n))
+            prio = xp.arange(n, dtype=index_dtype(xp), device=dev)
+            prio = xp.broadcast_to(prio[None, :], (bs, n))
         else:
             prio = ctx.draws.priorities(xp, (bs, n), dev)
         r = state["r"]

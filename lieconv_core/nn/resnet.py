@@ -31,7 +31,8 @@ class BottleBlock:
 
     def __init__(self, chin: int, chout: int, conv: LieConv, bn: bool = True):
         if chout < chin:
-            raise ValueError(f"BottleBlock needs chout >= chin for the residual, got {chin} -> {chout}")
+            raise ValueError(
+                f"BottleBlock needs chout >= chin for the residual, got {chin} -> {chout}")
         if conv.chin != chin // 4 or conv.chout != chout // 4:
             raise ValueError("BottleBlock's conv must map chin//4 -> chout//4 channels")
         self.chin, self.chout, self.conv, self.bn = chin, chout, conv, bool(bn)
@@ -87,7 +88,8 @@ class LieResNet(Model):
     Args:
         chin: input feature channels; num_outputs: output channels.
         k: channel width, or a list of num_layers + 1 widths.
-        nbhd: neighbourhood size (None / inf: all points). ds_frac, fill: scalars or per-layer lists.
+        nbhd: neighbourhood size (None / inf: all points).
+        ds_frac, fill: scalars or per-layer lists.
         liftsamples: stabilizer samples per point. mean: mean (else sum) aggregation and pooling.
         pool: pool over points (else return per-point outputs (bs, n·ns, num_outputs)).
 

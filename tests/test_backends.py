@@ -1,0 +1,209 @@
+"""Same numbers on every backend, backend selection, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lieconv_core as lc
+from lieconv_core import groups as G
+from lieconv_core._backend import adapter_for, namespace_for
+from lieconv_core.adapter import ReferenceAdapter
+
+from .conftest import SAME_TOL, apply_net, asarray, rel_err, to_numpy
+
+CASES = {
+    # group, liftsamples, ds_frac, nbhd, knn
+    "T2-fps-ball": (G.T(2), 1, 0.6, 5, False),
+    "SE2-fps-ball": (G.SE2(), 2, 0.6, 6, False),
+    "SO3-knn": (G.SO3(), 2, 1.0, 6, True),
+    "SE3-fps-ball": (G.SE3(), 2, 0.6, 6, False),
+}
+
+
+def _inputs(d, seed=0, bs=2, n=10):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((bs, n, d)) * 1.5
+    v = rng.standard_normal((bs, n, 3))
+    m = np.ones((bs, n), dtype=bool)
+    m[1, -3:] = False
+    return x, v, m
+
+
+def _run(backend, dtype, case, train):
+    group, ns, ds, nbhd, knn = CASES[case]
+    net = lc.LieResNet(chin=3, num_outputs=2, k=16, num_layers=1, nbhd=nbhd, ds_frac=ds,
+                       fill=0.5, liftsamples=ns, group=group, knn=knn)
+    xp = namespace_for(backend)
+    params, state = net.init(seed=1, dtype=dtype, backend=backend)
+    x, v, m = _inputs(group.space_dim)
+    out, st = apply_net(net, params, state, (asarray(xp, x, dtype), asarray(xp, v, dtype),
+                                             asarray(xp, m)), train=train, rng=11)
+    return to_numpy(out), float(to_numpy(st["blocks"]["0"]["conv"]["r"]))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_same_numbers_as_numpy(backend, dtype, case, train):
+    """Same params, inputs and draws: every backend matches numpy (float64 1e-10, float32 1e-5)."""
+    if backend == "numpy":
+        pytest.skip("numpy is the reference")
+    out, r = _run(backend, dtype, case, train)
+    ref, r_ref = _run("numpy", dtype, case, train)
+    assert rel_err(out, ref) <= SAME_TOL[dtype]
+    assert abs(r - r_ref) <= SAME_TOL[dtype] * abs(r_ref)
+
+
+def _grid_cloud(xp, dtype):
+    # a 6×6 grid: many exactly equal distances, so tie-breaking decides neighbour order
+    g = np.stack(np.meshgrid(np.arange(6.0), np.arange(6.0), indexing="ij"), -1).reshape(1, 36, 2)
+    g = np.concatenate([g, g[:, ::-1]], axis=0)
+    return lc.lift(G.T(2), asarray(xp, g, dtype), asarray(xp, np.ones((2, 36, 1)), dtype),
+                   asarray(xp, np.ones((2, 36), bool)))
+
+
+def test_neighbour_choice_independent_of_backend_tie_breaking(xp, dtype):
+    """kNN and FPS on a grid (exact distance ties) pick the same indices on every backend:
+    ties go to the lowest index, whatever the backend's sort or top-k does."""
+    ad = adapter_for(xp)
+    ref_ad = ReferenceAdapter()
+    c = _grid_cloud(xp, dtype)
+    cn = _grid_cloud(namespace_for("numpy"), dtype)
+    q = (c.elems, None, c.mask)
+    idx, valid, _ = ad.neighbourhood(xp, G.T(2), q, q, 9, 2.0, None, True)
+    qn = (cn.elems, None, cn.mask)
+    idx_ref, _, _ = ref_ad.neighbourhood(namespace_for("numpy"), G.T(2), qn, qn, 9, 2.0, None,
+                                         True)
+    np.testing.assert_array_equal(to_numpy(idx), idx_ref)
+    # lowest index first among equal distances: point 0's 2nd and 3rd neighbours are 1 and 6
+    assert list(idx_ref[0, 0, :3]) == [0, 1, 6]
+    u = asarray(xp, np.array([0.0, 0.5]), dtype)
+    fps = ad.fps(xp, G.T(2), c.elems, None, c.mask, 12, u)
+    fps_ref = ref_ad.fps(namespace_for("numpy"), G.T(2), cn.elems, None, cn.mask, 12,
+                         np.array([0.0, 0.5]).astype(dtype))
+    np.testing.assert_array_equal(to_numpy(fps), fps_ref)
+
+
+def test_portable_draws_identical_everywhere(xp, dtype):
+    from lieconv_core.random import PortableDraws
+
+    a = to_numpy(PortableDraws(3).uniform(xp, (4, 5), getattr(xp, dtype), None))
+    b = PortableDraws(3).uniform(np, (4, 5), getattr(np, dtype), None)
+    np.testing.assert_array_equal(a, b)
+    p = to_numpy(PortableDraws(3).priorities(xp, (2, 7), None))
+    np.testing.assert_array_equal(np.sort(p, axis=-1), np.broadcast_to(np.arange(7), (2, 7)))
+
+
+# --- backend selection -------------------------------------------------------------------------
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def test_import_imports_no_framework():
+    res = _python("import lieconv_core, sys; "
+                  "print(sorted(m for m in ('torch','jax','cupy') if m in sys.modules))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_backend_env_var_validated():
+    res = _python("import lieconv_core", LIECONV_BACKEND="tensorflow")
+    assert res.returncode != 0
+    assert "LIECONV_BACKEND='tensorflow'" in res.stderr
+    for name in ("numpy", "torch", "jax", "cupy", "array_api_strict"):
+        assert name in res.stderr
+
+
+def test_backend_env_var_picks_default_namespace():
+    res = _python("import lieconv_core as lc; net = lc.LieResNet(2, k=8, num_layers=1, "
+                  "group=lc.groups.T(2)); p, s = net.init(); "
+                  "print(type(p['lin_in']['w']).__module__)",
+                  LIECONV_BACKEND="array_api_strict")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().startswith("array_api_strict")
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+@pytest.fixture
+def net_and_params():
+    net = lc.LieResNet(chin=3, k=8, num_layers=1, group=G.T(2))
+    params, state = net.init(dtype="float64", backend="numpy")
+    return net, params, state
+
+
+def _good(n=5):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((2, n, 2)), rng.standard_normal((2, n, 3)), np.ones((2, n), bool)
+
+
+@pytest.mark.parametrize("bad, exc, words", [
+    (lambda x, v, m: (x[0], v, m), ValueError, "coords must have shape"),
+    (lambda x, v, m: (np.concatenate([x, x[..., :1]], -1), v, m), ValueError, "coords"),
+    (lambda x, v, m: (x, v[:, :3], m), ValueError, "values must have shape"),
+    (lambda x, v, m: (x, v[..., :2], m), ValueError, "values must have 3 channels"),
+    (lambda x, v, m: (x, v, m[:, :4]), ValueError, "mask must have shape"),
+    (lambda x, v, m: (x, v, m.astype(np.float64)), TypeError, "mask must be a bool"),
+    (lambda x, v, m: (x.astype(np.int64), v, m), TypeError, "coords must be float"),
+    (lambda x, v, m: (x, v.astype(np.float32), m), TypeError, "values dtype"),
+    (lambda x, v, m: (np.where(np.arange(5)[None, :, None] == 2, np.nan, x), v, m),
+     ValueError, "coords contain NaN"),
+    (lambda x, v, m: (np.where(np.arange(5)[None, :, None] == 2, np.inf, x), v, m),
+     ValueError, "coords contain NaN or inf"),
+    (lambda x, v, m: (x, np.where(np.arange(5)[None, :, None] == 1, np.nan, v), m),
+     ValueError, "values contain NaN"),
+    (lambda x, v, m: (x.astype(np.float32), v.astype(np.float32), m), TypeError,
+     "parameters are float64"),
+])
+def test_bad_input_named(net_and_params, bad, exc, words):
+    net, params, state = net_and_params
+    with pytest.raises(exc, match=words):
+        net.apply(params, state, bad(*_good()))
+
+
+def test_nan_at_padding_is_fine(net_and_params):
+    net, params, state = net_and_params
+    x, v, m = _good()
+    x[:, -1] = np.nan
+    m[:, -1] = False
+    out, _ = net.apply(params, state, (x, v, m))
+    assert np.all(np.isfinite(out))
+
+
+def test_mixed_libraries_type_error_names_both(net_and_params):
+    torch = pytest.importorskip("torch")
+    net, params, state = net_and_params
+    x, v, m = _good()
+    with pytest.raises(TypeError, match=r"coords is a numpy array but values is a torch array"):
+        net.apply(params, state, (x, torch.asarray(v), m))
+
+
+def test_rxso2_rejects_points_at_origin():
+    net = lc.LieResNet(chin=3, k=8, num_layers=1, group=G.RxSO2())
+    params, state = net.init(dtype="float64", backend="numpy")
+    x, v, m = _good()
+    x[0, 1] = 0.0
+    with pytest.raises(ValueError, match="not defined at the origin"):
+        net.apply(params, state, (x, v, m))
+    m[0, 1] = False  # masked: fine
+    assert np.all(np.isfinite(net.apply(params, state, (x, v, m))[0]))
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown group 'SU3'"):
+        G.by_name("SU3")
+    with pytest.raises(ValueError, match="ds_frac"):
+        lc.LieConv(4, 4, G.T(2), ds_frac=0.0)
+    with pytest.raises(ValueError, match="k must have 3 entries"):
+        lc.LieResNet(3, k=[8, 8], num_layers=2)
+    with pytest.raises(ValueError, match="dtype must be"):
+        lc.LieResNet(3, k=8, num_layers=1).init(dtype="float16")
+    with pytest.raises(ValueError, match="nsamples"):
+        lc.lift(G.T(2), *_good(), nsamples=0)

@@ -1,0 +1,269 @@
+"""LieResNet: invariance under each group (exact where the configuration is deterministic, in
+distribution otherwise), controls that are not invariant, padding/permutation invariance, edge
+cases, and the radius controller."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import lieconv_core as lc
+from lieconv_core import groups as G
+from lieconv_core.random import PortableDraws
+
+from .conftest import apply_net, asarray, to_numpy
+
+DETERMINISTIC_LIFT = [G.T(2), G.T(3), G.SO2(), G.RxSO2(), G.Tx(), G.Rx()]
+RANDOM_LIFT = [G.SE2(), G.SO3(), G.SE3()]
+
+
+def make_inputs(d: int, bs: int = 3, n: int = 14, chin: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((bs, n, d)) * 1.5
+    v = rng.standard_normal((bs, n, chin))
+    m = np.ones((bs, n), dtype=bool)
+    m[min(1, bs - 1), n - 4:] = False  # one padded cloud
+    return x, v, m
+
+
+def small_net(group, **kw):
+    cfg = dict(chin=3, num_outputs=2, k=16, num_layers=2, nbhd=None, fill=0.5,
+               liftsamples=2 if group.random_lift else 1, group=group)
+    cfg.update(kw)
+    return lc.LieResNet(**cfg)
+
+
+def transform(group, x, seed=7):
+    g = group.random_element(np, (x.shape[0],), PortableDraws(seed), np.float64, None)
+    return g, group.act_on_points(np, g, x)
+
+
+@pytest.mark.parametrize("group", DETERMINISTIC_LIFT, ids=repr)
+@pytest.mark.parametrize("subsample", [False, True], ids=["all", "fps+random-ball"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_invariant_deterministic_lift(group, subsample, train):
+    """Same draws, transformed input: identical outputs (≤1e-9), even with FPS subsampling and
+    random ball neighbourhoods, because every decision depends only on invariant distances."""
+    kw = dict(ds_frac=0.6, nbhd=5) if subsample else {}
+    net = small_net(group, **kw)
+    params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(group.space_dim)
+    _, gx = transform(group, x)
+    out, st = net.apply(params, state, (x, v, m), train=train, rng=5)
+    out_g, st_g = net.apply(params, state, (gx, v, m), train=train, rng=5)
+    assert np.abs(out).max() > 1e-3
+    np.testing.assert_allclose(out_g, out, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(st_g["blocks"]["0"]["conv"]["r"], st["blocks"]["0"]["conv"]["r"],
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("group", RANDOM_LIFT, ids=repr)
+@pytest.mark.parametrize("subsample", [False, True], ids=["all", "fps+random-ball"])
+def test_invariant_on_lifted_elements(group, subsample):
+    """For random lifts, g·(lift of x) is a lift of g·x: the network on lifted elements
+    transformed by g must give identical outputs (≤1e-9)."""
+    kw = dict(ds_frac=0.6, nbhd=5) if subsample else {}
+    net = small_net(group, **kw)
+    params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(group.space_dim)
+    cloud = lc.lift(group, x, v, m, nsamples=2, rng=4)
+    g = group.random_element(np, (x.shape[0],), PortableDraws(9), np.float64, None)
+    moved = cloud._replace(elems=group.act_on_elements(np, g, cloud.elems))
+    out, _ = net.apply_lifted(params, state, cloud, train=True, rng=5)
+    out_g, _ = net.apply_lifted(params, state, moved, train=True, rng=5)
+    np.testing.assert_allclose(out_g, out, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("group", [G.T(2), G.SO2()], ids=repr)
+def test_trivial_group_control_is_not_invariant(group):
+    """Control: the same check (atol 1e-9) applied to a Trivial-group network fails by orders of
+    magnitude (a freshly initialised network is only mildly sensitive to absolute position)."""
+    net = small_net(G.Trivial(2))
+    params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(2)
+    _, gx = transform(group, x)
+    out, _ = net.apply(params, state, (x, v, m), rng=5)
+    out_g, _ = net.apply(params, state, (gx, v, m), rng=5)
+    assert np.abs(out_g - out).max() > 1e-6
+
+
+class _FixedPhaseSE2(G.SE2):
+    """A broken SE(2) lift (stabilizer phase always 0): not equivariant in distribution."""
+
+    def lift(self, xp, coords, nsamples, draws):
+        class Zero:
+            def uniform(self, xp, shape, dtype, device):
+                return xp.zeros(shape, dtype=dtype)
+
+        return super().lift(xp, coords, nsamples, Zero())
+
+
+def _output_samples(group, x, v, m, seeds):
+    net = small_net(group, liftsamples=1, num_outputs=1)
+    params, state = net.init(seed=3, dtype="float64", backend="numpy")
+    return np.array([net.apply(params, state, (x, v, m), rng=s)[0][0, 0] for s in seeds])
+
+
+def test_se2_invariant_in_distribution_and_control_fails():
+    """End to end with random lifts: the outputs for x and g·x have the same distribution over
+    lift draws (two-sample KS), while a lift with a fixed stabilizer phase is detectably not."""
+    x, v, m = make_inputs(2, bs=1, n=8)
+    m[:] = True
+    g = np.array([[2.1, 0.7, -1.3]])
+    gx = G.SE2().act_on_points(np, g, x)
+    seeds_a, seeds_b = range(0, 150), range(1000, 1150)
+    a = _output_samples(G.SE2(), x, v, m, seeds_a)
+    b = _output_samples(G.SE2(), gx, v, m, seeds_b)
+    assert a.std() > 1e-6  # the output really depends on the lift draws
+    assert stats.ks_2samp(a, b).pvalue > 1e-3
+    a = _output_samples(_FixedPhaseSE2(), x, v, m, seeds_a)
+    b = _output_samples(_FixedPhaseSE2(), gx, v, m, seeds_b)
+    assert stats.ks_2samp(a, b).pvalue < 1e-3
+
+
+def test_padding_and_permutation_invariance(xp, dtype):
+    group = G.SE2()
+    net = small_net(group, liftsamples=1)
+    params, state = net.init(seed=2, dtype=dtype, xp=xp)
+    x, v, m = make_inputs(2, bs=2, n=10)
+    m[:] = True
+    out, _ = apply_net(net, params, state, tuple(asarray(xp, a, t) for a, t in
+                                                 ((x, dtype), (v, dtype), (m, None))), rng=1)
+    # padding: extra points with garbage (even NaN) coordinates and features, masked off
+    xp_pad = np.concatenate([x, np.full((2, 5, 2), np.nan)], axis=1)
+    v_pad = np.concatenate([v, np.full((2, 5, 3), 1e6)], axis=1)
+    m_pad = np.concatenate([m, np.zeros((2, 5), bool)], axis=1)
+    perm = np.random.default_rng(0).permutation(15)
+    tol = 1e-9 if dtype == "float64" else 1e-4
+    where_now = np.argsort(perm)[:10]  # new position of original point i
+    for xs, vs, ms, pos in ((xp_pad, v_pad, m_pad, np.arange(10)),
+                            (xp_pad[:, perm], v_pad[:, perm], m_pad[:, perm], where_now)):
+        # lift phases are drawn per point: hand each real point its own draw
+        out2, _ = apply_net(net, params, state, (asarray(xp, xs, dtype), asarray(xp, vs, dtype),
+                                                 asarray(xp, ms)), rng=_PermutedDraws(1, pos, 15))
+        np.testing.assert_allclose(to_numpy(out2), to_numpy(out), atol=tol, rtol=tol)
+
+
+class _PermutedDraws(PortableDraws):
+    """Per-point draws of the unpadded cloud, moved to each point's position (``positions[i]``)
+    in a padded/permuted cloud of n entries, so that each real point keeps its stabilizer phase."""
+
+    def __init__(self, seed, positions, n):
+        super().__init__(seed)
+        self.positions, self.n = positions, n
+
+    def uniform(self, xp, shape, dtype, device):
+        if len(shape) == 3 and shape[1] == self.n:
+            base = self.gen.random((shape[0], len(self.positions), shape[2]))
+            full = np.zeros(shape)
+            full[:, self.positions] = base
+            return self._to(xp, full, dtype, device)
+        return super().uniform(xp, shape, dtype, device)
+
+
+def test_edge_cases(xp):
+    net = small_net(G.T(2), nbhd=50)  # nbhd > n is clipped
+    params, state = net.init(seed=0, dtype="float64", xp=xp)
+    x, v, m = make_inputs(2, bs=3, n=6)
+    m[2] = False  # an all-masked cloud pools to zeros
+    out, _ = apply_net(net, params, state, (asarray(xp, x, "float64"), asarray(xp, v, "float64"),
+                                            asarray(xp, m)))
+    out = to_numpy(out)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[2], 0.0)
+    ref = small_net(G.T(2), nbhd=6)
+    out_ref, _ = apply_net(ref, params, state, (asarray(xp, x, "float64"),
+                                                asarray(xp, v, "float64"), asarray(xp, m)))
+    np.testing.assert_allclose(out, to_numpy(out_ref), atol=1e-12)
+    # a single-point cloud
+    out1, _ = apply_net(net, params, state, (asarray(xp, x[:, :1], "float64"),
+                                             asarray(xp, v[:, :1], "float64"),
+                                             asarray(xp, m[:, :1])))
+    assert to_numpy(out1).shape == (3, 2) and np.all(np.isfinite(to_numpy(out1)))
+
+
+def test_subsampling_edge_cases():
+    """FPS picks each valid point before repeating one, never padding; extra queries are masked."""
+    net = small_net(G.T(2), ds_frac=0.5, nbhd=3, num_layers=1)
+    params, state = net.init(seed=0, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(2, bs=2, n=10)
+    m[1, 2:] = False  # 2 valid points, 5 queries
+    out, _ = net.apply(params, state, (x, v, m), train=True, rng=0)
+    assert np.all(np.isfinite(out))
+    from lieconv_core.adapter import ReferenceAdapter
+
+    cloud = lc.lift(G.T(2), x, v, m)
+    idx = ReferenceAdapter().fps(np, G.T(2), cloud.elems, None, cloud.mask, 5, np.array([0.3, 0.9]))
+    assert len(set(idx[0].tolist())) == 5
+    assert set(idx[1].tolist()) <= {0, 1} and set(idx[1, :2].tolist()) == {0, 1}
+
+
+def _observed_fill(x, r):
+    d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
+    return (d < r).sum(-1).mean() / x.shape[1]
+
+
+@pytest.mark.parametrize("target", [0.2, 0.6])
+def test_radius_controller_reaches_target_fill(target):
+    group = G.T(2)
+    net = small_net(group, fill=target, nbhd=None, num_layers=1, bn=False)
+    params, state = net.init(seed=0, dtype="float64", backend="numpy")
+    rng = np.random.default_rng(0)
+    for step in range(40):
+        x = rng.standard_normal((4, 30, 2))
+        v = rng.standard_normal((4, 30, 3))
+        m = np.ones((4, 30), bool)
+        _, state = net.apply(params, state, (x, v, m), train=True, rng=step)
+    r = float(state["blocks"]["0"]["conv"]["r"])
+    assert r != 2.0
+    x = rng.standard_normal((64, 30, 2))
+    assert abs(_observed_fill(x, r) - target) < 0.05
+    # eval mode: r is frozen
+    _, state2 = net.apply(params, state, (x[:4], v, m), train=False)
+    assert float(state2["blocks"]["0"]["conv"]["r"]) == r
+
+
+def test_knn_option_matches_brute_force():
+    net_conv = lc.LieConv(3, 4, G.T(2), nbhd=4, knn=True)
+    from lieconv_core.adapter import ReferenceAdapter
+
+    x, v, m = make_inputs(2, bs=2, n=9)
+    cloud = lc.lift(G.T(2), x, v, m)
+    idx, valid, _ = ReferenceAdapter().neighbourhood(
+        np, G.T(2), (cloud.elems, None, cloud.mask), (cloud.elems, None, cloud.mask), 4, 2.0,
+        None, True)
+    d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
+    d = np.where(m[:, None, :], d, np.inf)
+    for b in range(2):
+        for i in range(9):
+            if m[b, i]:
+                assert set(idx[b, i]) == set(np.argsort(d[b, i], kind="stable")[:4])
+    assert net_conv.knn
+
+
+def test_ball_neighbourhood_is_uniform_subset():
+    """Random ball neighbourhoods: every in-ball point is chosen with probability k/|ball|."""
+    from lieconv_core.adapter import ReferenceAdapter
+
+    x = np.random.default_rng(0).standard_normal((1, 12, 2))
+    cloud = lc.lift(G.T(2), x, np.ones((1, 12, 1)), np.ones((1, 12), bool))
+    counts = np.zeros(12)
+    trials = 3000
+    d = np.linalg.norm(x[0, 0] - x[0], axis=-1)
+    r = np.sort(d)[8] + 1e-9  # 9 points in the ball of query 0
+    draws = PortableDraws(0)
+    for _ in range(trials):
+        prio = draws.priorities(np, (1, 12), None)
+        idx, valid, cnt = ReferenceAdapter().neighbourhood(
+            np, G.T(2), (cloud.elems[:, :1], None, cloud.mask[:, :1]),
+            (cloud.elems, None, cloud.mask), 4, r, prio, False)
+        assert valid.sum() == 4 and cnt[0, 0] == 9
+        counts[idx[0, 0][valid[0, 0]]] += 1
+    inball = d < r
+    assert counts[~inball].sum() == 0
+    freq = counts[inball] / trials
+    np.testing.assert_allclose(freq, 4 / 9, atol=0.04)
+    assert math.isclose(freq.sum(), 4.0)
