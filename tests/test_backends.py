@@ -185,6 +185,21 @@ def test_mixed_libraries_type_error_names_both(net_and_params):
         net.apply(params, state, (x, torch.asarray(v), m))
 
 
+def test_params_from_another_library_named(net_and_params):
+    pytest.importorskip("torch")
+    net, _, _ = net_and_params
+    params, state = net.init(dtype="float64", backend="torch")
+    with pytest.raises(TypeError, match="coords is a numpy array but params is a torch array"):
+        net.apply(params, state, _good())
+
+
+def test_mixed_devices_type_error_names_both():
+    torch = pytest.importorskip("torch")
+    x, v, m = (torch.asarray(a) for a in _good())
+    with pytest.raises(TypeError, match="coords is on device cpu but values is on device meta"):
+        lc.lift(G.T(2), x, v.to("meta"), m)
+
+
 def test_rxso2_rejects_points_at_origin():
     net = lc.LieResNet(chin=3, k=8, num_layers=1, group=G.RxSO2())
     params, state = net.init(dtype="float64", backend="numpy")

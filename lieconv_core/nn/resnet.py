@@ -168,7 +168,10 @@ class LieResNet(Model):
 
 
 def _check_dtype(params: dict, coords: Any) -> None:
+    from .._backend import array_namespace
+
     w = params["lin_in"]["w"]
+    array_namespace(coords, w, names=("coords", "params"))  # same library and device
     if w.dtype != coords.dtype:
         raise TypeError(f"coords are {coords.dtype} but the parameters are {w.dtype}; "
                         "initialise with the inputs' dtype or cast the inputs")
