@@ -119,8 +119,8 @@ def evaluate_run(checkpoint: str | Path, backend: str | None = None, n_test: int
     cfg = io.load_json(checkpoint / io.CONFIG)
     backend = backend or cfg.get("backend", "torch")
     dtype = cfg.get("dtype", "float32")
-    _setup_backend(backend, dtype, threads)
     model, params, cfg = io.load_model(checkpoint, backend="numpy", dtype="float64")
+    _setup_backend(backend, dtype, threads)
     from .nn.module import flatten
 
     tr = _trainer(backend, model, flatten(params), dtype)
@@ -192,8 +192,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # --- demo ----------------------------------------------------------------------------------------
-DEMO_RUNS = (("HLieConv-T2", "hlieconv", "T2", 64, 3e-3),
-             ("FLieConv-T2", "flieconv", "T2", 64, 3e-3),
+DEMO_RUNS = (("HLieConv-T2", "hlieconv", "T2", 64, 1e-2),
+             ("FLieConv-T2", "flieconv", "T2", 64, 1e-2),
              ("FC", "fc", "T2", 128, 1e-2))
 
 
@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
     de = sub.add_parser("demo", help="short run: HLieConv-T2 vs FLieConv vs FC conservation table")
     de.add_argument("--backend", default="torch", help="torch | jax")
-    de.add_argument("--n-train", type=int, default=200)
-    de.add_argument("--epochs", type=int, default=3)
+    de.add_argument("--n-train", type=int, default=400)
+    de.add_argument("--epochs", type=int, default=6)
     de.add_argument("--n-rollout", type=int, default=10)
     de.add_argument("--rollout-steps", type=int, default=200)
     de.add_argument("--threads", type=int, default=1)

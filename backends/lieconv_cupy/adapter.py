@@ -1,15 +1,177 @@
-"""The cupy adapter: the reference implementation on cupy arrays, plus CUDA kernels."""
+"""The cupy adapter: the reference implementation on cupy arrays, plus the CUDA kernels of
+``kernels.cu`` (loaded with ``cupy.RawModule``) for FPS, neighbour search and the fused PointConv.
+
+Kernel coverage: FPS and neighbourhoods for the Euclidean-distance groups T(d) and Trivial(d)
+(d <= 3); the fused pointconv (forward, and :meth:`CupyAdapter.pointconv_vjp` for its gradients -
+cupy has no autodiff) for any group with the standard 32-32-16 weight net and <= 512 channels.
+Everything else runs the reference path. ``LIECONV_CUPY_KERNELS=never`` disables the kernels.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from lieconv_core.adapter import ReferenceAdapter
+from lieconv_core.adapter import QUANT, ReferenceAdapter
+
+#: the CUDA source of the kernels (compiled by NVRTC on first use; nvcc-checked in the tests)
+KERNELS_CU = Path(__file__).with_name("kernels.cu")
+HID, OUT, KT = 32, 16, 64
+
+
+def supports_group(group: Any) -> bool:
+    from lieconv_core.groups.translation import T
+    from lieconv_core.groups.trivial import Trivial
+
+    return type(group) in (T, Trivial) and 1 <= group.space_dim <= 3
 
 
 class CupyAdapter(ReferenceAdapter):
     name = "cupy"
 
+    def __init__(self, kernels: str | None = None):
+        self.kernels = kernels or os.environ.get("LIECONV_CUPY_KERNELS", "auto")
+        self._module: Any = None
+
+    # --- kernel plumbing -------------------------------------------------------------------------
+    def _mod(self) -> Any:
+        if self._module is None:
+            import cupy
+
+            self._module = cupy.RawModule(code=KERNELS_CU.read_text(), options=("-std=c++14",))
+        return self._module
+
+    def _fn(self, name: str, dtype: Any) -> Any:
+        import cupy
+
+        suffix = "f32" if dtype == cupy.float32 else "f64"
+        return self._mod().get_function(f"{name}_{suffix}")
+
+    def _usable(self, *arrays: Any) -> bool:
+        if self.kernels == "never":
+            return False
+        import cupy
+
+        return all(a.dtype in (cupy.float32, cupy.float64) for a in arrays)
+
+    @staticmethod
+    def _scalar(dtype: Any, v: float) -> Any:
+        import numpy as np
+
+        return np.float32(v) if dtype == np.float32 else np.float64(v)
+
+    # --- contract overrides --------------------------------------------------------------------
+    def fps(self, xp, group, elems, q, mask, m, u):
+        if not (q is None and supports_group(group) and self._usable(elems)):
+            return super().fps(xp, group, elems, q, mask, m, u)
+        import cupy
+
+        bs, n, E = elems.shape
+        count = cupy.cumsum(mask.astype(cupy.int64), axis=1)
+        target = cupy.floor(u * count[:, -1].astype(u.dtype)).astype(cupy.int64)
+        start = cupy.ascontiguousarray(cupy.argmax(count > target[:, None], axis=1))
+        out = cupy.empty((bs, m), dtype=cupy.int64)
+        if bs * m == 0:
+            return out
+        scratch = cupy.empty((bs, n), dtype=elems.dtype)
+        scale = self._scalar(elems.dtype, QUANT["float32" if elems.dtype == cupy.float32
+                                               else "float64"])
+        self._fn("fps", elems.dtype)(
+            (bs,), (256,), (cupy.ascontiguousarray(elems), mask.astype(cupy.int8), start, out,
+                            scratch, cupy.int32(n), cupy.int32(m), cupy.int32(E), scale))
+        return out
+
+    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
+        qe, qq, qmask = query
+        pe, pq, pmask = points
+        if not (qq is None and pq is None and supports_group(group) and self._usable(qe, pe)
+                and qe.dtype == pe.dtype and 1 <= k <= pe.shape[1]):
+            kw = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}
+            return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
+        import cupy
+
+        bs, m, E = qe.shape
+        n = pe.shape[1]
+        idx = cupy.empty((bs, m, k), dtype=cupy.int64)
+        nm = cupy.empty((bs, m, k), dtype=cupy.int8)
+        rows = bs * m
+        if rows == 0:
+            return idx, nm.astype(bool), (None if knn else cupy.zeros((bs, m), qe.dtype))
+        grid, block = ((rows + 127) // 128,), (128,)
+        args = (cupy.ascontiguousarray(qe), qmask.astype(cupy.int8), cupy.ascontiguousarray(pe),
+                pmask.astype(cupy.int8))
+        ints = (cupy.int32(bs), cupy.int32(m), cupy.int32(n), cupy.int32(k), cupy.int32(E))
+        if knn:
+            scale = self._scalar(qe.dtype, QUANT["float32" if qe.dtype == cupy.float32
+                                                  else "float64"])
+            self._fn("knn", qe.dtype)(grid, block, (*args, idx, nm, *ints, scale))
+            return idx, nm.astype(bool), None
+        order = cupy.argsort(priorities.astype(cupy.int64), axis=-1, kind="stable")
+        order = cupy.ascontiguousarray(order.astype(cupy.int64))
+        r_arr = cupy.asarray(r).astype(qe.dtype).reshape(1)
+        counts = cupy.empty((bs, m), dtype=qe.dtype)
+        self._fn("ball", qe.dtype)(grid, block, (*args, order, r_arr, idx, nm, counts, *ints))
+        return idx, nm.astype(bool), counts
+
+    def _pc_ok(self, layers, emb, values) -> bool:
+        d = emb.shape[-1]
+        shapes = [tuple(t.shape) for wb in layers for t in wb]
+        return (self._usable(emb, values) and emb.dtype == values.dtype and d <= 64
+                and values.shape[-1] <= 512
+                and shapes == [(d, HID), (HID,), (HID, HID), (HID,), (HID, OUT), (OUT,)])
+
+    def _pc_args(self, layers, emb, values, nbr_idx, nbr_mask):
+        import cupy
+
+        params = [cupy.ascontiguousarray(t.astype(emb.dtype)) for wb in layers for t in wb]
+        return (cupy.ascontiguousarray(emb), cupy.ascontiguousarray(values),
+                cupy.ascontiguousarray(nbr_idx.astype(cupy.int64)), nbr_mask.astype(cupy.int8),
+                *params)
+
+    def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):
+        if not self._pc_ok(layers, emb, values):
+            return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
+        import cupy
+
+        bs, m, K, D = emb.shape
+        n, C = values.shape[1], values.shape[2]
+        out = cupy.empty((bs, m, C * OUT), dtype=emb.dtype)
+        if bs * m == 0:
+            return out
+        threads = min(1024, max(KT, -(-2 * C // 32) * 32))  # 8 outputs per thread
+        self._fn("pc_fwd", emb.dtype)(
+            (bs * m,), (threads,), (*self._pc_args(layers, emb, values, nbr_idx, nbr_mask), out,
+                                    cupy.int32(m), cupy.int32(n), cupy.int32(K), cupy.int32(C),
+                                    cupy.int32(D)))
+        return out
+
+    def pointconv_vjp(self, layers, emb, values, nbr_idx, nbr_mask, g):
+        """Gradients of sum(pointconv(...) * g): ([(dW1, db1), (dW2, db2), (dW3, db3)], demb,
+        dvalues), by the fused backward kernel (atomics: floats to rounding, not bitwise
+        reproducible run to run)."""
+        import cupy
+
+        bs, m, K, D = emb.shape
+        n, C = values.shape[1], values.shape[2]
+        demb = cupy.zeros_like(emb)
+        dval = cupy.zeros_like(values)
+        sizes = [D * HID, HID, HID * HID, HID, HID * OUT, OUT]
+        dpar = cupy.zeros(sum(sizes), dtype=emb.dtype)
+        total = bs * m * K
+        if total:
+            self._fn("pc_bwd", emb.dtype)(
+                ((total + 127) // 128,), (128,),
+                (*self._pc_args(layers, emb, values, nbr_idx, nbr_mask),
+                 cupy.ascontiguousarray(g.astype(emb.dtype)), demb, dval, dpar, cupy.int32(bs),
+                 cupy.int32(m), cupy.int32(n), cupy.int32(K), cupy.int32(C), cupy.int32(D)))
+        cuts = [sum(sizes[:j]) for j in range(7)]
+        parts = [dpar[cuts[j]:cuts[j + 1]] for j in range(6)]
+        grads = [(parts[0].reshape(D, HID), parts[1]), (parts[2].reshape(HID, HID), parts[3]),
+                 (parts[4].reshape(HID, OUT), parts[5])]
+        return grads, demb, dval
+
+    # --- sync / host ---------------------------------------------------------------------------
     def synchronize(self, x: Any = None) -> None:
         import cupy
 

@@ -1,4 +1,5 @@
-"""lieconv_jax: the jax adapter and jax-idiomatic helpers (pure functions, pytrees) for lieconv_core.
+"""lieconv_jax: the jax adapter and jax-idiomatic helpers (pure functions, pytrees) for
+lieconv_core.
 
 Importing this package does not change jax's global configuration (no x64 switch).
 """

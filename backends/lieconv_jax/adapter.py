@@ -1,45 +1,78 @@
-"""The jax adapter: jit-compatible FPS (lax.fori_loop), autodiff, block_until_ready."""
+"""The jax adapter: jit-compatible FPS (lax.fori_loop), autodiff, block_until_ready, and the Pallas
+kernels of :mod:`lieconv_jax.pallas` on GPU."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from lieconv_core.adapter import ReferenceAdapter, quantize
 
+#: LIECONV_JAX_KERNELS: "auto" (default: Pallas kernels when jax's default backend is a GPU),
+#: "never", or "interpret" (Pallas kernels through the interpreter on any backend: tests; slow)
+_KERNELS_ENV = "LIECONV_JAX_KERNELS"
+
 
 class JaxAdapter(ReferenceAdapter):
     name = "jax"
 
+    def __init__(self, kernels: str | None = None):
+        kernels = kernels or os.environ.get(_KERNELS_ENV, "auto")
+        if kernels not in ("auto", "never", "interpret"):
+            raise ValueError(f"kernels must be 'auto', 'never' or 'interpret', got {kernels!r}")
+        self.kernels = kernels
+
+    def _pallas(self, *arrays: Any) -> Any:
+        """(module, interpret) when the Pallas kernels apply, else None."""
+        if self.kernels == "never":
+            return None
+        if self.kernels == "auto" and jax.default_backend() != "gpu":
+            return None
+        if any(jnp.issubdtype(a.dtype, jnp.floating) and a.dtype not in (jnp.float32, jnp.float64)
+               for a in arrays):
+            return None
+        from . import pallas
+
+        return pallas, self.kernels == "interpret"
+
+    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
+        pk = self._pallas(query[0], points[0])
+        if (pk is not None and query[1] is None and points[1] is None
+                and pk[0].supports_group(group) and 1 <= k <= points[0].shape[1]
+                and points[0].shape[1] <= pk[0].MAX_N and query[0].dtype == points[0].dtype):
+            return pk[0].neighbourhood(query, points, k, r, priorities, knn, interpret=pk[1])
+        kw = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}
+        return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
+
+    def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):
+        d = emb.shape[-1]
+        shapes = [tuple(t.shape) for wb in layers for t in wb]
+        pk = self._pallas(emb, values)
+        if (pk is not None and d <= 64 and emb.dtype == values.dtype
+                and values.shape[1] <= pk[0].MAX_N_CONV
+                and shapes == [(d, 32), (32,), (32, 32), (32,), (32, 16), (16,)]):
+            return pk[0].pointconv(layers, emb, values, nbr_idx, nbr_mask, interpret=pk[1])
+        return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
+
     def gather(self, xp: Any, x: Any, idx: Any) -> Any:
-        return jax.vmap(lambda xb, ib: xb[ib])(x, idx)
+        return _gather(x, idx)
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return jnp.take_along_axis(x, idx, axis=-1)
 
     def fps(self, xp, group, elems, q, mask, m, u):
-        """One lax.fori_loop over the m steps: jit-friendly, no Python unrolling."""
-        bs, n = mask.shape
-        count = jnp.cumsum(mask.astype(jnp.int32), axis=1)
-        target = jnp.floor(u * count[:, -1].astype(u.dtype)).astype(jnp.int32)
-        start = jnp.argmax(count > target[:, None], axis=1)
-        dmin0 = jnp.where(mask, jnp.inf, -jnp.inf).astype(elems.dtype)
-        take = jax.vmap(lambda xb, ib: xb[ib])
-
-        def body(t, carry):
-            chosen, dmin, cur = carry
-            chosen = chosen.at[:, t].set(cur)
-            e_cur = take(elems, cur)[:, None]
-            q_cur = None if q is None else take(q, cur)[:, None]
-            d = quantize(jnp, group.pair_distance(jnp, elems, q, e_cur, q_cur))
-            dmin = jnp.where(mask, jnp.minimum(dmin, d), dmin)
-            return chosen, dmin, jnp.argmax(dmin, axis=1)
-
-        chosen0 = jnp.zeros((bs, m), dtype=start.dtype)
-        chosen, _, _ = jax.lax.fori_loop(0, m, body, (chosen0, dmin0, start))
-        return chosen.astype(jnp.int64) if jax.config.jax_enable_x64 else chosen
+        """Pallas kernel on GPU (supported groups); else one lax.fori_loop over the m steps:
+        jit-friendly, no Python unrolling."""
+        pk = self._pallas(elems)
+        if (pk is not None and q is None and pk[0].supports_group(group)
+                and elems.shape[1] <= pk[0].MAX_N):
+            return pk[0].fps(elems, mask, m, u, interpret=pk[1])
+        return _lax_fps(group, m, elems, q, mask, u)
 
     def grad(self, f: Callable) -> Callable:
         return jax.grad(f)
@@ -55,6 +88,36 @@ class JaxAdapter(ReferenceAdapter):
         import numpy as np
 
         return np.asarray(x)
+
+
+def _gather(x: Any, idx: Any) -> Any:
+    """x (bs, n, ...), idx (bs, ...) -> x[b, idx[b]]: one advanced-indexing gather."""
+    rows = jnp.arange(x.shape[0]).reshape((-1,) + (1,) * (idx.ndim - 1))
+    return x[rows, idx]
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _lax_fps(group: Any, m: int, elems: Any, q: Any, mask: Any, u: Any) -> Any:
+    """FPS as one lax.fori_loop over the m steps. Jitted with the group and m static, so eager
+    calls compile once per shape instead of re-tracing the loop every call."""
+    bs, n = mask.shape
+    count = jnp.cumsum(mask.astype(jnp.int32), axis=1)
+    target = jnp.floor(u * count[:, -1].astype(u.dtype)).astype(jnp.int32)
+    start = jnp.argmax(count > target[:, None], axis=1)
+    dmin0 = jnp.where(mask, jnp.inf, -jnp.inf).astype(elems.dtype)
+
+    def body(t, carry):
+        chosen, dmin, cur = carry
+        chosen = chosen.at[:, t].set(cur)
+        e_cur = _gather(elems, cur[:, None])
+        q_cur = None if q is None else _gather(q, cur[:, None])
+        d = quantize(jnp, group.pair_distance(jnp, elems, q, e_cur, q_cur))
+        dmin = jnp.where(mask, jnp.minimum(dmin, d), dmin)
+        return chosen, dmin, jnp.argmax(dmin, axis=1)
+
+    chosen0 = jnp.zeros((bs, m), dtype=start.dtype)
+    chosen, _, _ = jax.lax.fori_loop(0, m, body, (chosen0, dmin0, start))
+    return chosen.astype(jnp.int64) if jax.config.jax_enable_x64 else chosen
 
 
 ADAPTER = JaxAdapter()

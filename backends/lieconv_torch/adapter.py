@@ -3,15 +3,90 @@ kernels of :mod:`lieconv_torch.kernels`."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from lieconv_core.adapter import ReferenceAdapter
 
+#: LIECONV_TORCH_KERNELS: "auto" (default: Triton kernels for CUDA tensors of supported groups),
+#: "never" (always the reference path)
+_KERNELS_ENV = "LIECONV_TORCH_KERNELS"
+
+
+def xp_torch() -> Any:
+    import array_api_compat.torch as xp
+
+    return xp
+
 
 class TorchAdapter(ReferenceAdapter):
+    """Torch adapter. ``kernels``: "auto" uses the Triton kernels of :mod:`lieconv_torch.kernels`
+    for CUDA tensors (when triton imports), "never" disables them, "interpret" runs them under the
+    Triton interpreter on any device (tests; slow)."""
+
     name = "torch"
+
+    def __init__(self, kernels: str | None = None):
+        kernels = kernels or os.environ.get(_KERNELS_ENV, "auto")
+        if kernels not in ("auto", "never", "interpret"):
+            raise ValueError(f"kernels must be 'auto', 'never' or 'interpret', got {kernels!r}")
+        self.kernels = kernels
+        self._mod: Any = None
+
+    # --- kernel dispatch -----------------------------------------------------------------------
+    def _launchers(self, *tensors: Any) -> Any:
+        """The launcher module when the kernels apply to these tensors, else None."""
+        if self.kernels == "never":
+            return None
+        if self.kernels == "auto" and not all(getattr(t, "is_cuda", False) for t in tensors):
+            return None
+        if any(t.dtype not in (torch.float32, torch.float64) for t in tensors
+               if t.is_floating_point()):
+            return None
+        if self._mod is None:
+            import importlib.util
+
+            if importlib.util.find_spec("triton") is None:  # no triton: the reference path
+                self.kernels = "never"
+                return None
+            from .kernels import load
+
+            self._mod = load(interpret=self.kernels == "interpret")
+        return self._mod
+
+    @staticmethod
+    def _group_ok(group: Any) -> bool:
+        from .kernels import supports_group
+
+        return supports_group(group)
+
+    def fps(self, xp, group, elems, q, mask, m, u):
+        mod = self._launchers(elems)
+        if mod is not None and q is None and self._group_ok(group):
+            out = mod.fps(elems, mask, m, u)
+            if out is not None:
+                return out
+        return super().fps(xp, group, elems, q, mask, m, u)
+
+    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
+        mod = self._launchers(query[0], points[0])
+        if (mod is not None and query[1] is None and points[1] is None and self._group_ok(group)
+                and 1 <= k <= points[0].shape[1] and query[0].dtype == points[0].dtype):
+            return mod.neighbourhood(query, points, k, r, priorities, knn)
+        kw = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}
+        return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
+
+    def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):
+        shapes = [tuple(t.shape) for wb in layers for t in wb]
+        d = emb.shape[-1]
+        ok = shapes == [(d, 32), (32,), (32, 32), (32,), (32, 16), (16,)] and d <= 64
+        mod = self._launchers(emb, values, *[t for wb in layers for t in wb]) if ok else None
+        if mod is not None and emb.dtype == values.dtype:
+            return mod.pointconv(layers, emb, values, nbr_idx, nbr_mask)
+        return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
 
     def gather(self, xp: Any, x: Any, idx: Any) -> Any:
         bs = x.shape[0]

@@ -1,0 +1,114 @@
+"""torch-idiomatic wrappers: a functional lieconv_core model as an ``nn.Module``.
+
+The functional params (nested dict of arrays) become ``nn.Parameter`` s in a tree of sub-modules
+with the same names (so ``state_dict`` keys equal the portable flat names, e.g.
+``blocks.0.lin0.w``); the functional state (BN statistics, radius r) becomes buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+class _Tree(nn.Module):
+    """A nested dict of tensors as parameters (or buffers) of nested modules."""
+
+    def __init__(self, tree: dict, dtype: torch.dtype, device: Any, buffers: bool = False):
+        super().__init__()
+        self._keys = list(tree)
+        for key, val in tree.items():
+            if isinstance(val, dict):
+                self.add_module(key, _Tree(val, dtype, device, buffers))
+                continue
+            arr = np.array(val) if not isinstance(val, torch.Tensor) else val  # own, writable copy
+            t = torch.as_tensor(arr, device=device)
+            if t.is_floating_point():
+                t = t.to(dtype)
+            if buffers or not t.is_floating_point():
+                self.register_buffer(key, t.clone())
+            else:
+                self.register_parameter(key, nn.Parameter(t.clone()))
+
+    def tree(self) -> dict:
+        out: dict[str, Any] = {}
+        for key in self._keys:
+            val = getattr(self, key)
+            out[key] = val.tree() if isinstance(val, _Tree) else val
+        return out
+
+
+class FunctionalModule(nn.Module):
+    """``nn.Module`` around a functional model with ``apply(params, state, inputs, ...)``
+    (e.g. :class:`lieconv_core.LieResNet`): ``forward(*inputs)`` runs it with the registered
+    parameters and updates the buffers in training mode."""
+
+    def __init__(self, model: Any, params: dict, state: dict | None = None,
+                 dtype: Any = "float32", device: Any = "cpu"):
+        super().__init__()
+        dt = torch_dtype(dtype)
+        self.model = model
+        self.params = _Tree(params, dt, device)
+        self.state = _Tree(state or {}, dt, device, buffers=True)
+
+    def forward(self, *inputs: Any, rng: Any = None) -> Any:
+        out, new_state = self.model.apply(self.params.tree(), self.state.tree(), inputs,
+                                          train=self.training, rng=rng)
+        if self.training:
+            _copy_into(self.state, new_state)
+        return out
+
+
+def _copy_into(mod: _Tree, tree: dict) -> None:
+    with torch.no_grad():
+        for key, val in tree.items():
+            cur = getattr(mod, key, None)
+            if isinstance(cur, _Tree):
+                _copy_into(cur, val)
+            elif isinstance(cur, torch.Tensor) and isinstance(val, torch.Tensor):
+                cur.copy_(val.detach())
+
+
+class DynamicsModule(nn.Module):
+    """``nn.Module`` around a :mod:`lieconv_core.dynamics` model: ``forward(z, sys)`` is the vector
+    field ż; ``rollout``, ``loss``, ``energy`` and ``potential`` use the registered parameters."""
+
+    def __init__(self, model: Any, params: dict, dtype: Any = "float32", device: Any = "cpu"):
+        super().__init__()
+        self.model = model
+        self.params = _Tree(params, torch_dtype(dtype), device)
+
+    def tree(self) -> dict:
+        return self.params.tree()
+
+    def forward(self, z: torch.Tensor, sys: torch.Tensor) -> torch.Tensor:
+        return self.model.vector_field(self.tree(), z, sys)
+
+    def rollout(self, z0, sys, ts, method: str = "rk4"):
+        return self.model.rollout(self.tree(), z0, sys, ts, method)
+
+    def loss(self, z, sys, ts):
+        return self.model.loss(self.tree(), z, sys, ts)
+
+    def energy(self, z, sys):
+        return self.model.energy(self.tree(), z, sys)
+
+    def potential(self, q, sys):
+        return self.model.potential(self.tree(), q, sys)
+
+    def named_flat(self) -> dict[str, nn.Parameter]:
+        """{portable flat name: parameter}."""
+        return dict(self.params.named_parameters())

@@ -1,0 +1,90 @@
+"""Training step for :mod:`lieconv_core.dynamics` models on torch: ``torch.optim.Adam`` with a
+per-step cosine learning-rate schedule (the same schedule as ``optax.cosine_decay_schedule``, so
+torch and jax runs follow the same numbers).
+
+The driver (:func:`lieconv_core.train.fit`) talks to :class:`TorchTrainer` through host (numpy)
+arrays only; optimizer state converts to and from the portable flat format
+``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` shared with the jax trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from lieconv_core.nn.module import flatten
+
+from .nn import DynamicsModule, torch_dtype
+
+
+def cosine_lr(lr: float, step: int, total_steps: int) -> float:
+    t = min(step, total_steps) / max(total_steps, 1)
+    return lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class TorchTrainer:
+    backend = "torch"
+
+    def __init__(self, model: Any, params: dict, lr: float, total_steps: int,
+                 dtype: str = "float32", device: Any = "cpu", opt_state: dict | None = None):
+        self.model, self.lr, self.total_steps = model, float(lr), int(total_steps)
+        self.dtype, self.device = torch_dtype(dtype), torch.device(device)
+        self.module = DynamicsModule(model, params, dtype, self.device)
+        self.named = self.module.named_flat()
+        self.opt = torch.optim.Adam(list(self.named.values()), lr=self.lr)
+        self.count = 0
+        if opt_state is not None:
+            self.load_opt_state(opt_state)
+
+    def _t(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.array(x), dtype=self.dtype, device=self.device)  # writable copy
+
+    def step(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
+        for group in self.opt.param_groups:
+            group["lr"] = cosine_lr(self.lr, self.count, self.total_steps)
+        loss = self.model.loss(self.module.tree(), self._t(z), self._t(sys), ts)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.count += 1
+        return float(loss.detach())
+
+    def eval_loss(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
+        with torch.no_grad():  # the vector field still gets its own grad (enable_grad inside)
+            return float(self.model.loss(self.module.tree(), self._t(z), self._t(sys), ts).detach())
+
+    def rollout(self, z0: np.ndarray, sys: np.ndarray, ts: Any, method: str = "rk4") -> np.ndarray:
+        with torch.no_grad():  # no graph across steps: memory stays O(one step)
+            zs = self.model.rollout(self.module.tree(), self._t(z0), self._t(sys), ts, method)
+        return zs.detach().cpu().numpy()
+
+    def params_host(self) -> dict:
+        return {k: v.detach().cpu().numpy().copy() for k, v in flatten(self.module.tree()).items()}
+
+    def opt_state_host(self) -> dict:
+        out = {"opt.count": np.asarray(self.count, dtype=np.int64)}
+        for name, p in self.named.items():
+            st = self.opt.state.get(p, {})
+            out[f"opt.mu.{name}"] = (st["exp_avg"].detach().cpu().numpy().copy() if st
+                                     else np.zeros(tuple(p.shape), dtype=_np_dtype(p)))
+            out[f"opt.nu.{name}"] = (st["exp_avg_sq"].detach().cpu().numpy().copy() if st
+                                     else np.zeros(tuple(p.shape), dtype=_np_dtype(p)))
+        return out
+
+    def load_opt_state(self, flat: dict) -> None:
+        self.count = int(np.asarray(flat["opt.count"]).reshape(-1)[0])
+        if self.count == 0:
+            return
+        for name, p in self.named.items():
+            self.opt.state[p] = {
+                "step": torch.tensor(float(self.count), dtype=torch.float32),
+                "exp_avg": self._t(flat[f"opt.mu.{name}"]).to(p.dtype),
+                "exp_avg_sq": self._t(flat[f"opt.nu.{name}"]).to(p.dtype),
+            }
+
+
+def _np_dtype(p: torch.Tensor) -> Any:
+    return np.float64 if p.dtype == torch.float64 else np.float32

@@ -1,0 +1,121 @@
+"""Pallas kernels of the jax adapter (interpret=True on CPU) against the reference adapter.
+
+The interpreter is slow, so the cases are few and tiny; on a GPU machine set
+LIECONV_PALLAS_COMPILED=1 to run the compiled kernels instead (scripts/gpu_check.sh does).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("jax.experimental.pallas")
+import jax.numpy as jnp  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _kernel_cases import assert_close, make_case  # noqa: E402
+
+from lieconv_core.adapter import ReferenceAdapter  # noqa: E402
+
+COMPILED = os.environ.get("LIECONV_PALLAS_COMPILED") == "1" and jax.default_backend() == "gpu"
+MODE = "auto" if COMPILED else "interpret"
+
+#: (case, dtype) pairs: ties on grids, padding, k > in-ball count, a single-point cloud
+SEARCH_CASES = [("T2-grid", "float64"), ("T3-random", "float32"), ("single-point", "float64")]
+CONV_CASES = [("T2-grid", "float64")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def x64():
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", prev)
+
+
+@pytest.fixture(scope="module")
+def env():
+    from lieconv_jax.adapter import JaxAdapter
+
+    return JaxAdapter(MODE), ReferenceAdapter()
+
+
+def _j(a):
+    return jnp.asarray(np.asarray(a))
+
+
+@pytest.mark.parametrize("case,dtype", SEARCH_CASES)
+def test_fps_and_neighbourhood(env, case, dtype):
+    ad, ref = env
+    c = make_case(case, dtype)
+    x, mask, u = _j(c["x"]), _j(c["mask"]), _j(c["u"])
+    got = ad.fps(jnp, c["group"], x, None, mask, c["m"], u)
+    want = ref.fps(jnp, c["group"], x, None, mask, c["m"], u)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert got.dtype == want.dtype
+    q = (_j(c["qe"]), None, _j(c["qmask"]))
+    p = (x, None, mask)
+    for knn in (False, True):
+        got = ad.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]), knn)
+        want = ref.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]), knn)
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]), f"idx knn={knn}")
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]), f"mask knn={knn}")
+        assert got[0].dtype == want[0].dtype
+        if knn:
+            assert got[2] is None
+        else:
+            np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(want[2]), "counts")
+
+
+@pytest.mark.parametrize("case,dtype", CONV_CASES)
+def test_pointconv_forward_backward(env, case, dtype):
+    ad, ref = env
+    c = make_case(case, dtype)
+    q = (_j(c["qe"]), None, _j(c["qmask"]))
+    p = (_j(c["x"]), None, _j(c["mask"]))
+    idx, nmask, _ = ref.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]),
+                                      False)
+    layers = [(_j(w), _j(b)) for w, b in c["layers"]]
+    emb, values, g = _j(c["emb"]), _j(c["values"]), _j(c["grad_out"])
+    outs = []
+    for a in (ad, ref):
+        out, vjp = jax.vjp(lambda L, e, v, a=a: a.pointconv(jnp, L, e, v, idx, nmask),
+                           layers, emb, values)
+        outs.append((out, vjp(g)))
+    (o1, g1), (o2, g2) = outs
+    assert o1.dtype == o2.dtype
+    assert_close(o1, o2, dtype, "forward")
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        assert a.shape == b.shape
+        assert_close(a, b, dtype, "gradient")
+
+
+def test_pointconv_double_backward(env):
+    """grad of a grad (the Hamiltonian models) through the custom_vjp."""
+    ad, ref = env
+    c = make_case("single-point", "float64")
+    idx = jnp.zeros((c["bs"], c["m"], c["k"]), jnp.int64)
+    nmask = jnp.ones((c["bs"], c["m"], c["k"]), bool)
+    layers = [(_j(w), _j(b)) for w, b in c["layers"]]
+    emb, values = _j(c["emb"]), _j(c["values"])
+
+    def outer(a):
+        def inner(e):
+            return jnp.sum(a.pointconv(jnp, layers, e, values, idx, nmask) ** 2)
+
+        return jax.grad(lambda v: jnp.sum(jax.grad(inner)(emb * v[0, 0, 0]) ** 2))(values)
+
+    assert_close(jax.jit(lambda: outer(ad))(), outer(ref), "float64", "double backward")
+
+
+def test_lax_fps_stays_default_on_cpu():
+    from lieconv_jax.adapter import JaxAdapter
+
+    if jax.default_backend() == "gpu":
+        pytest.skip("GPU: Pallas is the default")
+    assert JaxAdapter("auto")._pallas(jnp.zeros(3)) is None
