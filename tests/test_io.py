@@ -1,0 +1,192 @@
+"""Portable weights: atomic safetensors + config, cross-backend loading, clear errors, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lieconv_core import io
+from lieconv_core.data import springs as S
+from lieconv_core.dynamics import make_model
+from lieconv_core.nn.module import flatten
+
+
+@pytest.fixture(scope="module")
+def torch1():
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return S.make_splits(n_train=16, n_val=4, n_test=4, seed=0)
+
+
+def _write_run(tmp_path, model, params_flat, dtype="float64"):
+    io.save_json(tmp_path / io.CONFIG, {"model": model.config(), "dtype": dtype})
+    io.save_weights(tmp_path, params_flat)
+
+
+def test_roundtrip_is_exact_and_atomic(tmp_path):
+    model = make_model("hlieconv", k=16, num_layers=1)
+    flat = flatten(model.init_host(np.random.default_rng(0)))
+    _write_run(tmp_path, model, flat)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [io.CONFIG, io.WEIGHTS]  # no temp files
+    m2, params, cfg = io.load_model(tmp_path, backend="numpy")
+    assert m2.config() == model.config() and cfg["dtype"] == "float64"
+    for k, v in flatten(params).items():
+        np.testing.assert_array_equal(np.asarray(v), flat[k])
+
+
+def test_corrupt_and_truncated_checkpoints(tmp_path):
+    model = make_model("hfc", k=8, num_layers=1)
+    _write_run(tmp_path, model, flatten(model.init_host(np.random.default_rng(0))))
+    data = (tmp_path / io.WEIGHTS).read_bytes()
+    (tmp_path / io.WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(io.CheckpointError, match="corrupt or truncated"):
+        io.load_model(tmp_path)
+    (tmp_path / io.WEIGHTS).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(io.CheckpointError, match="not a valid safetensors"):
+        io.load_model(tmp_path)
+    (tmp_path / io.WEIGHTS).unlink()
+    with pytest.raises(io.CheckpointError, match="does not exist"):
+        io.load_model(tmp_path)
+    (tmp_path / io.CONFIG).write_text("{not json")
+    with pytest.raises(io.CheckpointError, match="not valid JSON"):
+        io.load_model(tmp_path)
+    with pytest.raises(io.CheckpointError, match="does not exist"):
+        io.load_model(tmp_path / "nowhere")
+
+
+def test_foreign_safetensors_and_nan_weights(tmp_path):
+    from safetensors.numpy import save_file
+
+    model = make_model("hfc", k=8, num_layers=1)
+    flat = flatten(model.init_host(np.random.default_rng(0)))
+    io.save_json(tmp_path / io.CONFIG, {"model": model.config(), "dtype": "float64"})
+    save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, str(tmp_path / io.WEIGHTS))
+    with pytest.raises(io.CheckpointError, match="not a lieconv checkpoint"):
+        io.load_model(tmp_path)
+    bad = dict(flat)
+    bad["mlp.0.w"] = bad["mlp.0.w"].copy()
+    bad["mlp.0.w"][0, 0] = np.nan
+    io.save_weights(tmp_path, bad)
+    with pytest.raises(io.CheckpointError, match="NaN"):
+        io.load_model(tmp_path)
+
+
+def test_config_that_does_not_fit_the_weights(tmp_path):
+    small = make_model("hlieconv", k=16, num_layers=1)
+    _write_run(tmp_path, small, flatten(small.init_host(np.random.default_rng(0))))
+    cfg = io.load_json(tmp_path / io.CONFIG)
+    cfg["model"]["k"] = 32
+    (tmp_path / io.CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(io.CheckpointError, match="shape mismatch"):
+        io.load_model(tmp_path)
+    cfg["model"]["num_layers"] = 2
+    (tmp_path / io.CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(io.CheckpointError, match="missing"):
+        io.load_model(tmp_path)
+    cfg["model"]["model"] = "hogn"
+    (tmp_path / io.CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(io.CheckpointError, match="unknown model"):
+        io.load_model(tmp_path)
+
+
+def test_never_overwrites_silently(tmp_path, splits, torch1):
+    from lieconv_core.train import fit
+
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(FileExistsError):
+        io.ensure_writable(tmp_path / "x.json")
+    io.ensure_writable(tmp_path / "x.json", overwrite=True)
+    model = make_model("hfc", k=8, num_layers=1)
+    fit(model, splits, "torch", tmp_path / "run", epochs=1, batch_size=8, progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        fit(model, splits, "torch", tmp_path / "run", epochs=1, batch_size=8, progress=False)
+
+
+def test_trained_on_torch_loaded_in_numpy_gives_the_same_potential(tmp_path, splits, torch1):
+    from lieconv_core.train import fit
+
+    model = make_model("hlieconv", k=16, num_layers=1)
+    hist = fit(model, splits, "torch", tmp_path, epochs=2, batch_size=8, lr=1e-2,
+               dtype="float32", progress=False)
+    trainer = hist["trainer"]
+    # the best-val weights are in model.safetensors; compare against them on torch
+    m_np, p_np, _ = io.load_model(tmp_path, backend="numpy")
+    m_t, p_t, _ = io.load_model(tmp_path, backend="torch")
+    q, sys = splits["test"].z[:, 0, 0], splits["test"].sys
+    v_np = m_np.potential(p_np, q.astype(np.float32), sys.astype(np.float32))
+    v_t = m_t.potential(p_t, torch1.tensor(q, dtype=torch1.float32),
+                        torch1.tensor(sys, dtype=torch1.float32)).detach().numpy()
+    assert v_np.dtype == np.float32
+    np.testing.assert_allclose(v_np, v_t, rtol=1e-6, atol=1e-6)
+    h_np = m_np.energy(p_np, splits["test"].z[:, 0].astype(np.float32), sys.astype(np.float32))
+    assert h_np.shape == (4,) and np.all(np.isfinite(h_np))
+    assert trainer.count == 4
+
+
+def test_resume_continues_the_same_loss_trajectory(tmp_path, splits, torch1):
+    from lieconv_core.train import fit
+
+    model = make_model("hlieconv", k=16, num_layers=1)
+    kw = dict(epochs=3, batch_size=8, lr=1e-2, dtype="float64", progress=False)
+    full = fit(model, splits, "torch", tmp_path / "full", **kw)
+    part = fit(model, splits, "torch", tmp_path / "part", max_steps=2, **kw)
+    assert part["epoch"] == 1 and len(part["step_loss"]) == 2
+    resumed = fit(model, splits, "torch", tmp_path / "part", resume=True, **kw)
+    assert resumed["epoch"] == 3
+    np.testing.assert_allclose(resumed["step_loss"], full["step_loss"], rtol=1e-12)
+    np.testing.assert_allclose(resumed["val_mse"], full["val_mse"], rtol=1e-12)
+    with pytest.raises(io.CheckpointError, match="nothing to resume"):
+        fit(model, splits, "torch", tmp_path / "empty", resume=True, **kw)
+
+
+def test_nan_training_data_is_rejected(tmp_path, splits):
+    from lieconv_core.train import fit
+
+    bad = dict(splits)
+    tr = splits["train"]
+    z = tr.z.copy()
+    z[0, 0, 0, 0, 0] = np.nan
+    bad["train"] = S.Split(z, tr.sys, tr.ts, tr.start)
+    with pytest.raises(ValueError, match="train data contain NaN"):
+        fit(make_model("fc", k=8, num_layers=1), bad, "torch", tmp_path, epochs=1,
+            progress=False)
+    with pytest.raises(ValueError, match="unknown training backend"):
+        fit(make_model("fc", k=8, num_layers=1), splits, "numpy", tmp_path, epochs=1,
+            progress=False)
+
+
+def test_optimizer_state_is_portable_between_torch_and_jax(splits, torch1):
+    """Optimizer state from the torch trainer, continued on jax: the same losses as on torch."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from lieconv_jax.train import JaxTrainer
+    from lieconv_torch.train import TorchTrainer
+
+    from lieconv_core.nn.module import unflatten
+
+    model = make_model("hfc", k=8, num_layers=2)
+    tr = splits["train"]
+    batches = [(tr.z[i:i + 8], tr.sys[i:i + 8]) for i in (0, 8, 0, 8)]
+    a = TorchTrainer(model, model.init_host(np.random.default_rng(0)), 1e-2, 10, dtype="float64")
+    for z, s in batches[:2]:
+        a.step(z, s, tr.ts)
+    params, opt = unflatten(a.params_host()), a.opt_state_host()
+    b = JaxTrainer(model, params, 1e-2, 10, dtype="float64", opt_state=opt)
+    assert b.count == 2
+    la = [a.step(z, s, tr.ts) for z, s in batches[2:]]
+    lb = [b.step(z, s, tr.ts) for z, s in batches[2:]]
+    np.testing.assert_allclose(la, lb, rtol=1e-10)
+    c = TorchTrainer(model, unflatten(b.params_host()), 1e-2, 10, dtype="float64",
+                     opt_state=b.opt_state_host())
+    d = JaxTrainer(model, unflatten(b.params_host()), 1e-2, 10, dtype="float64",
+                   opt_state=b.opt_state_host())
+    np.testing.assert_allclose(c.step(*batches[0], tr.ts), d.step(*batches[0], tr.ts), rtol=1e-10)
