@@ -117,6 +117,9 @@ def adapter_for(xp: Any) -> Any:
 
     numpy and array_api_strict use the pure array-API reference adapter.
     """
+    cached = _adapters.get(id(xp))
+    if cached is not None:
+        return cached
     name = backend_name(xp)
     if name not in _adapters:
         if name in _ADAPTER_MODULES:
@@ -126,6 +129,7 @@ def adapter_for(xp: Any) -> Any:
             from .adapter import ReferenceAdapter
 
             _adapters[name] = ReferenceAdapter()
+    _adapters[id(xp)] = _adapters[name]  # namespaces are modules: their id is stable
     return _adapters[name]
 
 

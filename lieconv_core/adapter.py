@@ -140,17 +140,23 @@ class ReferenceAdapter:
         counts = cat(count_parts) if count_parts else None
         return cat(idx_parts), cat(valid_parts), counts
 
+    # --- elementwise -------------------------------------------------------------------------
+    def swish(self, xp: Any, x: Any) -> Any:
+        """x·sigmoid(x) with sigmoid(x) = (1 + tanh(x/2))/2 (no overflow for large |x|). No
+        in-place updates: the reference also runs under autograd (torch tensors in tests)."""
+        return x * (1 + xp.tanh(x * 0.5)) * 0.5
+
     # --- the conv aggregation ------------------------------------------------------------------
     def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any) -> Any:
         """P[b, i] = Σ_k values[b, nbr_idx[b, i, k]] ⊗ w[b, i, k] over valid neighbours.
 
         w (bs, m, k, cm), values (bs, n, c), nbr_idx (bs, m, k), nbr_mask (bs, m, k)
-        -> (bs, m, c·cm), flattened channel-major (c outer, cm inner).
+        -> (bs, m, c·cm), flattened channel-major (c outer, cm inner). ``values`` must be finite
+        everywhere (LieConv zeroes padded points): invalid slots are removed by zeroing w only,
+        which is n/(m·k) times cheaper than zeroing the gathered values.
         """
-        valid = nbr_mask[..., None]
-        w = xp.where(valid, w, xp.zeros_like(w))
+        w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
         vals = self.gather(xp, values, nbr_idx)
-        vals = xp.where(valid, vals, xp.zeros_like(vals))
         partial = xp.matrix_transpose(vals) @ w  # (bs, m, c, cm)
         bs, m, c, cm = partial.shape
         return xp.reshape(partial, (bs, m, c * cm))
@@ -163,11 +169,9 @@ class ReferenceAdapter:
         emb (bs, m, k, d) -> (bs, m, c·cm). Fused kernels override this so that neither the
         weight-net activations nor the gathered values are materialised.
         """
-        from .nn.layers import swish
-
         h = emb
         for w, b in layers:
-            h = swish(xp, h @ w + b)
+            h = self.swish(xp, h @ w + b)
         return self.contract(xp, h, values, nbr_idx, nbr_mask)
 
     # --- autodiff / compilation / sync ---------------------------------------------------------

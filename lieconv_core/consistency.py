@@ -146,7 +146,7 @@ def available(specs: Sequence[str] = SPECS, x64: bool = False) -> list[Backend]:
     return out
 
 
-# --- the checks -------------------------------------------------------------------------------------
+# --- the checks ----------------------------------------------------------------------------------
 # A check is f(backend, dtype) -> numpy array or tuple of numpy arrays; inputs are built on the host
 # from fixed seeds so that every backend sees the same numbers.
 
@@ -163,7 +163,8 @@ def _algebra(group: Any, n: int, seed: int = 0) -> np.ndarray:
     a = gen.normal(size=(n, group.lie_dim))
     if type(group).__name__ in ("SO3", "SE3"):
         w = a[:, :3]
-        w *= (gen.uniform(0, math.pi * 0.999, size=(n, 1)) / np.linalg.norm(w, axis=1, keepdims=True))
+        angle = gen.uniform(0, math.pi * 0.999, size=(n, 1))
+        w *= angle / np.linalg.norm(w, axis=1, keepdims=True)
     elif type(group).__name__ in ("SO2", "SE2"):
         a[:, 0] = gen.uniform(-math.pi * 0.999, math.pi * 0.999, size=n)
     return a
@@ -397,7 +398,8 @@ def format_table(rows: Sequence[Row]) -> str:
     w0 = max([len("function")] + [len(f) for f, _ in keys])
     w = 22
     lines = [f"{'function':<{w0}}  {'dtype':<7}  " + "  ".join(f"{s:<{w}}" for s in specs)]
-    lines.append(f"{'':<{w0}}  {'':<7}  " + "  ".join(f"{'max dev  median ms':<{w}}" for _ in specs))
+    sub = "  ".join(f"{'max dev  median ms':<{w}}" for _ in specs)
+    lines.append(f"{'':<{w0}}  {'':<7}  " + sub)
     for f, dt in keys:
         parts = []
         for s in specs:
@@ -427,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="comma-separated backend:device specs (unavailable ones are skipped)")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--only", default="", help="comma-separated substrings of check names")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per cell after a warm-up (median); 0: one cold run")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed runs per cell after a warm-up (median); 0: one cold run")
     a = p.parse_args(argv)
     rows = run([s for s in a.backends.split(",") if s], [d for d in a.dtypes.split(",") if d],
                [o for o in a.only.split(",") if o] or None, a.repeats)

@@ -74,6 +74,9 @@ class JaxAdapter(ReferenceAdapter):
             return pk[0].fps(elems, mask, m, u, interpret=pk[1])
         return _lax_fps(group, m, elems, q, mask, u)
 
+    def swish(self, xp: Any, x: Any) -> Any:
+        return jax.nn.silu(x)
+
     def grad(self, f: Callable) -> Callable:
         return jax.grad(f)
 

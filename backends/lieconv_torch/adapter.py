@@ -102,6 +102,9 @@ class TorchAdapter(ReferenceAdapter):
         # torch.topk does not promise an order among ties; a stable sort does (lower index first)
         return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
 
+    def swish(self, xp: Any, x: Any) -> Any:
+        return torch.nn.functional.silu(x)
+
     def grad(self, f: Callable) -> Callable:
         """grad of a scalar function of one tensor, differentiable again (create_graph=True)."""
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import adapter_for
+
 BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
 
@@ -30,8 +32,9 @@ def linear(p: dict[str, Any], x: Any) -> Any:
 
 
 def swish(xp: Any, x: Any) -> Any:
-    """x·sigmoid(x), with sigmoid(x) = (1 + tanh(x/2))/2: no overflow for large |x|."""
-    return x * (1 + xp.tanh(x / 2)) / 2
+    """x·sigmoid(x): the adapter's implementation (a fused native op on torch and jax; the
+    reference uses sigmoid(x) = (1 + tanh(x/2))/2, which cannot overflow)."""
+    return adapter_for(xp).swish(xp, x)
 
 
 def bn_init(channels: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -141,7 +141,9 @@ class LieConv(Model):
             xp, query.elems[:, :, None, :], None if query.q is None else query.q[:, :, None, :],
             ad.gather(xp, cloud.elems, nbr_idx),
             None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
-        out, new_state["wn"] = self._aggregate(params, state["wn"], emb, cloud.values, nbr_idx,
+        # padded points may hold anything (NaN included): the aggregation needs finite values
+        values = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
+        out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
                                                nbr_mask, ctx)
         if self.mean:
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]

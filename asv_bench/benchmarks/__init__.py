@@ -1,0 +1,1 @@
+"""asv benchmarks for lieconv (see docs/benchmarks.md)."""

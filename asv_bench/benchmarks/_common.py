@@ -1,0 +1,305 @@
+"""Shared pieces of the asv benchmarks: the ``backend:device`` parameter, synchronisation, host
+inputs, compiled forward / training-step closures, and the paper workloads of DESIGN §8.
+
+Every benchmark class is parametrised over :data:`BACKENDS`; a spec whose framework or device is
+missing raises ``NotImplementedError`` in ``setup`` and asv records it as skipped (n/a). Timed
+functions end with :meth:`Bench.sync` so GPU work is finished inside the timing (jax:
+``block_until_ready``; torch / cupy: device synchronise).
+
+jax runs jitted (with native ``JaxDraws`` so no host draws are baked in as constants); numpy,
+array_api_strict and torch run eagerly with portable host draws. float64 benchmarks switch jax's
+x64 flag on (asv runs each benchmark in its own process).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from lieconv_core.consistency import SPECS, Backend, resolve
+
+#: asv parameter: backend:device specs (unavailable ones are skipped). ``LIECONV_BENCH_BACKENDS``
+#: (comma-separated specs) narrows the list, e.g. for a quick CPU run.
+BACKENDS = [s for s in os.environ.get("LIECONV_BENCH_BACKENDS", ",".join(SPECS)).split(",") if s]
+
+
+class Bench(Backend):
+    """A resolved spec with compile helpers."""
+
+    @classmethod
+    def get(cls, spec: str, x64: bool = False) -> Bench:
+        b = resolve(spec, x64=x64)
+        return cls(b.spec, b.name, b.xp, b.device, b.adapter)
+
+    @property
+    def has_grad(self) -> bool:
+        return self.name in ("torch", "jax")
+
+    def require_grad(self) -> None:
+        if not self.has_grad:
+            raise NotImplementedError(f"{self.spec} has no autodiff")
+
+    def jit(self, fn: Any, **kw: Any) -> Any:
+        """jax.jit on jax (``kw``: static_argnums etc.); identity elsewhere."""
+        if self.name == "jax":
+            import jax
+
+            return jax.jit(fn, **kw)
+        return fn
+
+    def no_grad(self) -> Any:
+        if self.name == "torch":
+            import torch
+
+            return torch.no_grad()
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+# --- timing helpers ------------------------------------------------------------------------------
+
+def median_time(fn: Any, b: Bench, repeats: int = 3) -> float:
+    """Median wall time of fn() (synchronised) after one warm-up call, in seconds."""
+    b.sync(fn())
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        b.sync(fn())
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def gemm_gflops(b: Bench, n: int = 2048, dtype: str = "float32") -> float:
+    """Measured dense GEMM rate (n×n @ n×n) in GFLOP/s on this backend and device."""
+    gen = np.random.default_rng(0)
+    x = b.asarray(gen.standard_normal((n, n)), dtype)
+    y = b.asarray(gen.standard_normal((n, n)), dtype)
+    mm = b.jit(lambda u, v: u @ v)
+    t = median_time(lambda: mm(x, y), b, repeats=5)
+    return 2 * n**3 / t / 1e9
+
+
+def layer_flops(n: int, k: int, c: int, d: int, cin: int | None = None,
+                cout: int | None = None) -> float:
+    """FLOPs of one LieConv layer (DESIGN §8): weight net 2·N·k·(32d + 32·32 + 32·16),
+    contraction 2·N·k·C·16, output linear 2·N·16·C_in·C_out."""
+    cin = c if cin is None else cin
+    cout = c if cout is None else cout
+    return 2 * n * k * (32 * d + 32 * 32 + 32 * 16) + 2 * n * k * cin * 16 + 2 * n * 16 * cin * cout
+
+
+# --- host inputs ---------------------------------------------------------------------------------
+
+def image_grid() -> np.ndarray:
+    """RotMNIST points: linspace(−14, 14, 28)² cropped to ‖x‖ < 15 (648 points)."""
+    t = np.linspace(-14, 14, 28)
+    xy = np.stack(np.meshgrid(t, t, indexing="ij"), axis=-1).reshape(-1, 2)
+    xy = xy[np.linalg.norm(xy, axis=1) < 15]
+    assert xy.shape[0] == 648, xy.shape
+    return xy
+
+
+def image_batch(bs: int = 25, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic RotMNIST batch: coords (bs, 648, 2), values (bs, 648, 1), mask, labels (bs,)."""
+    gen = np.random.default_rng(seed)
+    xy = image_grid()
+    coords = np.broadcast_to(xy, (bs, *xy.shape)).copy()
+    values = gen.uniform(0, 1, size=(bs, xy.shape[0], 1)) * (gen.uniform(size=(bs, xy.shape[0], 1))
+                                                             < 0.2)
+    return coords, values, np.ones((bs, xy.shape[0]), bool), gen.integers(0, 10, size=bs)
+
+
+def molecule_batch(bs: int = 32, n: int = 29, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """QM9-like batch: bs molecules padded to n atoms (9..n atoms each), positions ~ N(0, 1.5²) Å,
+    15 features one_hot(H, C, N, O, F) ⊗ [1, z/9, (z/9)²], mask = charge > 0, targets (bs, 1)."""
+    gen = np.random.default_rng(seed)
+    charges = np.array([1, 6, 7, 8, 9])
+    coords = gen.normal(scale=1.5, size=(bs, n, 3))
+    natoms = gen.integers(9, n + 1, size=bs)
+    z = charges[gen.integers(0, 5, size=(bs, n))] * (np.arange(n)[None, :] < natoms[:, None])
+    onehot = (z[..., None] == charges).astype(float)
+    powers = np.stack([np.ones_like(z), z / 9, (z / 9) ** 2], axis=-1).astype(float)
+    values = (onehot[..., :, None] * powers[..., None, :]).reshape(bs, n, 15)
+    return coords, values, z > 0, gen.normal(size=(bs, 1))
+
+
+def point_cloud(n: int, d: int = 3, bs: int = 1, seed: int = 0) -> np.ndarray:
+    """Uniform points in the unit cube, (bs, n, d)."""
+    return np.random.default_rng(seed).uniform(size=(bs, n, d))
+
+
+# --- the paper workloads (DESIGN §4, §8) ---------------------------------------------------------
+
+def image_model(group_name: str, k: int = 128, total_ds: float = 0.1, fill: float = 0.1,
+                nbhd: int = 25, num_layers: int = 6, liftsamples: int | None = None) -> Any:
+    """The RotMNIST LieResNet: per-layer ds_frac = total_ds^(1/L), fill_i = fill/ds_frac^i,
+    k_i = int(k/ds_frac^(i/2)); T(2) or SE(2) (α = 0.05, liftsamples 2); FPS indices cached."""
+    from lieconv_core import LieResNet
+    from lieconv_core.groups import SE2, T
+
+    group = {"T2": T(2), "SE2": SE2(0.05)}[group_name]
+    ns = liftsamples if liftsamples is not None else (2 if group_name == "SE2" else 1)
+    ds = total_ds ** (1 / num_layers)
+    return LieResNet(1, 10, k=[int(k / ds ** (i / 2)) for i in range(num_layers + 1)], nbhd=nbhd,
+                     ds_frac=[ds] * num_layers, fill=[fill / ds**i for i in range(num_layers)],
+                     num_layers=num_layers, liftsamples=ns, group=group, cache=True)
+
+
+def molecule_model(group_name: str) -> Any:
+    """The QM9-like LieResNet of DESIGN §8: T(3) k=256, 6 layers, nbhd 100, fill 1; SE(3): α = 0.2,
+    liftsamples 4, nbhd 25, fill 0.5."""
+    from lieconv_core import LieResNet
+    from lieconv_core.groups import SE3, T
+
+    if group_name == "T3":
+        return LieResNet(15, 1, k=256, nbhd=100, fill=1.0, num_layers=6, group=T(3))
+    return LieResNet(15, 1, k=256, nbhd=25, fill=0.5, num_layers=6, liftsamples=4,
+                     group=SE3(0.2))
+
+
+WORKLOADS = ["qm9_T3", "qm9_SE3", "rotmnist_T2", "rotmnist_SE2"]
+#: DESIGN §8: the original implementation on a 2-core CPU (torch 2.13, 2 threads), seconds
+ORIGINAL_S = {"qm9_T3": (0.064, 0.245), "qm9_SE3": (0.351, 1.25), "rotmnist_T2": (2.7, 1.6),
+              "rotmnist_SE2": (4.0, 14.5)}
+
+
+def workload(name: str) -> tuple[Any, tuple[np.ndarray, ...], np.ndarray, str]:
+    """model, host inputs (coords, values, mask), host targets, loss ('l1' | 'xent')."""
+    kind, group = name.split("_")
+    if kind == "qm9":
+        c, v, m, y = molecule_batch()
+        return molecule_model(group), (c, v, m), y, "l1"
+    c, v, m, y = image_batch()
+    return image_model(group), (c, v, m), y, "xent"
+
+
+class Runner:
+    """Forward and training-step closures for a model on one backend (float32 unless given).
+
+    forward(): eval-mode forward (torch under no_grad; jax jitted). step(): one training step —
+    loss, backward and an Adam update (torch.optim.Adam; jax.grad + optax.adam, jitted), lr 3e-3.
+    """
+
+    def __init__(self, b: Bench, model: Any, inputs: tuple, targets: np.ndarray, loss: str,
+                 dtype: str = "float32", seed: int = 0):
+        self.b, self.model, self.loss = b, model, loss
+        self.params, self.state = model.init(seed, dtype, xp=b.xp, device=b.device)
+        c, v, m = inputs
+        self.inputs = (b.asarray(c, dtype), b.asarray(v, dtype), b.asarray(m))
+        self.targets = b.asarray(targets, dtype if loss == "l1" else None)
+        self._fwd = None
+        self._step = None
+        self.calls = 0
+
+    # forward
+    def forward(self) -> Any:
+        """Eval-mode forward. The new state is kept: in eval mode it differs from the old one only
+        by the cached FPS indices (image models, cache=True), as the original module kept them."""
+        b = self.b
+        self.calls += 1
+        if b.name == "jax":
+            import jax
+
+            if self._fwd is None:
+                from lieconv_jax import JaxDraws
+
+                model = self.model
+                self._fwd = jax.jit(lambda p, s, x, key: model.apply(p, s, x, train=False,
+                                                                     rng=JaxDraws(key)))
+            out, self.state = self._fwd(self.params, self.state, self.inputs,
+                                        jax.random.key(self.calls))
+            return out
+        with b.no_grad():
+            out, self.state = self.model.apply(self.params, self.state, self.inputs, train=False,
+                                               rng=self.calls)
+        return out
+
+    # training step
+    def _loss_xp(self, xp: Any, out: Any, targets: Any = None) -> Any:
+        targets = self.targets if targets is None else targets
+        if self.loss == "l1":
+            return xp.mean(xp.abs(out - targets))
+        # cross-entropy with integer labels, written in the array API
+        mx = xp.max(out, axis=-1, keepdims=True)
+        lse = xp.log(xp.sum(xp.exp(out - mx), axis=-1)) + mx[..., 0]
+        classes = xp.arange(out.shape[-1], dtype=targets.dtype, device=self.b.device)
+        onehot = xp.astype(targets[:, None] == classes[None, :], out.dtype)
+        return xp.mean(lse - xp.sum(out * onehot, axis=-1))
+
+    def step(self) -> Any:
+        self.b.require_grad()
+        self.calls += 1
+        return self._torch_step() if self.b.name == "torch" else self._jax_step()
+
+    def _torch_step(self) -> Any:
+        import torch
+
+        from lieconv_core.nn.module import tree_leaves
+
+        if self._step is None:
+            for leaf in tree_leaves(self.params):
+                leaf.requires_grad_(True)
+            self._step = torch.optim.Adam(tree_leaves(self.params), lr=3e-3)
+        opt = self._step
+        opt.zero_grad(set_to_none=True)
+        out, new_state = self.model.apply(self.params, self.state, self.inputs, train=True,
+                                          rng=self.calls)
+        loss = self._loss_xp(self.b.xp, out)
+        loss.backward()
+        opt.step()
+        self.state = _detach(new_state)
+        return loss.detach()
+
+    def _jax_step(self) -> Any:
+        import jax
+        import jax.numpy as jnp
+        import optax
+        from lieconv_jax import JaxDraws
+
+        if self._step is None:
+            opt = optax.adam(3e-3)
+            model = self
+
+            # inputs go through the jit as arguments: closed-over concrete arrays would meet
+            # traced params (device None) in the core's same-device check
+            def lossf(p, s, x, y, key):
+                out, ns = model.model.apply(p, s, x, train=True, rng=JaxDraws(key))
+                return model._loss_xp(jnp, out, y), ns
+
+            @jax.jit
+            def step(p, s, o, x, y, key):
+                (loss, ns), g = jax.value_and_grad(lossf, has_aux=True)(p, s, x, y, key)
+                upd, o = opt.update(g, o, p)
+                return optax.apply_updates(p, upd), ns, o, loss
+
+            self._step = step
+            self.opt_state = opt.init(self.params)
+        self.params, self.state, self.opt_state, loss = self._step(
+            self.params, self.state, self.opt_state, self.inputs, self.targets,
+            jax.random.key(self.calls))
+        return loss
+
+
+def _detach(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _detach(v) for k, v in tree.items()}
+    return tree.detach()
+
+
+def run_synced(fn: Any, b: Bench) -> Any:
+    """Call fn and synchronise on its result (for asv time_ bodies)."""
+    out = fn()
+    b.sync(out)
+    return out
+
+
+def finite_or_nan(x: float) -> float:
+    return x if math.isfinite(x) else float("nan")

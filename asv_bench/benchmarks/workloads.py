@@ -1,0 +1,48 @@
+"""The paper workloads of DESIGN §8: QM9-like T(3) / SE(3) and RotMNIST T(2) / SE(2), exact
+configs, float32. Forward = eval-mode forward of one batch; training step = forward in training
+mode + loss (L1 / cross-entropy) + backward + Adam (torch.optim.Adam; jax.grad + optax.adam,
+jitted). Compilation and the first (FPS-caching) calls happen in setup.
+
+DESIGN §8's original times (torch 2.13, 2-core CPU) are in ``_common.ORIGINAL_S``.
+"""
+
+from ._common import BACKENDS, WORKLOADS, Bench, Runner, run_synced, workload
+
+
+class Forward:
+    params = (BACKENDS, WORKLOADS)
+    param_names = ["backend", "workload"]
+    timeout = 1800
+    number = 1
+    repeat = (1, 3, 60.0)
+    warmup_time = 0
+
+    def setup(self, spec, name):
+        self.b = Bench.get(spec)
+        model, inputs, targets, loss = workload(name)
+        self.r = Runner(self.b, model, inputs, targets, loss)
+        for _ in range(2):  # compile (jax) and cache the FPS indices (image models)
+            self.b.sync(self.r.forward())
+
+    def time_forward(self, spec, name):
+        run_synced(self.r.forward, self.b)
+
+
+class TrainStep:
+    params = (BACKENDS, WORKLOADS)
+    param_names = ["backend", "workload"]
+    timeout = 1800
+    number = 1
+    repeat = (1, 3, 60.0)
+    warmup_time = 0
+
+    def setup(self, spec, name):
+        self.b = Bench.get(spec)
+        self.b.require_grad()
+        model, inputs, targets, loss = workload(name)
+        self.r = Runner(self.b, model, inputs, targets, loss)
+        for _ in range(2):  # compile (jax; again once the state holds cached FPS indices)
+            self.b.sync(self.r.step())
+
+    def time_train_step(self, spec, name):
+        run_synced(self.r.step, self.b)

@@ -1,0 +1,114 @@
+"""nox sessions for lieconv.
+
+    nox                      # default: tests for every backend, strict, consistency, lint
+    nox -s "tests(backend='torch')"
+    nox -s consistency       # cross-backend table; fails on a deviation > 1e-10 / 1e-5
+    nox -s bench             # asv run --quick against the current environment (offline)
+    nox -s gpu               # GPU tests + consistency incl. torch:cuda / jax:gpu / cupy (opt-in)
+
+Environments. Every session runs in the interpreter nox itself runs in (run the project venv's
+``.venv/bin/nox``) and by default installs nothing: ``venv_backend="none"`` sessions work offline
+and reuse what is installed. Set ``LIECONV_NOX_INSTALL=1`` to let the sessions that need extras
+(``tests``, ``strict``, ``gpu``) install them into that same environment —
+``pip install -c .ci/constraints.txt -e .[test,<backend>]`` (CI does this on a fresh runner).
+A session whose backend is not installed is skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = str(ROOT / ".ci" / "constraints.txt")
+PY = sys.executable  # sessions run in nox's own interpreter (venv_backend="none")
+BACKENDS = ["numpy", "torch", "jax", "array_api_strict"]
+#: the framework module each backend needs
+MODULE = {"numpy": "numpy", "torch": "torch", "jax": "jax", "array_api_strict": "array_api_strict"}
+#: the pyproject extra that installs each backend
+EXTRA = {"numpy": None, "torch": "torch", "jax": "jax", "array_api_strict": None}
+
+nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # "bench" and "gpu" on request
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install(session: nox.Session, *extras: str | None) -> None:
+    """pip install the project with extras into the current environment, if allowed."""
+    if os.environ.get("LIECONV_NOX_INSTALL") != "1":
+        return
+    names = ",".join(["test"] + [e for e in extras if e])
+    session.run(PY, "-m", "pip", "install", "-c", CONSTRAINTS, "-e", f".[{names}]",
+                external=True)
+
+
+def _require(session: nox.Session, module: str) -> None:
+    """Skip the session when ``module`` is not importable (same interpreter as the session)."""
+    importlib.invalidate_caches()
+    if importlib.util.find_spec(module) is None:
+        session.skip(f"{module} is not installed (set LIECONV_NOX_INSTALL=1 to install it)")
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("backend", BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """pytest with LIECONV_BACKEND=<backend> (the ``xp`` fixture still covers every installed
+    backend; the env var picks the default namespace for functions that take no arrays)."""
+    _install(session, EXTRA[backend])
+    _require(session, MODULE[backend])
+    session.run(PY, "-m", "pytest", *session.posargs, external=True,
+                env={"LIECONV_BACKEND": backend})
+
+
+@nox.session(venv_backend="none")
+def strict(session: nox.Session) -> None:
+    """The test suite with array_api_strict as the default backend: the portability canary."""
+    _install(session)
+    _require(session, "array_api_strict")
+    session.run(PY, "-m", "pytest", *session.posargs, external=True,
+                env={"LIECONV_BACKEND": "array_api_strict"})
+
+
+@nox.session(venv_backend="none")
+def consistency(session: nox.Session) -> None:
+    """Every public function on every installed CPU backend against numpy; prints the table and
+    fails on a deviation above 1e-10 (float64) / 1e-5 (float32). Extra args go to the script,
+    e.g. ``nox -s consistency -- --only LieConv --repeats 1``."""
+    args = session.posargs or ["--backends", "numpy,array_api_strict,torch:cpu,jax:cpu"]
+    session.run(PY, "-m", "lieconv_core.consistency", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """asv, offline, against the current environment (``-E existing``); quick mode by default.
+
+    ``nox -s bench -- --bench layer`` passes extra asv arguments; ``LIECONV_BENCH_BACKENDS``
+    narrows the backend:device list. ``--quick`` results are printed, not saved; for saved results
+    (asv_bench/results, ``asv publish`` -> html/) pass e.g. ``-- -a repeat=1 -a warmup_time=0``.
+    """
+    asv = str(Path(sys.executable).parent / "asv")
+    session.chdir(ROOT / "asv_bench")
+    session.run(asv, "machine", "--yes", external=True)
+    args = session.posargs or ["--quick"]
+    session.run(asv, "run", "-E", f"existing:{sys.executable}", "--show-stderr", *args,
+                external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff check (line length 100, see pyproject)."""
+    session.run(PY, "-m", "ruff", "check", ".", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """GPU checks (off by default): tests marked/parametrised for GPUs and the consistency table
+    including torch:cuda, jax:gpu and cupy. Needs a CUDA machine."""
+    _install(session, "torch", "jax")
+    session.run(PY, "-m", "pytest", *session.posargs, external=True,
+                env={"LIECONV_BACKEND": "torch"})
+    session.run(PY, "-m", "lieconv_core.consistency", "--backends",
+                "numpy,torch:cuda,jax:gpu,cupy", external=True)

@@ -1,0 +1,57 @@
+"""The cross-backend consistency table (lieconv_core.consistency) runs and passes, quickly."""
+
+import pytest
+
+from lieconv_core import consistency
+
+QUICK = ["exp SE3", "log SO3", "lift SE2", "fps T3", "nbhd knn", "LieConv T3", "LieResNet T3 eval"]
+# one cold run per cell (repeats=0): the table is checked, not timed
+
+
+def _specs():
+    specs = ["numpy", "array_api_strict"]
+    for name, spec in (("torch", "torch:cpu"), ("jax", "jax:cpu")):
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        specs.append(spec)
+    return specs
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_table_within_tolerance(dtype):
+    pytest.importorskip("array_api_strict")
+    specs = _specs()
+    rows = consistency.run(specs, dtypes=(dtype,), only=QUICK, repeats=0)
+    table = consistency.format_table(rows)
+    assert {r.spec for r in rows} == set(specs), table
+    assert len(rows) == len(specs) * len({r.function for r in rows}), table
+    bad = [r for r in rows if not r.ok]
+    assert not bad, table
+
+
+def test_deviation_detects_differences():
+    import numpy as np
+
+    ref = np.array([1.0, 2.0, 4.0])
+    assert consistency.deviation(ref, ref, False) == 0
+    assert consistency.deviation(ref + 1e-3, ref, False) == pytest.approx(1e-3 / 4)
+    assert consistency.deviation(np.array([1, 2]), np.array([1, 3]), True) == 0.5
+    assert consistency.deviation(ref[:2], ref, False) == float("inf")
+
+
+def test_main_exit_status_and_table(capsys):
+    assert consistency.main(["--backends", "numpy,array_api_strict", "--dtypes", "float64",
+                             "--only", "exp SO2", "--repeats", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "exp SO2" in out and "array_api_strict" in out and "within tolerance" in out
+
+
+def test_unavailable_spec_is_notimplemented():
+    with pytest.raises(ValueError):
+        consistency.resolve("tpu")
+    try:
+        consistency.resolve("cupy")
+    except NotImplementedError:
+        pass  # no cupy / no GPU: what asv needs to skip a benchmark
