@@ -93,15 +93,23 @@ def array_namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     except TypeError as exc:
         kind = type(first).__name__
         raise TypeError(f"{first_name}: unsupported array type {kind} ({exc})") from exc
-    dev0 = aac.device(first)
+    dev0 = _device_or_none(first)
     for name, arr in pairs[1:]:
-        dev = aac.device(arr)
-        if str(dev) != str(dev0):
+        dev = _device_or_none(arr)
+        # traced values (jax.jit) have no device: nothing to compare
+        if dev0 is not None and dev is not None and str(dev) != str(dev0):
             raise TypeError(
                 f"{first_name} is on device {dev0} but {name} is on device {dev}; "
                 "move them to one device explicitly"
             )
     return xp
+
+
+def _device_or_none(x: Any) -> Any:
+    try:
+        return aac.device(x)
+    except Exception:  # e.g. abstract tracers
+        return None
 
 
 _ADAPTER_MODULES = {
