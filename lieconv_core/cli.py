@@ -198,12 +198,13 @@ DEMO_RUNS = (("HLieConv-T2", "hlieconv", "T2", 64, 1e-2),
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import tempfile
-
     from .train import fit
 
+    root = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(f"lieconv demo: --out {root} already holds files; nothing was "
+                         "overwritten. Choose a new directory.")
     _setup_backend(args.backend, "float64", args.threads)
-    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lieconv-demo-"))
     splits = S.make_splits(n_train=args.n_train, n_val=50, n_test=1, seed=0)
     zs_true, sys_r, t = S.test_trajectories(args.n_rollout, n_steps=args.rollout_steps)
     rows = []
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--n-rollout", type=int, default=10)
     de.add_argument("--rollout-steps", type=int, default=200)
     de.add_argument("--threads", type=int, default=1)
-    de.add_argument("--out", default=None)
+    de.add_argument("--out", default=None,
+                    help="output folder (default: runs/demo-YYYYmmdd-HHMMSS); must be new or empty")
     de.add_argument("--no-progress", action="store_true")
     de.set_defaults(func=cmd_demo)
     return ap

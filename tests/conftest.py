@@ -87,3 +87,22 @@ def apply_net(net, params, state, inputs, train=False, rng=None):
 
     fn = jax.jit(lambda p, s, i: net.apply(p, s, i, train=train, rng=rng))
     return fn(params, state, tuple(inputs))
+
+
+@pytest.fixture(scope="module")
+def torch1():
+    """torch with one intra-op thread (much faster for tiny graphs on a shared 2-core machine);
+    the previous setting is restored afterwards."""
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def jax64():
+    """jax with x64 enabled (tests may change framework settings; the library never does)."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax

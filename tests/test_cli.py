@@ -8,15 +8,6 @@ import pytest
 
 from lieconv_core.cli import main
 
-
-@pytest.fixture(scope="module")
-def torch1():
-    torch = pytest.importorskip("torch")
-    old = torch.get_num_threads()
-    yield torch
-    torch.set_num_threads(old)
-
-
 TINY = ["--n-train", "16", "--n-val", "4", "--batch-size", "8", "--k", "16", "--num-layers", "1",
         "--threads", "1", "--no-progress"]
 

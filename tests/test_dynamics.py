@@ -13,23 +13,6 @@ from lieconv_core.dynamics import make_model, odeint
 from lieconv_core.dynamics.integrators import rk4_step
 
 
-@pytest.fixture(scope="module")
-def torch1():
-    """torch with one intra-op thread (much faster for these tiny graphs on a loaded machine)."""
-    torch = pytest.importorskip("torch")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def jax64():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
-
 def _oscillator(z):
     # H = (p² + q²)/2 in the (..., 2, n, d) layout
     return np.stack([z[..., 1, :, :], -z[..., 0, :, :]], axis=-3)

@@ -14,15 +14,6 @@ from lieconv_core.nn.module import flatten
 
 
 @pytest.fixture(scope="module")
-def torch1():
-    torch = pytest.importorskip("torch")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
 def splits():
     return S.make_splits(n_train=16, n_val=4, n_test=4, seed=0)
 
