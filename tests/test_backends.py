@@ -237,3 +237,21 @@ def test_jax_jit_and_grad_with_captured_inputs(jax_x64):
     np.testing.assert_allclose(np.asarray(out), np.asarray(eager), rtol=1e-12)
     g = jax.grad(lambda p: jnp.sum(net.apply(p, state, (x, v, m))[0]))(params)
     np.testing.assert_allclose(np.asarray(g["lin_out"]["b"]), [2.0])
+
+
+def test_torch_module_wrapper_matches_functional_apply():
+    torch = pytest.importorskip("torch")
+    from lieconv_torch import FunctionalModule
+
+    net = lc.LieResNet(chin=3, num_outputs=2, k=16, num_layers=1, nbhd=4, group=G.SE2(),
+                       liftsamples=2)
+    params, state = net.init(seed=0, dtype="float64", backend="torch")
+    module = FunctionalModule(net, params, state, dtype="float64")
+    inputs = tuple(torch.asarray(a) for a in _good())
+    out = module(*inputs, rng=3)  # training mode by default, as in torch
+    ref, new_state = net.apply(params, state, inputs, train=True, rng=3)
+    np.testing.assert_allclose(out.detach().numpy(), ref.numpy(), rtol=1e-12)
+    r = module.state.tree()["blocks"]["0"]["conv"]["r"]
+    assert float(r) == float(new_state["blocks"]["0"]["conv"]["r"]) != 2.0
+    out.sum().backward()
+    assert all(p.grad is not None for p in module.parameters())
