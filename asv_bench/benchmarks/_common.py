@@ -22,6 +22,13 @@ from typing import Any
 import numpy as np
 
 from lieconv_core.consistency import SPECS, Backend, resolve
+from lieconv_core.groups import SE2, SE3, T
+from lieconv_core.nn.presets import (
+    image_grid,
+    image_lieresnet,
+    molecule_features,
+    molecule_lieresnet,
+)
 
 #: asv parameter: backend:device specs (unavailable ones are skipped). ``LIECONV_BENCH_BACKENDS``
 #: (comma-separated specs) narrows the list, e.g. for a quick CPU run.
@@ -96,20 +103,12 @@ def layer_flops(n: int, k: int, c: int, d: int, cin: int | None = None,
 
 # --- host inputs ---------------------------------------------------------------------------------
 
-def image_grid() -> np.ndarray:
-    """RotMNIST points: linspace(−14, 14, 28)² cropped to ‖x‖ < 15 (648 points)."""
-    t = np.linspace(-14, 14, 28)
-    xy = np.stack(np.meshgrid(t, t, indexing="ij"), axis=-1).reshape(-1, 2)
-    xy = xy[np.linalg.norm(xy, axis=1) < 15]
-    assert xy.shape[0] == 648, xy.shape
-    return xy
-
-
 def image_batch(bs: int = 25, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Synthetic RotMNIST batch: coords (bs, 648, 2), values (bs, 648, 1), mask, labels (bs,)."""
     gen = np.random.default_rng(seed)
     xy = image_grid()
+    assert xy.shape[0] == 648, xy.shape
     coords = np.broadcast_to(xy, (bs, *xy.shape)).copy()
     values = gen.uniform(0, 1, size=(bs, xy.shape[0], 1)) * (gen.uniform(size=(bs, xy.shape[0], 1))
                                                              < 0.2)
@@ -125,10 +124,7 @@ def molecule_batch(bs: int = 32, n: int = 29, seed: int = 0
     coords = gen.normal(scale=1.5, size=(bs, n, 3))
     natoms = gen.integers(9, n + 1, size=bs)
     z = charges[gen.integers(0, 5, size=(bs, n))] * (np.arange(n)[None, :] < natoms[:, None])
-    onehot = (z[..., None] == charges).astype(float)
-    powers = np.stack([np.ones_like(z), z / 9, (z / 9) ** 2], axis=-1).astype(float)
-    values = (onehot[..., :, None] * powers[..., None, :]).reshape(bs, n, 15)
-    return coords, values, z > 0, gen.normal(size=(bs, 1))
+    return coords, molecule_features(z), z > 0, gen.normal(size=(bs, 1))
 
 
 def point_cloud(n: int, d: int = 3, bs: int = 1, seed: int = 0) -> np.ndarray:
@@ -138,31 +134,16 @@ def point_cloud(n: int, d: int = 3, bs: int = 1, seed: int = 0) -> np.ndarray:
 
 # --- the paper workloads (DESIGN §4, §8) ---------------------------------------------------------
 
-def image_model(group_name: str, k: int = 128, total_ds: float = 0.1, fill: float = 0.1,
-                nbhd: int = 25, num_layers: int = 6, liftsamples: int | None = None) -> Any:
-    """The RotMNIST LieResNet: per-layer ds_frac = total_ds^(1/L), fill_i = fill/ds_frac^i,
-    k_i = int(k/ds_frac^(i/2)); T(2) or SE(2) (α = 0.05, liftsamples 2); FPS indices cached."""
-    from lieconv_core import LieResNet
-    from lieconv_core.groups import SE2, T
-
+def image_model(group_name: str) -> Any:
+    """The RotMNIST LieResNet (paper config; FPS indices cached): T(2) or SE(2) (α = 0.05)."""
     group = {"T2": T(2), "SE2": SE2(0.05)}[group_name]
-    ns = liftsamples if liftsamples is not None else (2 if group_name == "SE2" else 1)
-    ds = total_ds ** (1 / num_layers)
-    return LieResNet(1, 10, k=[int(k / ds ** (i / 2)) for i in range(num_layers + 1)], nbhd=nbhd,
-                     ds_frac=[ds] * num_layers, fill=[fill / ds**i for i in range(num_layers)],
-                     num_layers=num_layers, liftsamples=ns, group=group, cache=True)
+    return image_lieresnet(group, cache=True)
 
 
 def molecule_model(group_name: str) -> Any:
     """The QM9-like LieResNet of DESIGN §8: T(3) k=256, 6 layers, nbhd 100, fill 1; SE(3): α = 0.2,
     liftsamples 4, nbhd 25, fill 0.5."""
-    from lieconv_core import LieResNet
-    from lieconv_core.groups import SE3, T
-
-    if group_name == "T3":
-        return LieResNet(15, 1, k=256, nbhd=100, fill=1.0, num_layers=6, group=T(3))
-    return LieResNet(15, 1, k=256, nbhd=25, fill=0.5, num_layers=6, liftsamples=4,
-                     group=SE3(0.2))
+    return molecule_lieresnet({"T3": T(3), "SE3": SE3(0.2)}[group_name], k=256)
 
 
 WORKLOADS = ["qm9_T3", "qm9_SE3", "rotmnist_T2", "rotmnist_SE2"]

@@ -9,7 +9,9 @@ DESIGN §8's original times (torch 2.13, 2-core CPU) are in ``_common.ORIGINAL_S
 from ._common import BACKENDS, WORKLOADS, Bench, Runner, run_synced, workload
 
 
-class Forward:
+class _Workload:
+    """asv settings shared by the workload benchmarks (seconds-long bodies)."""
+
     params = (BACKENDS, WORKLOADS)
     param_names = ["backend", "workload"]
     timeout = 1800
@@ -17,6 +19,8 @@ class Forward:
     repeat = (1, 3, 60.0)
     warmup_time = 0
 
+
+class Forward(_Workload):
     def setup(self, spec, name):
         self.b = Bench.get(spec)
         model, inputs, targets, loss = workload(name)
@@ -28,14 +32,7 @@ class Forward:
         run_synced(self.r.forward, self.b)
 
 
-class TrainStep:
-    params = (BACKENDS, WORKLOADS)
-    param_names = ["backend", "workload"]
-    timeout = 1800
-    number = 1
-    repeat = (1, 3, 60.0)
-    warmup_time = 0
-
+class TrainStep(_Workload):
     def setup(self, spec, name):
         self.b = Bench.get(spec)
         self.b.require_grad()
