@@ -29,6 +29,8 @@ from .data import springs as S
 from .dynamics.models import DEFAULT_LR, MODELS, make_model
 
 GROUP_CHOICES = ("T2", "SO2", "Trivial")
+DEVICE_HELP = ("torch: cpu (default), cuda, cuda:1, ...; jax: cpu, gpu, gpu:1, ... "
+               "(default: jax's default device)")
 BACKEND_CHOICES = ("torch", "jax")
 
 
@@ -42,8 +44,10 @@ def _check_choice(value: str, choices: tuple, what: str) -> str:
     return value
 
 
-def _setup_backend(backend: str, dtype: str, threads: int | None) -> None:
-    """Application-level framework settings (the library never changes them at import)."""
+def _setup_backend(backend: str, dtype: str, threads: int | None,
+                   device: str | None = None) -> None:
+    """Application-level framework settings (the library never changes them at import), and a
+    check that ``device`` exists before any work starts."""
     _check_choice(backend, BACKEND_CHOICES, "backend")
     try:
         if backend == "torch":
@@ -59,13 +63,23 @@ def _setup_backend(backend: str, dtype: str, threads: int | None) -> None:
     except ImportError as exc:
         raise CLIError(f"backend {backend!r} is not installed ({exc}); "
                        f"pip install 'lieconv[{backend}]'") from exc
+    if device is not None:
+        from .train import resolve_device
+
+        try:
+            resolve_device(backend, device)
+        except (RuntimeError, ValueError) as exc:
+            raise CLIError(f"--device {device!r}: {exc}") from exc
 
 
-def _trainer(backend: str, model: Any, params_flat: dict, dtype: str) -> Any:
+def _trainer(backend: str, model: Any, params_flat: dict, dtype: str,
+             device: str | None = None) -> Any:
     from .nn.module import unflatten
-    from .train import trainer_class
+    from .train import resolve_device, trainer_class
 
-    return trainer_class(backend)(model, unflatten(params_flat), 0.0, 1, dtype=dtype)
+    dev = resolve_device(backend, device)
+    return trainer_class(backend)(model, unflatten(params_flat), 0.0, 1, dtype=dtype,
+                                  **({} if dev is None else {"device": dev}))
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -74,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _check_choice(args.model, tuple(MODELS), "model")
     _check_choice(args.group, GROUP_CHOICES, "group")
-    _setup_backend(args.backend, args.dtype, args.threads)
+    _setup_backend(args.backend, args.dtype, args.threads, args.device)
     model = make_model(args.model, group=args.group, k=args.k, num_layers=args.num_layers)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.model] * (
         0.3 if args.model == "hlieconv" and args.group == "SO2" else 1.0)
@@ -83,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     hist = fit(model, splits, args.backend, args.out, epochs=args.epochs,
                batch_size=args.batch_size, lr=lr, seed=args.seed, dtype=args.dtype,
                resume=args.resume, overwrite=args.overwrite, patience=args.patience,
-               progress=not args.no_progress, max_steps=args.max_steps,
+               progress=not args.no_progress, max_steps=args.max_steps, device=args.device,
                run_config={"data_seed": args.data_seed, "center": args.center,
                            "n_val": args.n_val})
     print(json.dumps({"out": str(args.out), "epochs": hist["epoch"],
@@ -113,17 +127,17 @@ def rel_drift_curves(zs: np.ndarray, sys: np.ndarray) -> dict[str, np.ndarray]:
 
 def evaluate_run(checkpoint: str | Path, backend: str | None = None, n_test: int = 2000,
                  n_rollout: int = 50, rollout_steps: int = 500, threads: int | None = None,
-                 batch_size: int = 200) -> tuple[dict, dict]:
+                 batch_size: int = 200, device: str | None = None) -> tuple[dict, dict]:
     """(metrics, arrays for plots) of a run directory."""
     checkpoint = Path(checkpoint)
     cfg = io.load_json(checkpoint / io.CONFIG)
     backend = backend or cfg.get("backend", "torch")
     dtype = cfg.get("dtype", "float32")
     model, params, cfg = io.load_model(checkpoint, backend="numpy", dtype="float64")
-    _setup_backend(backend, dtype, threads)
+    _setup_backend(backend, dtype, threads, device)
     from .nn.module import flatten
 
-    tr = _trainer(backend, model, flatten(params), dtype)
+    tr = _trainer(backend, model, flatten(params), dtype, device)
     tcfg = cfg.get("train", {})
     seed, center = tcfg.get("data_seed", 0), tcfg.get("center", "none")
     test = S.make_splits(n_train=1, n_val=1, n_test=n_test, seed=seed, center=center)["test"]
@@ -183,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.backend is not None:
         _check_choice(args.backend, BACKEND_CHOICES, "backend")
     metrics, arrays = evaluate_run(args.checkpoint, args.backend, args.n_test, args.n_rollout,
-                                   args.rollout_steps, args.threads)
+                                   args.rollout_steps, args.threads, device=args.device)
     out.mkdir(parents=True, exist_ok=True)
     metrics["plots"] = write_plots(out, arrays, metrics["model"].get("model", ""))
     io.save_json(out / "metrics.json", metrics)
@@ -263,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--patience", type=int, default=None, help="early stopping (epochs)")
     tr.add_argument("--max-steps", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    tr.add_argument("--device", default=None, help=DEVICE_HELP)
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
     ev = sub.add_parser("evaluate", help="metrics and plots of a trained run")
@@ -274,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-rollout", type=int, default=50)
     ev.add_argument("--rollout-steps", type=int, default=500)
     ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--device", default=None, help=DEVICE_HELP)
     ev.add_argument("--overwrite", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
     de = sub.add_parser("demo", help="short run: HLieConv-T2 vs FLieConv vs FC conservation table")

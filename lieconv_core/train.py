@@ -39,6 +39,34 @@ def trainer_class(backend: str) -> Any:
                            f"pip install 'lieconv[{backend}]'") from exc
 
 
+def resolve_device(backend: str, device: str | None) -> Any:
+    """A device string (``"cpu"``, ``"cuda:1"`` for torch; ``"cpu"``, ``"gpu:0"`` for jax) -> the
+    framework's device object, or None for the trainer's default (torch: cpu; jax: its default
+    device). Raises ValueError / RuntimeError naming the device when it does not exist here."""
+    if device is None:
+        return None
+    if backend == "torch":
+        import torch
+
+        dev = torch.device(device)  # RuntimeError on a malformed string
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device on this machine")
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    import jax
+
+    platform, _, index = device.partition(":")
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError as exc:
+        raise RuntimeError(f"jax has no {platform!r} backend here ({exc})") from exc
+    i = int(index) if index else 0
+    if i >= len(devices):
+        raise RuntimeError(f"jax sees {len(devices)} {platform} device(s)")
+    return devices[i]
+
+
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     perm = np.random.default_rng([seed, 2, epoch]).permutation(n)
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -63,11 +91,12 @@ def fit(model: Any, splits: dict, backend: str, out: str | Path, epochs: int = 1
         batch_size: int = 200, lr: float = 1e-3, seed: int = 0, dtype: str = "float32",
         resume: bool = False, overwrite: bool = False, patience: int | None = None,
         progress: bool = True, run_config: dict | None = None,
-        max_steps: int | None = None) -> dict:
+        max_steps: int | None = None, device: str | None = None) -> dict:
     """Train ``model`` and write the run directory ``out``; returns the history dict.
 
     ``resume``: continue from ``out/last.safetensors``. Without it an existing run in ``out`` is an
     error unless ``overwrite``. ``max_steps`` stops after that many optimizer steps in total.
+    ``device``: see :func:`resolve_device` (the run directory does not depend on it).
     """
     out = Path(out)
     for name in ("train", "val"):
@@ -106,7 +135,9 @@ def fit(model: Any, splits: dict, backend: str, out: str | Path, epochs: int = 1
         opt_state = None
         out.mkdir(parents=True, exist_ok=True)
         io.save_json(out / io.CONFIG, config)
-    trainer = Trainer(model, params, lr, total_steps, dtype=dtype, opt_state=opt_state)
+    dev = resolve_device(backend, device)
+    trainer = Trainer(model, params, lr, total_steps, dtype=dtype, opt_state=opt_state,
+                      **({} if dev is None else {"device": dev}))
     ts = splits["train"].ts
     bar = None
     if progress:
@@ -162,4 +193,4 @@ def fit(model: Any, splits: dict, backend: str, out: str | Path, epochs: int = 1
     return history
 
 
-__all__ = ["fit", "evaluate_mse", "batches", "trainer_class", "flatten"]
+__all__ = ["fit", "evaluate_mse", "batches", "trainer_class", "resolve_device", "flatten"]

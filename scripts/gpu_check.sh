@@ -1,19 +1,90 @@
 #!/usr/bin/env bash
-# GPU check of the LieConv kernels (issue #4) - for a session that has a CUDA machine.
-# 1) runs the kernel tests for real on CUDA (Triton compiled; Pallas compiled if jax sees a GPU;
-#    cupy CUDA kernels if cupy is installed), 2) prints kernel-vs-reference timings (torch).
-# Usage: scripts/gpu_check.sh   (from the repository root; ~3-5 min on an H100/H200)
+# One prepared GPU check (issues #3 and #4), for a session that is lent a CUDA machine.
+#
+#   OUT=some/new/dir scripts/gpu_check.sh        # from the repository root; ~7 min on an H200
+#
+# Writes into $OUT (default gpu-check-<timestamp>/, never an existing non-empty folder):
+#   env.txt             GPU, driver and package versions
+#   kernel_tests.log    Triton / Pallas (compiled) / CUDA kernel tests against the reference path
+#   consistency.txt     python -m lieconv_core.consistency on numpy, torch:cuda, jax:gpu, cupy
+#   kernel_timings.txt  Triton kernels vs the reference path (torch, CUDA events, median ms)
+#   bench.log           asv benchmark bodies run directly (asv_bench/direct.py) on the GPU specs
+#   springs.log         paper-protocol springs runs (FC, HFC, HLieConv-T2; jax on the GPU) + metrics
+#   springs_runs.tgz    their run directories (weights, history, metrics, plots)
+#   timeline.txt        when each stage ended, with its exit status
+#
+# Without an installed lieconv it runs from the source tree (PYTHONPATH); wheels for packages the
+# machine lacks can sit in .whl/ (installed into /tmp/site). EPOCHS / NTRAIN shrink the springs
+# runs for a dry run. JAX_DEFAULT_MATMUL_PRECISION=highest: float32 matmuls in IEEE fp32 on jax
+# (its GPU default is TF32), as torch does by default, so both backends compute the same thing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-check-$(date +%Y%m%d-%H%M%S)}
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+    echo "gpu_check: $OUT already holds files; choose a new OUT" >&2; exit 2
+fi
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+EPOCHS=${EPOCHS:-100}
+NTRAIN=${NTRAIN:-3000}
 PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || PY=python
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+[ -x "$PY" ] || PY=python3
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:$PWD/backends:${PYTHONPATH:-}
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest
 unset TRITON_INTERPRET
-echo "== kernel tests on CUDA =="
-LIECONV_PALLAS_COMPILED=1 timeout 420 "$PY" -m pytest -q -p no:cacheprovider \
-    tests/test_kernels_triton.py tests/test_kernels_pallas.py tests/test_kernels_cuda.py 2>&1 | tail -25
-echo "== timings: Triton kernels vs reference path (torch, CUDA, median ms) =="
-timeout 240 "$PY" - <<'PYEOF'
+T0=$(date +%s)
+stamp() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/timeline.txt"; }
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PY" - <<'PYEOF'
+import importlib, sys
+print(sys.version.split()[0])
+for m in ("numpy", "torch", "triton", "jax", "jaxlib", "optax", "cupy", "array_api_compat"):
+    try:
+        print(m, importlib.import_module(m).__version__)
+    except Exception as exc:  # noqa: BLE001
+        print(m, "unavailable:", exc)
+import torch, jax
+print("torch.cuda", torch.cuda.is_available(), "jax", jax.default_backend(), jax.devices())
+PYEOF
+} >"$OUT/env.txt" 2>&1
+stamp "env"; cat "$OUT/env.txt"
+
+# --- springs, paper protocol, in the background (jax, GPU) -------------------------------------
+RUNS=/tmp/lieconv-springs-runs
+rm -rf "$RUNS"
+(
+  for model in fc hfc hlieconv; do
+    ( timeout 420 "$PY" -m lieconv_core.cli train springs --backend jax --device gpu \
+        --model "$model" --group T2 --n-train "$NTRAIN" --epochs "$EPOCHS" --no-progress \
+        --out "$RUNS/$model" 2>&1 | sed "s/^/[$model] /"
+      timeout 200 "$PY" -m lieconv_core.cli evaluate springs --checkpoint "$RUNS/$model" \
+        --out "$RUNS/$model/eval" --device gpu 2>&1 | sed "s/^/[$model eval] /" ) &
+  done
+  wait
+) >"$OUT/springs.log" 2>&1 &
+SPRINGS=$!
+
+# --- correctness on the GPU (kernel tests and the consistency table, side by side) -------------
+LIECONV_PALLAS_COMPILED=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs --tb=short \
+    ${TESTS:-tests/test_kernels_triton.py tests/test_kernels_pallas.py tests/test_kernels_cuda.py} \
+    >"$OUT/kernel_tests.log" 2>&1 &
+TESTS_PID=$!
+timeout 240 "$PY" -m lieconv_core.consistency --backends numpy,torch:cuda,jax:gpu,cupy \
+    --repeats 1 >"$OUT/consistency.txt" 2>&1
+stamp "consistency rc=$?"
+wait $TESTS_PID; stamp "kernel tests rc=$?"; tail -5 "$OUT/kernel_tests.log"
+
+# timings below are cleaner without the springs runs sharing the GPU: give them until +240 s
+while kill -0 $SPRINGS 2>/dev/null && [ $(( $(date +%s) - T0 )) -lt 240 ]; do sleep 5; done
+kill -0 $SPRINGS 2>/dev/null && stamp "NOTE: springs runs still going; timings share the GPU"
+
+# --- timings: Triton kernels vs the reference path ---------------------------------------------
+timeout 90 "$PY" - >"$OUT/kernel_timings.txt" 2>&1 <<'PYEOF'
 import torch
 from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.groups.translation import T
@@ -25,7 +96,7 @@ dev = "cuda"
 g = torch.Generator(device=dev).manual_seed(0)
 
 
-def bench(f, reps=20):
+def bench(f, reps=15):
     f(); torch.cuda.synchronize()
     ts = []
     for _ in range(reps):
@@ -36,7 +107,7 @@ def bench(f, reps=20):
 
 
 for dt in (torch.float32, torch.float64):
-    # RotMNIST-like: 25 clouds x 648 points (T(2)), FPS to 10%, k = 25; QM9-like pointconv
+    # RotMNIST-like: 25 clouds x 648 points (T(2)), FPS to 10%, k = 25; pointconv c = 64
     bs, n, m, k, c = 25, 648, 65, 25, 64
     x = torch.randn(bs, n, 2, device=dev, dtype=dt, generator=g) * 10
     mask = torch.rand(bs, n, device=dev, generator=g) > 0.05
@@ -67,3 +138,19 @@ for dt in (torch.float32, torch.float64):
     for name, tk, tr in rows:
         print(f"{name:20s} kernel {tk:9.3f} ms   reference {tr:9.3f} ms   speed-up {tr / tk:6.1f}x")
 PYEOF
+stamp "kernel timings rc=$?"; cat "$OUT/kernel_timings.txt"
+
+# --- asv benchmark bodies on the GPU specs ------------------------------------------------------
+timeout 100 "$PY" asv_bench/direct.py --bench sampling,layer,springs,workloads \
+    --backends torch:cuda,cupy --repeat 5 >"$OUT/bench.log" 2>&1
+stamp "bench torch/cupy rc=$?"
+timeout 120 "$PY" asv_bench/direct.py --bench sampling,layer,springs,workloads \
+    --backends jax:gpu --repeat 5 >>"$OUT/bench.log" 2>&1
+stamp "bench jax rc=$?"
+
+wait $SPRINGS; stamp "springs done"
+for model in fc hfc hlieconv; do
+    echo "== $model"; cat "$RUNS/$model/eval/metrics.json" 2>/dev/null | head -12
+done >>"$OUT/springs.log"
+tar czf "$OUT/springs_runs.tgz" -C "$RUNS" . 2>/dev/null
+stamp "done"

@@ -27,6 +27,17 @@ def test_bad_names_give_clear_errors(argv, msg, capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("backend,device", [("torch", "cuda:99"), ("torch", "bogus"),
+                                            ("jax", "tpu:0"), ("jax", "cpu:7")])
+def test_bad_device_is_named_and_nothing_is_written(backend, device, capsys, tmp_path):
+    pytest.importorskip(backend)
+    out = tmp_path / "x"
+    assert main(["train", "springs", "--backend", backend, "--device", device,
+                 "--out", str(out)]) == 2
+    assert f"--device {device!r}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_evaluate_missing_or_corrupt_checkpoint(capsys, tmp_path):
     assert main(["evaluate", "springs", "--checkpoint", str(tmp_path / "none"),
                  "--out", str(tmp_path / "ev")]) == 2
@@ -44,7 +55,8 @@ def test_evaluate_missing_or_corrupt_checkpoint(capsys, tmp_path):
 def test_train_evaluate_and_resume(torch1, tmp_path, capsys):
     out, ev = tmp_path / "run", tmp_path / "eval"
     argv = ["train", "springs", "--backend", "torch", "--model", "hlieconv", "--group", "T2",
-            "--epochs", "1", "--seed", "0", "--out", str(out), "--dtype", "float64", *TINY]
+            "--epochs", "1", "--seed", "0", "--out", str(out), "--dtype", "float64",
+            "--device", "cpu", *TINY]
     assert main(argv) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors",
                                                "last.safetensors", "history.json"}

@@ -56,29 +56,32 @@ def test_nvcc_compiles(tmp_path):
 
 @pytest.fixture(scope="module")
 def env():
+    import array_api_compat.cupy as xp
     import cupy
     from lieconv_cupy.adapter import CupyAdapter
 
-    return cupy, CupyAdapter("auto"), ReferenceAdapter()
+    # cupy's own namespace is not the array API (argsort has no `stable`, full no `device`):
+    # the library always works through array_api_compat.cupy, so the reference must too
+    return cupy, xp, CupyAdapter("auto"), ReferenceAdapter()
 
 
 @needs_cupy
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_fps_neighbourhood(env, case, dtype):
-    cp, ad, ref = env
+    cp, xp, ad, ref = env
     c = make_case(case, dtype)
     x, mask, u = cp.asarray(c["x"]), cp.asarray(c["mask"]), cp.asarray(c["u"])
     for m in sorted({1, c["m"], c["n"]}):
-        got = ad.fps(cp, c["group"], x, None, mask, m, u)
-        want = ref.fps(cp, c["group"], x, None, mask, m, u)
+        got = ad.fps(xp, c["group"], x, None, mask, m, u)
+        want = ref.fps(xp, c["group"], x, None, mask, m, u)
         np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want), f"fps m={m}")
     q = (cp.asarray(c["qe"]), None, cp.asarray(c["qmask"]))
     p = (x, None, mask)
     for knn in (False, True):
-        got = ad.neighbourhood(cp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
+        got = ad.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
                                cp.asarray(c["prio"]), knn)
-        want = ref.neighbourhood(cp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
+        want = ref.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
                                  cp.asarray(c["prio"]), knn)
         for a, b, what in zip(got, want, ("idx", "mask", "counts")):
             if b is None:
@@ -91,16 +94,16 @@ def test_fps_neighbourhood(env, case, dtype):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_pointconv(env, case, dtype):
-    cp, ad, ref = env
+    cp, xp, ad, ref = env
     c = make_case(case, dtype)
     q = (cp.asarray(c["qe"]), None, cp.asarray(c["qmask"]))
     p = (cp.asarray(c["x"]), None, cp.asarray(c["mask"]))
-    idx, nm, _ = ref.neighbourhood(cp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
+    idx, nm, _ = ref.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
                                    cp.asarray(c["prio"]), False)
     layers = [(cp.asarray(w), cp.asarray(b)) for w, b in c["layers"]]
     emb, values = cp.asarray(c["emb"]), cp.asarray(c["values"])
-    got = ad.pointconv(cp, layers, emb, values, idx, nm)
-    want = ref.pointconv(cp, layers, emb, values, idx, nm)
+    got = ad.pointconv(xp, layers, emb, values, idx, nm)
+    want = ref.pointconv(xp, layers, emb, values, idx, nm)
     assert_close(cp.asnumpy(got), cp.asnumpy(want), dtype, "forward")
     # gradients against torch autograd of the reference, when torch is installed
     torch = pytest.importorskip("torch")

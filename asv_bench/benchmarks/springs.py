@@ -14,6 +14,8 @@ from lieconv_core.data import springs as S
 from lieconv_core.dynamics import make_model
 
 BATCH = 200
+#: torch:cuda / jax:gpu are skipped where absent
+SPECS = ["torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu"]
 
 
 def _trainer(spec: str, k: int = 384, num_layers: int = 4):
@@ -27,12 +29,15 @@ def _trainer(spec: str, k: int = 384, num_layers: int = 4):
             raise NotImplementedError(spec)
     except ImportError as exc:
         raise NotImplementedError(f"{spec}: {exc}") from exc
-    if device not in ("", "cpu"):
-        raise NotImplementedError(f"{spec}: only cpu is benchmarked here")
+    from lieconv_core.train import resolve_device
+
+    try:
+        dev = resolve_device(backend, device or "cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise NotImplementedError(f"{spec}: {exc}") from exc
     model = make_model("hlieconv", group="T2", k=k, num_layers=num_layers)
     host = model.init_host(np.random.default_rng(0))
-    kw = {"device": "cpu"} if backend == "torch" else {}
-    return cls(model, host, 1e-3, 10_000, dtype="float32", **kw)
+    return cls(model, host, 1e-3, 10_000, dtype="float32", device=dev)
 
 
 def _batch():
@@ -43,7 +48,7 @@ def _batch():
 class SpringsTrainStep:
     """One training step of HLieConv-T(2) at the paper's size."""
 
-    params = (["torch:cpu", "jax:cpu"],)
+    params = (SPECS,)
     param_names = ("backend",)
     number = 1
     repeat = 3
@@ -62,7 +67,7 @@ class SpringsTrainStep:
 class SpringsVectorField:
     """One evaluation of the learned vector field (forward + the inner gradient), batch 200."""
 
-    params = (["torch:cpu", "jax:cpu"],)
+    params = (SPECS,)
     param_names = ("backend",)
     number = 1
     repeat = 5

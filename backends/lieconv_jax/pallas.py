@@ -10,12 +10,12 @@ identical indices (same quantisation, same tie rules), floats to rounding.
   neighbours are picked by k rounds of "smallest key above the previous one" with key =
   (priority, +n if outside the ball) in ball mode or (quantised distance, index) in kNN mode,
   which is exactly the reference's stable top-k order.
-* PointConv: weight net + contraction per query tile; neighbour values are gathered on-chip by a
-  one-hot matmul against the cloud's values block (O(k·n·c) per query: meant for the small clouds
-  of QM9/springs-sized problems; large clouds should use the reference path). Backward:
-  ``jax.custom_vjp`` whose backward pass is a second Pallas kernel (recomputes the weight net,
-  emits per-tile partial parameter gradients and per-tile partial d(values) that are summed
-  outside).
+* PointConv: weight net + contraction, one program per query; neighbour values are gathered
+  on-chip by a one-hot matmul against the cloud's values block (O(k·n·c) per query: meant for
+  the small clouds of QM9/springs-sized problems, n <= MAX_N_CONV; larger clouds use the reference
+  path). Backward: ``jax.custom_vjp`` whose backward pass is a second Pallas kernel (recomputes
+  the weight net, emits per-query partial parameter gradients and d(values) that are summed
+  outside); that backward is itself differentiable (reverse-over-reverse through the reference).
 
 Group coverage: Euclidean distances (T(d), Trivial(d), d <= 3) for FPS/neighbourhoods;
 pointconv is group-independent.
@@ -37,7 +37,7 @@ H, O = 32, 16
 #: clouds larger than this use the reference / lax paths (a whole cloud, or a query tile x the
 #: whole cloud, is held on-chip; the one-hot gather of pointconv costs O(k·n·c) per query)
 MAX_N = 16384
-MAX_N_CONV = 2048
+MAX_N_CONV = 512
 HIGHEST = lax.Precision.HIGHEST
 
 
@@ -73,8 +73,8 @@ def _fps_kernel(x_ref, mask_ref, start_ref, out_ref, *, m, E, NP, MP, scale):
     valid = mask_ref[0] != 0
     xs = [x_ref[0, e] for e in range(E)]
     dt = xs[0].dtype
-    inf = jnp.asarray(jnp.inf, dt)
-    dmin = jnp.where(valid, inf, -inf)
+    # two literal fills: the GPU lowering (jax 0.11) cannot negate a constant array
+    dmin = jnp.where(valid, jnp.full((NP,), jnp.inf, dt), jnp.full((NP,), -jnp.inf, dt))
 
     def body(t, carry):
         chosen, dmin, cur = carry
@@ -98,6 +98,9 @@ def _fps_kernel(x_ref, mask_ref, start_ref, out_ref, *, m, E, NP, MP, scale):
 
 def fps(elems, mask, m: int, u, interpret: bool = False):
     """(bs, m) FPS indices (the reference's start, quantisation and tie rules)."""
+    # integer outputs: no gradient flows, and pallas_call has no JVP a caller's autodiff could
+    # use (the Hamiltonian models differentiate through the whole network w.r.t. positions)
+    elems, u = lax.stop_gradient(elems), lax.stop_gradient(u)
     bs, n, E = elems.shape
     count = jnp.cumsum(mask.astype(jnp.int32), axis=1)
     target = jnp.floor(u * count[:, -1].astype(u.dtype)).astype(jnp.int32)
@@ -131,8 +134,9 @@ def _nbhd_kernel(q_ref, qm_ref, p_ref, pm_ref, prio_ref, r_ref, idx_ref, nm_ref,
     d = jnp.sqrt(d2)
     valid = qv[:, None] & pv[None, :]
     if knn:
-        key = jnp.where(valid, jnp.floor(d * scale + 0.5), jnp.asarray(jnp.inf, dt))
-        big = jnp.asarray(jnp.inf, dt)
+        # python literals, not constant arrays: see _fps_kernel
+        key = jnp.where(valid, jnp.floor(d * scale + 0.5), jnp.inf)
+        big = jnp.inf
         thresh = big
         cnt = jnp.zeros((BM,), dt)
         prev_k = jnp.full((BM,), -jnp.inf, dt)
@@ -141,7 +145,7 @@ def _nbhd_kernel(q_ref, qm_ref, p_ref, pm_ref, prio_ref, r_ref, idx_ref, nm_ref,
         prio = jnp.broadcast_to(prio_ref[0][None, :], (BM, NP))
         real = offs < n
         key = jnp.where(sel, prio, jnp.where(real, prio + n, 2 * n + offs))
-        big = jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32)
+        big = 2**31 - 1
         thresh = n
         cnt = jnp.sum(sel.astype(dt), axis=1)
         prev_k = jnp.full((BM,), -1, jnp.int32)
@@ -166,6 +170,7 @@ def _nbhd_kernel(q_ref, qm_ref, p_ref, pm_ref, prio_ref, r_ref, idx_ref, nm_ref,
 def neighbourhood(query, points, k: int, r, priorities, knn: bool, interpret: bool = False):
     qe, _, qmask = query
     pe, _, pmask = points
+    qe, pe, r = lax.stop_gradient(qe), lax.stop_gradient(pe), lax.stop_gradient(r)  # see fps
     bs, m, E = qe.shape
     n = pe.shape[1]
     dt = qe.dtype
@@ -213,13 +218,11 @@ def _dswish(z):
 
 
 def _dot(a, b):
+    """2-D a @ b in full precision. float32: a dot at HIGHEST precision (IEEE, no TF32). float64:
+    broadcast-multiply-sum, because the GPU (Triton) lowering's fp64 MMA rejects our tile sizes."""
+    if a.dtype == jnp.float64:
+        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
     return jnp.dot(a, b, precision=HIGHEST, preferred_element_type=a.dtype)
-
-
-def _bdot(a, b, ca: int, cb: int):
-    """Batched (leading axis) matmul contracting a's axis ca with b's axis cb."""
-    return lax.dot_general(a, b, (((ca,), (cb,)), ((0,), (0,))), precision=HIGHEST,
-                           preferred_element_type=a.dtype)
 
 
 def _wnet(e, w1, b1, w2, b2, w3, b3):
@@ -236,61 +239,55 @@ def _onehot(idx, keep, NP, dt):
     return ((cols == idx[:, None]) & (keep[:, None] != 0)).astype(dt)
 
 
-def _pc_fwd_kernel(e_ref, v_ref, i_ref, k_ref, w1, b1, w2, b2, w3, b3, o_ref, *, BM, KP, NP):
-    rows = BM * KP
-    e = jnp.reshape(e_ref[0], (rows, e_ref.shape[-1]))
-    idx = jnp.reshape(i_ref[0], (rows,))
-    keep = jnp.reshape(k_ref[0], (rows,))
+# One program per query (bs, m): every array in a kernel body is 2-D and every product a plain
+# matrix product, the subset of jax that Pallas' GPU (Triton) lowering accepts (no batched
+# dot_general, no reshapes, no concatenation).
+def _pc_fwd_kernel(e_ref, v_ref, i_ref, k_ref, w1, b1, w2, b2, w3, b3, o_ref, *, NP):
+    e = e_ref[0, 0]  # (KP, DP)
+    idx, keep = i_ref[0, 0], k_ref[0, 0]  # (KP,) each
     *_, z3 = _wnet(e, w1[...], b1[...], w2[...], b2[...], w3[...], b3[...])
-    w = jnp.where(keep[:, None] != 0, _swish(z3), 0)
-    g = _dot(_onehot(idx, keep, NP, e.dtype), v_ref[0])  # (rows, CP), on-chip only
-    g = jnp.reshape(g, (BM, KP, g.shape[-1]))
-    o_ref[0] = _bdot(g, jnp.reshape(w, (BM, KP, O)), 1, 1)  # (BM, CP, O)
+    w = jnp.where(keep[:, None] != 0, _swish(z3), 0)  # (KP, O)
+    g = _dot(_onehot(idx, keep, NP, e.dtype), v_ref[0])  # (KP, CP) gathered values, on-chip only
+    o_ref[0, 0] = _dot(g.T, w)  # (CP, O)
 
 
 def _pc_bwd_kernel(e_ref, v_ref, i_ref, k_ref, w1, b1, w2, b2, w3, b3, g_ref,
-                   de_ref, dv_ref, dp_ref, *, BM, KP, NP, DP):
-    rows = BM * KP
-    e = jnp.reshape(e_ref[0], (rows, DP))
-    idx = jnp.reshape(i_ref[0], (rows,))
-    keep = jnp.reshape(k_ref[0], (rows,))
+                   de_ref, dv_ref, dw1_ref, db1_ref, dw2_ref, db2_ref, dw3_ref, db3_ref, *, NP):
+    e = e_ref[0, 0]  # (KP, DP)
+    idx, keep = i_ref[0, 0], k_ref[0, 0]
     W1, W2, W3 = w1[...], w2[...], w3[...]
     z1, h1, z2, h2, z3 = _wnet(e, W1, b1[...], W2, b2[...], W3, b3[...])
-    w = jnp.where(keep[:, None] != 0, _swish(z3), 0)
-    oh = _onehot(idx, keep, NP, e.dtype)
-    vals = _dot(oh, v_ref[0])  # (rows, CP)
-    cp = vals.shape[-1]
-    g = g_ref[0]  # (BM, CP, O)
-    dw = _bdot(jnp.reshape(vals, (BM, KP, cp)), g, 2, 1)  # (BM, KP, O)
-    dg = _bdot(jnp.reshape(w, (BM, KP, O)), g, 2, 2)  # (BM, KP, CP): d(gathered values)
-    dw = jnp.where(keep[:, None] != 0, jnp.reshape(dw, (rows, O)), 0)
-    dv_ref[0, 0] = _dot(oh.T, jnp.reshape(dg, (rows, cp)))  # scatter-add by one-hot
+    w = jnp.where(keep[:, None] != 0, _swish(z3), 0)  # (KP, O)
+    oh = _onehot(idx, keep, NP, e.dtype)  # (KP, NP)
+    vals = _dot(oh, v_ref[0])  # (KP, CP)
+    g = g_ref[0, 0]  # (CP, O)
+    dw = jnp.where(keep[:, None] != 0, _dot(vals, g), 0)  # (KP, O)
+    dv_ref[0, 0] = _dot(oh.T, _dot(w, g.T))  # scatter-add of d(gathered values) by one-hot
     dz3 = dw * _dswish(z3)
     dz2 = _dot(dz3, W3.T) * _dswish(z2)
     dz1 = _dot(dz2, W2.T) * _dswish(z1)
-    de_ref[0] = jnp.reshape(_dot(dz1, W1.T), (BM, KP, DP))
-    parts = [_dot(e.T, dz1), jnp.sum(dz1, axis=0, keepdims=True),
-             _dot(h1.T, dz2), jnp.sum(dz2, axis=0, keepdims=True),
-             _dot(h2.T, dz3), jnp.sum(dz3, axis=0, keepdims=True)]
-    flat = jnp.concatenate([jnp.reshape(p, (-1,)) for p in parts])
-    dp_ref[0, 0] = flat
+    de_ref[0, 0] = _dot(dz1, W1.T)
+    dw1_ref[0, 0] = _dot(e.T, dz1)
+    db1_ref[0, 0] = jnp.sum(dz1, axis=0, keepdims=True)
+    dw2_ref[0, 0] = _dot(h1.T, dz2)
+    db2_ref[0, 0] = jnp.sum(dz2, axis=0, keepdims=True)
+    dw3_ref[0, 0] = _dot(h2.T, dz3)
+    db3_ref[0, 0] = jnp.sum(dz3, axis=0, keepdims=True)
 
 
-def _layout(emb, values, idx, mask):
+def _layout(emb, values):
     bs, m, K_, D = emb.shape
     n, C = values.shape[1], values.shape[2]
-    BM = min(8, _p2(m, 1))
-    MP = -(-m // BM) * BM
     KP, NP, DP, CP = _p2(K_, 16), _p2(n, 16), _p2(D, 16), _p2(C, 16)
-    return bs, m, K_, D, n, C, BM, MP, KP, NP, DP, CP
+    return bs, m, K_, D, n, C, KP, NP, DP, CP
 
 
 def _padded(emb, values, idx, mask, lay):
-    bs, m, K_, D, n, C, BM, MP, KP, NP, DP, CP = lay
-    e = _pad_to(_pad_to(_pad_to(emb, 1, MP), 2, KP), 3, DP)
+    bs, m, K_, D, n, C, KP, NP, DP, CP = lay
+    e = _pad_to(_pad_to(emb, 2, KP), 3, DP)
     v = _pad_to(_pad_to(values, 1, NP), 2, CP)
-    i = _pad_to(_pad_to(idx.astype(jnp.int32), 1, MP), 2, KP)
-    k = _pad_to(_pad_to(mask.astype(jnp.int32), 1, MP), 2, KP)
+    i = _pad_to(idx.astype(jnp.int32), 2, KP)
+    k = _pad_to(mask.astype(jnp.int32), 2, KP)
     return e, v, i, k
 
 
@@ -301,65 +298,57 @@ def _params(layers, DP, dt):
             b3.astype(dt)[None]]
 
 
-def _param_specs(DP, ngrid):
-    shapes = [(DP, H), (1, H), (H, H), (1, H), (H, O), (1, O)]
-    zero = (lambda b, i: (0, 0)) if ngrid == 2 else None
-    return [pl.BlockSpec(s, zero) for s in shapes]
+def _param_shapes(DP):
+    return [(DP, H), (1, H), (H, H), (1, H), (H, O), (1, O)]
+
+
+def _in_specs(KP, NP, DP, CP):
+    """BlockSpecs of (emb, values, idx, mask, *params) for the (bs, m) grid."""
+    return [pl.BlockSpec((1, 1, KP, DP), lambda b, i: (b, i, 0, 0)),
+            pl.BlockSpec((1, NP, CP), lambda b, i: (b, 0, 0)),
+            pl.BlockSpec((1, 1, KP), lambda b, i: (b, i, 0)),
+            pl.BlockSpec((1, 1, KP), lambda b, i: (b, i, 0)),
+            *[pl.BlockSpec(s, lambda b, i: (0, 0)) for s in _param_shapes(DP)]]
 
 
 def _pc_forward(layers, emb, values, idx, mask, interpret):
-    lay = _layout(emb, values, idx, mask)
-    bs, m, K_, D, n, C, BM, MP, KP, NP, DP, CP = lay
+    lay = _layout(emb, values)
+    bs, m, K_, D, n, C, KP, NP, DP, CP = lay
     e, v, i, k = _padded(emb, values, idx, mask, lay)
-    kern = functools.partial(_pc_fwd_kernel, BM=BM, KP=KP, NP=NP)
     out = pl.pallas_call(
-        kern, out_shape=jax.ShapeDtypeStruct((bs, MP, CP, O), emb.dtype),
-        grid=(bs, MP // BM),
-        in_specs=[pl.BlockSpec((1, BM, KP, DP), lambda b, t: (b, t, 0, 0)),
-                  pl.BlockSpec((1, NP, CP), lambda b, t: (b, 0, 0)),
-                  pl.BlockSpec((1, BM, KP), lambda b, t: (b, t, 0)),
-                  pl.BlockSpec((1, BM, KP), lambda b, t: (b, t, 0)),
-                  *_param_specs(DP, 2)],
-        out_specs=pl.BlockSpec((1, BM, CP, O), lambda b, t: (b, t, 0, 0)),
+        functools.partial(_pc_fwd_kernel, NP=NP),
+        out_shape=jax.ShapeDtypeStruct((bs, m, CP, O), emb.dtype),
+        grid=(bs, m), in_specs=_in_specs(KP, NP, DP, CP),
+        out_specs=pl.BlockSpec((1, 1, CP, O), lambda b, i: (b, i, 0, 0)),
         interpret=interpret,
     )(e, v, i, k, *_params(layers, DP, emb.dtype))
-    return jnp.reshape(out[:, :m, :C, :], (bs, m, C * O))
+    return jnp.reshape(out[:, :, :C, :], (bs, m, C * O))
 
 
 def _pc_backward(layers, emb, values, idx, mask, g, interpret):
-    lay = _layout(emb, values, idx, mask)
-    bs, m, K_, D, n, C, BM, MP, KP, NP, DP, CP = lay
+    """Per-query partial gradients (summed here): d(emb), d(values), d(weight-net params)."""
+    lay = _layout(emb, values)
+    bs, m, K_, D, n, C, KP, NP, DP, CP = lay
     e, v, i, k = _padded(emb, values, idx, mask, lay)
-    gg = _pad_to(_pad_to(jnp.reshape(g, (bs, m, C, O)), 1, MP), 2, CP)
-    T = MP // BM
-    npar = DP * H + H + H * H + H + H * O + O
-    kern = functools.partial(_pc_bwd_kernel, BM=BM, KP=KP, NP=NP, DP=DP)
-    de, dv, dp = pl.pallas_call(
-        kern,
-        out_shape=(jax.ShapeDtypeStruct((bs, MP, KP, DP), emb.dtype),
-                   jax.ShapeDtypeStruct((bs, T, NP, CP), emb.dtype),
-                   jax.ShapeDtypeStruct((bs, T, npar), emb.dtype)),
-        grid=(bs, T),
-        in_specs=[pl.BlockSpec((1, BM, KP, DP), lambda b, t: (b, t, 0, 0)),
-                  pl.BlockSpec((1, NP, CP), lambda b, t: (b, 0, 0)),
-                  pl.BlockSpec((1, BM, KP), lambda b, t: (b, t, 0)),
-                  pl.BlockSpec((1, BM, KP), lambda b, t: (b, t, 0)),
-                  *_param_specs(DP, 2),
-                  pl.BlockSpec((1, BM, CP, O), lambda b, t: (b, t, 0, 0))],
-        out_specs=(pl.BlockSpec((1, BM, KP, DP), lambda b, t: (b, t, 0, 0)),
-                   pl.BlockSpec((1, 1, NP, CP), lambda b, t: (b, t, 0, 0)),
-                   pl.BlockSpec((1, 1, npar), lambda b, t: (b, t, 0))),
+    gg = _pad_to(jnp.reshape(g, (bs, m, C, O)), 2, CP)
+    dt = emb.dtype
+    per_query = [(NP, CP)] + _param_shapes(DP)
+    outs = pl.pallas_call(
+        functools.partial(_pc_bwd_kernel, NP=NP),
+        out_shape=(jax.ShapeDtypeStruct((bs, m, KP, DP), dt),
+                   *[jax.ShapeDtypeStruct((bs, m, *s), dt) for s in per_query]),
+        grid=(bs, m),
+        in_specs=[*_in_specs(KP, NP, DP, CP),
+                  pl.BlockSpec((1, 1, CP, O), lambda b, i: (b, i, 0, 0))],
+        out_specs=(pl.BlockSpec((1, 1, KP, DP), lambda b, i: (b, i, 0, 0)),
+                   *[pl.BlockSpec((1, 1, *s), lambda b, i: (b, i, 0, 0)) for s in per_query]),
         interpret=interpret,
-    )(e, v, i, k, *_params(layers, DP, emb.dtype), gg)
-    demb = de[:, :m, :K_, :D]
+    )(e, v, i, k, *_params(layers, DP, dt), gg)
+    de, dv, *dpar = outs
+    demb = de[:, :, :K_, :D]
     dval = jnp.sum(dv, axis=1)[:, :n, :C]
-    tot = jnp.sum(dp, axis=(0, 1))
-    sizes = [DP * H, H, H * H, H, H * O, O]
-    cuts = [sum(sizes[:j]) for j in range(7)]
-    parts = [tot[cuts[j]:cuts[j + 1]] for j in range(6)]
-    grads = [(jnp.reshape(parts[0], (DP, H))[:D], parts[1]),
-             (jnp.reshape(parts[2], (H, H)), parts[3]),
-             (jnp.reshape(parts[4], (H, O)), parts[5])]
+    tot = [jnp.sum(p, axis=(0, 1)) for p in dpar]
+    grads = [(tot[0][:D], tot[1][0]), (tot[2], tot[3][0]), (tot[4], tot[5][0])]
     return grads, demb, dval
 
 

@@ -173,6 +173,17 @@ def _dswish(z):
 
 
 @triton.jit
+def _mm(a, b):
+    """a @ b in full precision. float32: tensor-core dot with IEEE inputs (no TF32). float64:
+    broadcast-multiply-sum, because Triton's fp64 MMA path rejected these tiles on an H200
+    (Triton 3.6: "fp64 don't support largeK MMA"). The branch is resolved at compile time."""
+    if a.dtype == tl.float64:
+        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    else:
+        return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
 def _weightnet(emb_ptr, ek, km, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                D: tl.constexpr, DP: tl.constexpr, H: tl.constexpr, O: tl.constexpr):
     """Rows ek (BK,) of emb (·, D) -> (e, z1, h1, z2, h2, z3): pre-activations and activations."""
@@ -182,13 +193,13 @@ def _weightnet(emb_ptr, ek, km, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
     e = tl.load(emb_ptr + ek[:, None] * D + od[None, :], mask=km[:, None] & (od < D)[None, :],
                 other=0)
     w1 = tl.load(w1_ptr + od[:, None] * H + oh[None, :], mask=(od < D)[:, None], other=0)
-    z1 = tl.dot(e, w1, input_precision="ieee") + tl.load(b1_ptr + oh)[None, :]
+    z1 = _mm(e, w1) + tl.load(b1_ptr + oh)[None, :]
     h1 = _swish(z1)
     w2 = tl.load(w2_ptr + oh[:, None] * H + oh[None, :])
-    z2 = tl.dot(h1, w2, input_precision="ieee") + tl.load(b2_ptr + oh)[None, :]
+    z2 = _mm(h1, w2) + tl.load(b2_ptr + oh)[None, :]
     h2 = _swish(z2)
     w3 = tl.load(w3_ptr + oh[:, None] * O + oo[None, :])
-    z3 = tl.dot(h2, w3, input_precision="ieee") + tl.load(b3_ptr + oo)[None, :]
+    z3 = _mm(h2, w3) + tl.load(b3_ptr + oo)[None, :]
     return e, z1, h1, z2, h2, z3
 
 
@@ -217,7 +228,7 @@ def pointconv_fwd_kernel(emb_ptr, val_ptr, idx_ptr, mask_ptr,
         nb = tl.load(idx_ptr + ek, mask=nm, other=0)
         v = tl.load(val_ptr + (b * n + nb)[:, None] * C + oc[None, :],
                     mask=nm[:, None] & cm[None, :], other=0)
-        acc += tl.dot(tl.trans(v), w, input_precision="ieee")
+        acc += _mm(tl.trans(v), w)
     tl.store(out_ptr + row * (C * O) + oc[:, None] * O + oo[None, :], acc, mask=cm[:, None])
 
 
@@ -267,19 +278,19 @@ def pointconv_bwd_kernel(emb_ptr, val_ptr, idx_ptr, mask_ptr,
                 vm = nm[:, None] & cm[None, :]
                 voff = (b * n + nb)[:, None] * C + oc[None, :]
                 v = tl.load(val_ptr + voff, mask=vm, other=0)
-                dw += tl.dot(v, g, input_precision="ieee")
-                dv = tl.dot(w, tl.trans(g), input_precision="ieee")
+                dw += _mm(v, g)
+                dv = _mm(w, tl.trans(g))
                 tl.atomic_add(dval_ptr + voff, dv, mask=vm)
             dz3 = tl.where(nm[:, None], dw, 0.0) * _dswish(z3)
-            gw3 += tl.dot(tl.trans(h2), dz3, input_precision="ieee")
+            gw3 += _mm(tl.trans(h2), dz3)
             gb3 += tl.sum(dz3, axis=0)
-            dz2 = tl.dot(dz3, tl.trans(w3), input_precision="ieee") * _dswish(z2)
-            gw2 += tl.dot(tl.trans(h1), dz2, input_precision="ieee")
+            dz2 = _mm(dz3, tl.trans(w3)) * _dswish(z2)
+            gw2 += _mm(tl.trans(h1), dz2)
             gb2 += tl.sum(dz2, axis=0)
-            dz1 = tl.dot(dz2, tl.trans(w2), input_precision="ieee") * _dswish(z1)
-            gw1 += tl.dot(tl.trans(e), dz1, input_precision="ieee")
+            dz1 = _mm(dz2, tl.trans(w2)) * _dswish(z1)
+            gw1 += _mm(tl.trans(e), dz1)
             gb1 += tl.sum(dz1, axis=0)
-            de = tl.dot(dz1, tl.trans(w1), input_precision="ieee")
+            de = _mm(dz1, tl.trans(w1))
             tl.store(demb_ptr + ek[:, None] * D + od[None, :], de,
                      mask=km[:, None] & (od < D)[None, :])
     base = dpar_ptr + pid * (DP * H + H + H * H + H + H * O + O)
