@@ -15,7 +15,8 @@
 #
 # Without an installed lieconv it runs from the source tree (PYTHONPATH); wheels for packages the
 # machine lacks can sit in .whl/ (installed into /tmp/site). EPOCHS / NTRAIN shrink the springs
-# runs for a dry run. JAX_DEFAULT_MATMUL_PRECISION=highest: float32 matmuls in IEEE fp32 on jax
+# runs for a dry run; SPRINGS_MODELS (default "fc hfc hlieconv") and SPRINGS_TIMEOUT (s per training,
+# default 420) bound them. JAX_DEFAULT_MATMUL_PRECISION=highest: float32 matmuls in IEEE fp32 on jax
 # (its GPU default is TF32), as torch does by default, so both backends compute the same thing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,11 +59,11 @@ stamp "env"; cat "$OUT/env.txt"
 RUNS=/tmp/lieconv-springs-runs
 rm -rf "$RUNS"
 (
-  for model in fc hfc hlieconv; do
-    ( timeout 420 "$PY" -m lieconv_core.cli train springs --backend jax --device gpu \
+  for model in ${SPRINGS_MODELS:-fc hfc hlieconv}; do
+    ( timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.cli train springs --backend jax --device gpu \
         --model "$model" --group T2 --n-train "$NTRAIN" --epochs "$EPOCHS" --no-progress \
         --out "$RUNS/$model" 2>&1 | sed "s/^/[$model] /"
-      timeout 200 "$PY" -m lieconv_core.cli evaluate springs --checkpoint "$RUNS/$model" \
+      timeout 150 "$PY" -m lieconv_core.cli evaluate springs --checkpoint "$RUNS/$model" \
         --out "$RUNS/$model/eval" --device gpu 2>&1 | sed "s/^/[$model eval] /" ) &
   done
   wait
@@ -79,8 +80,7 @@ timeout 240 "$PY" -m lieconv_core.consistency --backends numpy,torch:cuda,jax:gp
 stamp "consistency rc=$?"
 wait $TESTS_PID; stamp "kernel tests rc=$?"; tail -5 "$OUT/kernel_tests.log"
 
-# timings below are cleaner without the springs runs sharing the GPU: give them until +240 s
-while kill -0 $SPRINGS 2>/dev/null && [ $(( $(date +%s) - T0 )) -lt 240 ]; do sleep 5; done
+# the springs runs may still share the GPU with the timings below: say so in the timeline
 kill -0 $SPRINGS 2>/dev/null && stamp "NOTE: springs runs still going; timings share the GPU"
 
 # --- timings: Triton kernels vs the reference path ---------------------------------------------
@@ -141,16 +141,29 @@ PYEOF
 stamp "kernel timings rc=$?"; cat "$OUT/kernel_timings.txt"
 
 # --- asv benchmark bodies on the GPU specs ------------------------------------------------------
-timeout 100 "$PY" asv_bench/direct.py --bench sampling,layer,springs,workloads \
-    --backends torch:cuda,cupy --repeat 5 >"$OUT/bench.log" 2>&1
-stamp "bench torch/cupy rc=$?"
-timeout 120 "$PY" asv_bench/direct.py --bench sampling,layer,springs,workloads \
-    --backends jax:gpu --repeat 5 >>"$OUT/bench.log" 2>&1
-stamp "bench jax rc=$?"
+# (sampling: T(3) only; SE(3) FPS has no kernel and runs the reference's per-step loop, seconds)
+bench() { timeout "$1" "$PY" asv_bench/direct.py --repeat 5 "${@:2}" >>"$OUT/bench.log" 2>&1
+          stamp "bench ${*:2} rc=$?"; }
+bench 90 --bench springs,workloads,layer --backends torch:cuda,cupy
+bench 40 --bench sampling --only T3 --backends torch:cuda,cupy,jax:gpu
+bench 150 --bench springs,layer,workloads --backends jax:gpu
 
 wait $SPRINGS; stamp "springs done"
-for model in fc hfc hlieconv; do
-    echo "== $model"; cat "$RUNS/$model/eval/metrics.json" 2>/dev/null | head -12
-done >>"$OUT/springs.log"
+"$PY" - "$RUNS" ${SPRINGS_MODELS:-fc hfc hlieconv} >>"$OUT/springs.log" 2>&1 <<'PYEOF'
+import json, sys
+from pathlib import Path
+for model in sys.argv[2:]:
+    run = Path(sys.argv[1]) / model
+    try:
+        h = json.loads((run / "history.json").read_text())
+        mt = json.loads((run / "eval" / "metrics.json").read_text())
+    except OSError as exc:
+        print(f"== {model}: {exc}")
+        continue
+    keys = ("test_mse", "rollout_mse", "energy_rel_drift", "linear_momentum_rel_drift",
+            "angular_momentum_rel_drift")
+    print(f"== {model}: epochs {h['epoch']} in {h['seconds']:.0f} s, best val {h['best_val']:.4g} "
+          f"(epoch {h['best_epoch']}); " + ", ".join(f"{k} {mt[k]:.4g}" for k in keys))
+PYEOF
 tar czf "$OUT/springs_runs.tgz" -C "$RUNS" . 2>/dev/null
 stamp "done"
