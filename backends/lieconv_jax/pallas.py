@@ -96,6 +96,9 @@ def _fps_kernel(x_ref, mask_ref, start_ref, out_ref, *, m, E, NP, MP, scale):
     out_ref[0] = chosen
 
 
+# The entry points are jitted: an eager call would otherwise trace and compile its pallas_call
+# anew every time (the kernel is a fresh functools.partial), ~1 s per call on a GPU.
+@functools.partial(jax.jit, static_argnames=("m", "interpret"))
 def fps(elems, mask, m: int, u, interpret: bool = False):
     """(bs, m) FPS indices (the reference's start, quantisation and tie rules)."""
     # integer outputs: no gradient flows, and pallas_call has no JVP a caller's autodiff could
@@ -167,6 +170,7 @@ def _nbhd_kernel(q_ref, qm_ref, p_ref, pm_ref, prio_ref, r_ref, idx_ref, nm_ref,
     cnt_ref[0] = cnt
 
 
+@functools.partial(jax.jit, static_argnames=("k", "knn", "interpret"))
 def neighbourhood(query, points, k: int, r, priorities, knn: bool, interpret: bool = False):
     qe, _, qmask = query
     pe, _, pmask = points
@@ -414,6 +418,7 @@ def _int_zero(x):
 _pointconv.defvjp(_pointconv_fwd, _pointconv_bwd)
 
 
+@functools.partial(jax.jit, static_argnames=("interpret",))
 def pointconv(layers, emb, values, idx, mask, interpret: bool = False):
     """Fused weight net + contraction (bs, m, k, d) -> (bs, m, c·16); differentiable (custom_vjp,
     Pallas backward) w.r.t. layers, emb and values."""
