@@ -98,10 +98,34 @@ class ReferenceAdapter:
 
     def neighbourhood(
         self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
+        priorities: Any, knn: bool, chunk_pairs: int = CHUNK_PAIRS, grid: bool | None = None,
+    ) -> tuple[Any, Any, Any]:
+        """Neighbour search: the contract is :meth:`chunked_neighbourhood`'s.
+
+        Dispatch: for Euclidean-distance groups (T(d), Trivial(d), Tx/Ty; d <= 3) on large clouds
+        the cell-list search of :mod:`lieconv_core.nn.grid` returns exactly the same indices, masks
+        and counts with O(m·W) work, W ≈ 3^d · (points per cell), instead of O(m·n);
+        ``grid=None`` (default) uses it when
+        :func:`lieconv_core.nn.grid.grid_neighbourhood` judges it pays (more than
+        ``GRID_MIN_PAIRS`` = 2^22 dense pairs, candidates per query <= n/4, not jax, scalar r),
+        ``grid=True`` whenever it applies at all (tests), ``grid=False`` never.
+        """
+        if grid is not False:
+            from .nn.grid import grid_neighbourhood
+
+            out = grid_neighbourhood(xp, self, group, query, points, k, r, priorities, knn,
+                                     force=bool(grid), fallback_chunk_pairs=chunk_pairs)
+            if out is not None:
+                return out
+        return self.chunked_neighbourhood(xp, group, query, points, k, r, priorities, knn,
+                                          chunk_pairs)
+
+    def chunked_neighbourhood(
+        self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
         priorities: Any, knn: bool, chunk_pairs: int = CHUNK_PAIRS,
     ) -> tuple[Any, Any, Any]:
-        """Neighbour search, chunked over queries so that at most ``chunk_pairs`` pair distances
-        exist at a time.
+        """Neighbour search over all (query, point) pairs, chunked over queries so that at most
+        ``chunk_pairs`` pair distances exist at a time.
 
         query = (elems (bs, m, E), q or None, mask (bs, m)); points likewise with n entries.
         Ball mode: each query takes the k in-ball points (d < r, valid) of smallest priority

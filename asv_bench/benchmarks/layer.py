@@ -1,6 +1,7 @@
 """One LieConv layer on one T(3) cloud (float32): forward and forward + backward at N = 1000,
 k = 32, C = 256 (DESIGN §8); the measured GEMM rate and the layer's achieved GFLOP/s; peak memory
-of a forward at growing N (C = 64).
+of a forward at growing N (C = 64), and up to N = 1,000,000 with a radius that keeps ≈ k points
+per ball (cell-list neighbour search + query-chunked aggregation; numpy and torch:cpu).
 
 The achieved rate uses DESIGN §8's FLOP formula (weight net + contraction + output linear); the
 timed forward also includes the neighbour search, which the formula does not count.
@@ -22,11 +23,13 @@ N, K, C = 1000, 32, 256
 class _Layer:
     """Builds a layer closure: self.fwd() -> output values, self.fwd_bwd() -> gradients."""
 
-    def build(self, spec, n=N, c=C, k=K):
+    def build(self, spec, n=N, c=C, k=K, radius=None):
         self.b = b = Bench.get(spec)
         g = T(3)
         self.conv = conv = LieConv(c, c, g, nbhd=k, mean=True)
         params, state = conv.init_host(np.random.default_rng(0))
+        if radius is not None:
+            state["r"] = np.asarray(radius)
         self.params, self.state = b.tree(params, "float32"), b.tree(state, "float32")
         gen = np.random.default_rng(1)
         self.x = b.asarray(point_cloud(n, 3), "float32")
@@ -126,6 +129,34 @@ class LayerMemory(_Layer):
 
     def setup(self, spec, n):
         self.build(spec, n=n, c=64)
+
+    def peakmem_forward(self, spec, n):
+        self.b.sync(self.fwd())
+
+
+def ball_radius(n: int, k: int = K) -> float:
+    """Radius whose ball holds k points on average at density n (n uniform points in the unit
+    cube; fewer near the faces): (4/3)·π·r³·n = k."""
+    return (3 * k / (4 * np.pi * n)) ** (1 / 3)
+
+
+#: the CPU specs of :class:`LayerMemoryLarge` (the cell list is the CPU path: on GPUs the fused
+#: kernels take the neighbour search)
+LARGE_SPECS = [s for s in BACKENDS if s in ("numpy", "torch:cpu")] or ["numpy"]
+
+
+class LayerMemoryLarge(_Layer):
+    """Peak RSS of one eval-mode forward (float32) on one T(3) cloud of N uniform points in the
+    unit cube (density N points per unit volume), k = 32, 64 channels, r = :func:`ball_radius`
+    (≈ 32 points per ball, ≈ 0.0197 at N = 10⁶). Goal (issue 4): N = 1,000,000 within 8 GB.
+    One 10⁶ forward takes ≈ 1.5–2 min on one CPU core."""
+
+    params = (LARGE_SPECS, [10_000, 100_000, 1_000_000])
+    param_names = ["backend", "n"]
+    timeout = 900
+
+    def setup(self, spec, n):
+        self.build(spec, n=n, c=64, radius=ball_radius(n))
 
     def peakmem_forward(self, spec, n):
         self.b.sync(self.fwd())

@@ -2,9 +2,11 @@
 
 One forward pass: (1) subsample queries by farthest point sampling under the group distance;
 (2) find neighbourhoods (random subset of the ball of radius r, or kNN), chunked so the
-(bs, m, n) distance matrix is never held whole; (3) update r in training mode; (4) gather
-neighbours and embed only the (bs, m, k) selected pairs; (5) weight net with masked batch norm;
-(6) PointConv contraction and output linear, mean-normalised; (7) zero invalid queries.
+(bs, m, n) distance matrix is never held whole (a cell list for Euclidean groups on large clouds,
+:mod:`lieconv_core.nn.grid`); (3) update r in training mode; (4) gather neighbours and embed only
+the (bs, m, k) selected pairs; (5) weight net with masked batch norm; (6) PointConv contraction
+and output linear, mean-normalised; (7) zero invalid queries. Steps 4-6 run in query chunks of
+bounded size except in training mode with batch norm.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ WEIGHTNET_OUT = 16
 #: radius controller: initial radius and gain
 R_INIT = 2.0
 R_GAIN = 0.5
+#: eval mode / no BN: bound (elements) on the (bs, chunk, k, width) pair arrays of one query chunk
+#: (2^24: 64 MiB per float32 array; with k = 32, 64 channels: 8192 queries per chunk)
+CHUNK_ELEMS = 1 << 24
 
 
 class LieConv(Model):
@@ -41,7 +46,15 @@ class LieConv(Model):
         mean: divide by the number of valid neighbours.
         bn: masked batch norm in the weight net.
         cache: reuse the FPS indices of the first call (fixed grids such as images).
+
+    Memory: neighbour search through :meth:`ReferenceAdapter.neighbourhood` (a cell list for
+    T(d)/Trivial(d) on large clouds, otherwise chunked); the aggregation runs in query chunks of
+    at most ``chunk_elems`` (default :data:`CHUNK_ELEMS`, settable per instance) pair-array
+    elements, except in training mode with ``bn=True``, where the batch statistics need all pairs
+    at once (that path is unchunked).
     """
+
+    chunk_elems: int = CHUNK_ELEMS
 
     def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
                  ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
@@ -137,42 +150,65 @@ class LieConv(Model):
         new_state = dict(state)
         if ctx.train and not self.knn:
             new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
-        emb = self.group.pair_embed(
-            xp, query.elems[:, :, None, :], None if query.q is None else query.q[:, :, None, :],
-            ad.gather(xp, cloud.elems, nbr_idx),
-            None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
         # padded points may hold anything (NaN included): the aggregation needs finite values
         values = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
-        out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
-                                               nbr_mask, ctx)
+        if self.bn and ctx.train:
+            # batch-norm statistics over all valid pairs: one pass over all queries, unchunked
+            emb = self._embed(xp, ad, query, cloud, nbr_idx)
+            out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
+                                                   nbr_mask, ctx)
+        else:
+            # no batch statistics: queries are independent, so process them in chunks that keep
+            # the (chunk, k, ·) pair arrays within ``chunk_elems`` elements
+            layers = [self._folded(xp, params["wn"][str(i)], state["wn"].get(str(i)))
+                      for i in range(3)]
+            m = nbr_idx.shape[1]
+            step = self.query_chunk(bs, m, k)
+            parts = []
+            for s in range(0, m, step):
+                sl = slice(s, min(m, s + step))
+                emb = self._embed(xp, ad, query, cloud, nbr_idx, sl)
+                partial = ad.pointconv(xp, layers, emb, values, nbr_idx[:, sl, :],
+                                       nbr_mask[:, sl, :])
+                parts.append(linear(params["out"], partial))
+            out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
         if self.mean:
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
         out = xp.where(query.mask[..., None], out, xp.zeros_like(out))
         return query._replace(values=out), new_state
 
-    def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx):
-        """Weight net on the pair embeddings (bs, m, k, d) -> w (bs, m, k, 16), then
-        P = Σ_k values[nbr] ⊗ w (bs, m, chin·16) and the output linear -> (bs, m, chout).
+    def query_chunk(self, bs: int, m: int, k: int) -> int:
+        """Queries per chunk of the eval-mode / no-BN aggregation: the widest pair arrays,
+        (bs, chunk, k, max(32, chin, embed_dim)) weight-net activations and gathered values, hold
+        at most ``chunk_elems`` elements (at least one query per chunk)."""
+        width = max(WEIGHTNET_HIDDEN, self.chin, self.group.embed_dim)
+        return max(1, min(m, int(self.chunk_elems) // max(1, bs * k * width)))
 
-        Without batch statistics to compute (bn=False, or eval mode, where BN is an affine map
-        folded into the preceding linear layer) this is one call of the adapter's fused
-        ``pointconv``; in training mode with BN the weight net runs here, unfused.
+    def _embed(self, xp, ad, query, cloud, nbr_idx, sl=slice(None)):
+        """Pair embeddings (bs, |sl|, k, embed_dim) of the queries ``sl`` and their neighbours."""
+        idx = nbr_idx[:, sl, :]
+        return self.group.pair_embed(
+            xp, query.elems[:, sl, None, :],
+            None if query.q is None else query.q[:, sl, None, :],
+            ad.gather(xp, cloud.elems, idx),
+            None if cloud.q is None else ad.gather(xp, cloud.q, idx))
+
+    def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx):
+        """Training mode with batch norm: weight net on the pair embeddings (bs, m, k, d) with
+        masked batch statistics -> w (bs, m, k, 16), P = Σ_k values[nbr] ⊗ w (bs, m, chin·16) and
+        the output linear -> (bs, m, chout). (Without batch statistics — bn=False, or eval mode,
+        where BN is an affine map folded into the preceding linear layer — ``apply`` calls the
+        adapter's fused ``pointconv`` per query chunk instead.)
         """
         xp, ad = ctx.xp, ctx.adapter
-        if self.bn and ctx.train:
-            h, new_wn = emb, {}
-            for i in range(3):
-                layer = params["wn"][str(i)]
-                h, new_wn[str(i)] = masked_batchnorm(xp, layer["bn"], wn_state[str(i)],
-                                                     linear(layer["lin"], h), nbr_mask, True)
-                h = swish(xp, h)
-            partial = ad.contract(xp, h, values, nbr_idx, nbr_mask)
-        else:
-            new_wn = wn_state
-            layers = [self._folded(xp, params["wn"][str(i)], wn_state.get(str(i)))
-                      for i in range(3)]
-            partial = ad.pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
+        h, new_wn = emb, {}
+        for i in range(3):
+            layer = params["wn"][str(i)]
+            h, new_wn[str(i)] = masked_batchnorm(xp, layer["bn"], wn_state[str(i)],
+                                                 linear(layer["lin"], h), nbr_mask, True)
+            h = swish(xp, h)
+        partial = ad.contract(xp, h, values, nbr_idx, nbr_mask)
         return linear(params["out"], partial), new_wn
 
     @staticmethod
