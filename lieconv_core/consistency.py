@@ -364,16 +364,23 @@ def _timed(fn: Callable, b: Backend, dtype: str, repeats: int) -> tuple[Any, flo
 
 
 def run(specs: Sequence[str] | None = None, dtypes: Sequence[str] = ("float64", "float32"),
-        only: Sequence[str] | None = None, repeats: int = 3) -> list[Row]:
-    """Run every check (or those whose name contains one of ``only``) on every available spec."""
+        only: Sequence[str] | None = None, repeats: int = 3, progress: bool = False) -> list[Row]:
+    """Run every check (or those whose name contains one of ``only``) on every available spec.
+    ``progress``: a tqdm bar on stderr naming the check being run."""
+    from tqdm.auto import tqdm
+
     backends = available(specs or SPECS, x64="float64" in dtypes)
     if not backends or backends[0].spec != "numpy":
         backends = [resolve("numpy")] + [b for b in backends if b.spec != "numpy"]
     rows: list[Row] = []
-    for name, (fn, index) in checks().items():
-        if only and not any(o in name for o in only):
-            continue
+    selected = {name: c for name, c in checks().items()
+                if not only or any(o in name for o in only)}
+    bar = tqdm(total=len(selected) * len(dtypes), desc="consistency", unit="check",
+               disable=not progress, file=sys.stderr)
+    for name, (fn, index) in selected.items():
         for dtype in dtypes:
+            bar.set_postfix_str(f"{name} {dtype}")
+            bar.update(1)
             ref = None
             for b in backends:
                 try:
@@ -387,6 +394,7 @@ def run(specs: Sequence[str] | None = None, dtypes: Sequence[str] = ("float64", 
                 dev = deviation(out, ref, index)
                 ok = dev == 0 if index else dev <= TOL[dtype]
                 rows.append(Row(name, dtype, b.spec, dev, t, ok))
+    bar.close()
     return rows
 
 
@@ -431,9 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma-separated substrings of check names")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per cell after a warm-up (median); 0: one cold run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     a = p.parse_args(argv)
+    if a.repeats < 0:
+        p.error("--repeats must be >= 0")
     rows = run([s for s in a.backends.split(",") if s], [d for d in a.dtypes.split(",") if d],
-               [o for o in a.only.split(",") if o] or None, a.repeats)
+               [o for o in a.only.split(",") if o] or None, a.repeats, progress=not a.no_progress)
     print(format_table(rows))
     return 0 if all(r.ok for r in rows) else 1
 
