@@ -40,6 +40,33 @@ def _device(x: Any) -> Any:
     return aac.device(x)
 
 
+def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
+    """Positions (*B, k) of the first k entries of each row of ``sel`` (*B, n) in the order "True
+    entries left to right, then False entries left to right" — i.e. ``argsort(where(sel, 0, 1),
+    stable=True)[..., :k]`` — in O(n) per row (k <= n).
+
+    The running counts [cumsum(sel), count + cumsum(~sel)] form a non-decreasing row of 2n values
+    in 0..n whose first entry >= j + 1 sits at the j-th position of that order (in the first half
+    for a True entry, the second for a False one). Rows are offset by (n + 1) so that one
+    ``searchsorted`` over the flattened (globally sorted) counts answers every row at once.
+    """
+    lead = tuple(sel.shape[:-1])
+    n = sel.shape[-1]
+    rows = math.prod(lead)
+    dev = _device(sel)
+    idt = index_dtype(xp)
+    s = xp.astype(sel, idt)
+    a = xp.cumulative_sum(s, axis=-1)
+    b = xp.cumulative_sum(1 - s, axis=-1) + a[..., -1:]
+    offs = xp.arange(rows, dtype=idt, device=dev)[:, None]
+    counts = xp.reshape(xp.concat([a, b], axis=-1), (rows, 2 * n)) + offs * (n + 1)
+    targets = offs * (n + 1) + xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
+    at = xp.searchsorted(xp.reshape(counts, (-1,)), xp.reshape(targets, (-1,)), side="left")
+    at = xp.reshape(xp.astype(at, idt), (rows, k)) - offs * (2 * n)
+    pos = xp.where(at < n, at, at - n)
+    return xp.reshape(pos, (*lead, k))
+
+
 class ReferenceAdapter:
     """Pure array-API implementations of the contract."""
 
@@ -142,6 +169,15 @@ class ReferenceAdapter:
         n = pmask.shape[1]
         step = max(1, chunk_pairs // max(1, bs * n))
         idx_parts, valid_parts, count_parts = [], [], []
+        if not knn:
+            # Ball mode wants the stable order of key = (prio if in ball else prio + n): in-ball
+            # points by priority, then the others by priority. With the points' columns put in
+            # priority order once, that is "the first k in-ball columns, then the first others",
+            # found by cumulative counts and one searchsorted: O(m·n), no per-row sort.
+            order = xp.argsort(priorities, axis=-1, stable=True)  # (bs, n) columns by priority
+            pe = self.gather(xp, pe, order)
+            pq = None if pq is None else self.gather(xp, pq, order)
+            pmask = self.take_along_last(xp, pmask, order)
         for s in range(0, m, step):
             sl = slice(s, min(m, s + step))
             d = group.pair_distance(
@@ -151,15 +187,16 @@ class ReferenceAdapter:
             valid = pmask[:, None, :] & qmask[:, sl, None]
             if knn:
                 score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
-                idx = self.topk_smallest(xp, score, k)
+                pos = self.topk_smallest(xp, score, k)
                 sel = valid
+                idx = pos
             else:
-                sel = valid & (d < r)
-                prio = xp.broadcast_to(priorities[:, None, :], sel.shape)
-                idx = self.topk_smallest(xp, xp.where(sel, prio, prio + n), k)
+                sel = valid & (d < r)  # columns in priority order
+                pos = first_k_then_rest(xp, sel, k)
+                idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
                 count_parts.append(xp.sum(xp.astype(sel, d.dtype), axis=-1))
             idx_parts.append(idx)
-            valid_parts.append(self.take_along_last(xp, sel, idx))
+            valid_parts.append(self.take_along_last(xp, sel, pos))
         cat = (lambda parts: xp.concat(parts, axis=1)) if len(idx_parts) > 1 else (lambda p: p[0])
         counts = cat(count_parts) if count_parts else None
         return cat(idx_parts), cat(valid_parts), counts

@@ -88,13 +88,6 @@ class TorchAdapter(ReferenceAdapter):
             return mod.pointconv(layers, emb, values, nbr_idx, nbr_mask)
         return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
 
-    def gather(self, xp: Any, x: Any, idx: Any) -> Any:
-        bs = x.shape[0]
-        flat = idx.reshape(bs, -1)
-        rest = x.shape[2:]
-        index = flat.reshape(bs, -1, *([1] * len(rest))).expand(bs, flat.shape[1], *rest)
-        return torch.gather(x, 1, index).reshape(*idx.shape, *rest)
-
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return torch.gather(x, -1, idx)
 
