@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lieconv_core.adapter import ReferenceAdapter, quantize
+from lieconv_core.adapter import ReferenceAdapter, fps_start
 
 #: LIECONV_JAX_KERNELS: "auto" (default: Pallas kernels when jax's default backend is a GPU),
 #: "never", or "interpret" (Pallas kernels through the interpreter on any backend: tests; slow)
@@ -104,18 +104,13 @@ def _lax_fps(group: Any, m: int, elems: Any, q: Any, mask: Any, u: Any) -> Any:
     """FPS as one lax.fori_loop over the m steps. Jitted with the group and m static, so eager
     calls compile once per shape instead of re-tracing the loop every call."""
     bs, n = mask.shape
-    count = jnp.cumsum(mask.astype(jnp.int32), axis=1)
-    target = jnp.floor(u * count[:, -1].astype(u.dtype)).astype(jnp.int32)
-    start = jnp.argmax(count > target[:, None], axis=1)
-    dmin0 = jnp.where(mask, jnp.inf, -jnp.inf).astype(elems.dtype)
+    start, dmin0 = fps_start(jnp, mask, u, elems.dtype)
+    dist = ADAPTER.fps_distance(jnp, group, elems, q, mask)  # the reference's step, shared
 
     def body(t, carry):
         chosen, dmin, cur = carry
         chosen = chosen.at[:, t].set(cur)
-        e_cur = _gather(elems, cur[:, None])
-        q_cur = None if q is None else _gather(q, cur[:, None])
-        d = quantize(jnp, group.pair_distance(jnp, elems, q, e_cur, q_cur))
-        dmin = jnp.where(mask, jnp.minimum(dmin, d), dmin)
+        dmin = jnp.minimum(dmin, dist(cur))
         return chosen, dmin, jnp.argmax(dmin, axis=1)
 
     chosen0 = jnp.zeros((bs, m), dtype=start.dtype)
