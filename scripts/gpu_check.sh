@@ -15,8 +15,10 @@
 #
 # Without an installed lieconv it runs from the source tree (PYTHONPATH); wheels for packages the
 # machine lacks can sit in .whl/ (installed into /tmp/site). EPOCHS / NTRAIN shrink the springs
-# runs for a dry run; SPRINGS_MODELS (default "fc hfc hlieconv") and SPRINGS_TIMEOUT (s per training,
-# default 420) bound them. JAX_DEFAULT_MATMUL_PRECISION=highest: float32 matmuls in IEEE fp32 on jax
+# runs for a dry run; SPRINGS_MODELS (default "fc hfc hlieconv"; "hlieconv-xla" = without the
+# Pallas kernels) and SPRINGS_TIMEOUT (s per training, default 420) bound them. STAGES picks stages
+# (default "tests consistency timings bench springs"); they run one after another, so that no
+# timing shares the GPU. The env/summary files count: at most 8 files come back from a lent machine. JAX_DEFAULT_MATMUL_PRECISION=highest: float32 matmuls in IEEE fp32 on jax
 # (its GPU default is TF32), as torch does by default, so both backends compute the same thing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,36 +57,24 @@ PYEOF
 } >"$OUT/env.txt" 2>&1
 stamp "env"; cat "$OUT/env.txt"
 
-# --- springs, paper protocol, in the background (jax, GPU) -------------------------------------
-RUNS=/tmp/lieconv-springs-runs
-rm -rf "$RUNS"
-(
-  for model in ${SPRINGS_MODELS:-fc hfc hlieconv}; do
-    ( timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.cli train springs --backend jax --device gpu \
-        --model "$model" --group T2 --n-train "$NTRAIN" --epochs "$EPOCHS" --no-progress \
-        --out "$RUNS/$model" 2>&1 | sed "s/^/[$model] /"
-      timeout 150 "$PY" -m lieconv_core.cli evaluate springs --checkpoint "$RUNS/$model" \
-        --out "$RUNS/$model/eval" --device gpu 2>&1 | sed "s/^/[$model eval] /" ) &
-  done
-  wait
-) >"$OUT/springs.log" 2>&1 &
-SPRINGS=$!
+want() { [[ " ${STAGES:-tests consistency timings bench springs} " == *" $1 "* ]]; }
 
-# --- correctness on the GPU (kernel tests and the consistency table, side by side) -------------
-LIECONV_PALLAS_COMPILED=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs --tb=short \
-    ${TESTS:-tests/test_kernels_triton.py tests/test_kernels_pallas.py tests/test_kernels_cuda.py} \
-    >"$OUT/kernel_tests.log" 2>&1 &
-TESTS_PID=$!
-timeout 240 "$PY" -m lieconv_core.consistency --backends numpy,torch:cuda,jax:gpu,cupy \
-    --repeats 1 >"$OUT/consistency.txt" 2>&1
-stamp "consistency rc=$?"
-wait $TESTS_PID; stamp "kernel tests rc=$?"; tail -5 "$OUT/kernel_tests.log"
-
-# the springs runs may still share the GPU with the timings below: say so in the timeline
-kill -0 $SPRINGS 2>/dev/null && stamp "NOTE: springs runs still going; timings share the GPU"
+# --- correctness on the GPU: kernel tests (a per-test limit where pytest-timeout exists) --------
+if want tests; then
+  PT=""; "$PY" -c "import pytest_timeout" 2>/dev/null && PT="--timeout=120"
+  LIECONV_PALLAS_COMPILED=1 timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs --tb=short $PT \
+      ${TESTS:-tests/test_kernels_cuda.py tests/test_kernels_triton.py tests/test_kernels_pallas.py} \
+      >"$OUT/kernel_tests.log" 2>&1
+  stamp "kernel tests rc=$?"; tail -5 "$OUT/kernel_tests.log"
+fi
+if want consistency; then
+  timeout 200 "$PY" -m lieconv_core.consistency --backends numpy,torch:cuda,jax:gpu,cupy \
+      --repeats 1 >"$OUT/consistency.txt" 2>&1  # the progress bar shows how far a cut run got
+  stamp "consistency rc=$?"
+fi
 
 # --- timings: Triton kernels vs the reference path ---------------------------------------------
-timeout 90 "$PY" - >"$OUT/kernel_timings.txt" 2>&1 <<'PYEOF'
+want timings && timeout 90 "$PY" - >"$OUT/kernel_timings.txt" 2>&1 <<'PYEOF'
 import torch
 from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.groups.translation import T
@@ -138,17 +128,36 @@ for dt in (torch.float32, torch.float64):
     for name, tk, tr in rows:
         print(f"{name:20s} kernel {tk:9.3f} ms   reference {tr:9.3f} ms   speed-up {tr / tk:6.1f}x")
 PYEOF
-stamp "kernel timings rc=$?"; cat "$OUT/kernel_timings.txt"
+want timings && { stamp "kernel timings done"; cat "$OUT/kernel_timings.txt"; }
 
 # --- asv benchmark bodies on the GPU specs ------------------------------------------------------
 # (sampling: T(3) only; SE(3) FPS has no kernel and runs the reference's per-step loop, seconds)
 bench() { timeout "$1" "$PY" asv_bench/direct.py --repeat 5 "${@:2}" >>"$OUT/bench.log" 2>&1
           stamp "bench ${*:2} rc=$?"; }
-bench 90 --bench springs,workloads,layer --backends torch:cuda,cupy
-bench 40 --bench sampling --only T3 --backends torch:cuda,cupy,jax:gpu
-bench 150 --bench springs,layer,workloads --backends jax:gpu
+if want bench; then
+  bench 90 --bench springs,workloads,layer --backends torch:cuda,cupy
+  bench 40 --bench sampling --only T3 --backends torch:cuda,cupy,jax:gpu
+  bench 150 --bench springs,layer,workloads --backends jax:gpu
+fi
 
-wait $SPRINGS; stamp "springs done"
+# --- springs, paper protocol (jax, GPU), last and alone on the GPU ------------------------------
+# "<model>" runs through the Pallas kernels; "<model>-xla" with LIECONV_JAX_KERNELS=never
+RUNS=/tmp/lieconv-springs-runs
+rm -rf "$RUNS"
+if want springs; then
+  for run in ${SPRINGS_MODELS:-fc hfc hlieconv}; do
+    model=${run%-xla}; kern=auto; [ "$run" != "$model" ] && kern=never
+    ( LIECONV_JAX_KERNELS=$kern timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.cli \
+          train springs --backend jax --device gpu --model "$model" --group T2 \
+          --n-train "$NTRAIN" --epochs "$EPOCHS" --no-progress --out "$RUNS/$run" 2>&1 \
+          | sed "s/^/[$run] /"
+      LIECONV_JAX_KERNELS=$kern timeout 150 "$PY" -m lieconv_core.cli evaluate springs \
+          --checkpoint "$RUNS/$run" --out "$RUNS/$run/eval" --device gpu 2>&1 \
+          | sed "s/^/[$run eval] /" ) >>"$OUT/springs.log" 2>&1 &
+  done
+  wait
+  stamp "springs done"
+fi
 "$PY" - "$RUNS" ${SPRINGS_MODELS:-fc hfc hlieconv} >>"$OUT/springs.log" 2>&1 <<'PYEOF'
 import json, sys
 from pathlib import Path
