@@ -40,12 +40,17 @@ _CUT_TOL = {"float32": 1e-4, "float64": 1e-10}
 
 def se2_log(xp: Any, M: Any) -> Any:
     """(..., 3, 3) -> (..., 3) algebra (θ, u_x, u_y), θ in (-π + tol, π + tol] (see _CUT_TOL)."""
-    theta = xp.atan2(M[..., 1, 0] - M[..., 0, 1], M[..., 0, 0] + M[..., 1, 1])
+    return _se2_log_parts(xp, M[..., 1, 0] - M[..., 0, 1], M[..., 0, 0] + M[..., 1, 1],
+                          M[..., 0, 2], M[..., 1, 2])
+
+
+def _se2_log_parts(xp: Any, sin2: Any, cos2: Any, tx: Any, ty: Any) -> Any:
+    """se2_log from R₁₀ − R₀₁ (= 2 sin θ), R₀₀ + R₁₁ (= 2 cos θ) and the translation (tx, ty)."""
+    theta = xp.atan2(sin2, cos2)
     tol = _CUT_TOL["float32" if theta.dtype == xp.float32 else "float64"]
     theta = xp.where(theta < tol - math.pi, theta + 2 * math.pi, theta)
     va, vb = _V_coeffs(xp, theta)
     det = va * va + vb * vb  # = 2 cosc θ > 0 for |θ| < 2π
-    tx, ty = M[..., 0, 2], M[..., 1, 2]
     ux = (va * tx + vb * ty) / det
     uy = (va * ty - vb * tx) / det
     return xp.stack([theta, ux, uy], axis=-1)
@@ -87,9 +92,16 @@ class SE2(Group):
         return xp.reshape(M, (bs, n * nsamples, 9)), None
 
     def pair_log(self, xp, u, v):
-        U = xp.reshape(u, (*u.shape[:-1], 3, 3))
-        V = xp.reshape(v, (*v.shape[:-1], 3, 3))
-        return se2_log(xp, rigid_inverse(xp, V) @ U)
+        """log(v⁻¹u) for flattened row-major 3x3 elements u, v (..., 9), written out: only
+        R₁₀ − R₀₁, R₀₀ + R₁₁ and the translation of v⁻¹u = [R_vᵀR_u, R_vᵀ(t_u − t_v)] are needed,
+        12 products instead of a broadcast batch of 3x3 matrix products (which materialises both
+        operands at the full pair shape; ~4x slower on CPU)."""
+        u00, u01, u02, u10, u11, u12 = (u[..., i] for i in (0, 1, 2, 3, 4, 5))
+        v00, v01, v02, v10, v11, v12 = (v[..., i] for i in (0, 1, 2, 3, 4, 5))
+        cos2 = (v00 * u00 + v10 * u10) + (v01 * u01 + v11 * u11)  # (RᵀR)₀₀ + (RᵀR)₁₁
+        sin2 = (v01 * u00 + v11 * u10) - (v00 * u01 + v10 * u11)  # (RᵀR)₁₀ − (RᵀR)₀₁
+        dx, dy = u02 - v02, u12 - v12
+        return _se2_log_parts(xp, sin2, cos2, v00 * dx + v10 * dy, v01 * dx + v11 * dy)
 
     def distance_from_log(self, xp, a, qu, qv):
         return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * norm(xp, a[..., 1:])
