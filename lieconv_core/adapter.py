@@ -216,12 +216,28 @@ class ReferenceAdapter:
             pe = self.gather(xp, pe, order)
             pq = None if pq is None else self.gather(xp, pq, order)
             pmask = self.take_along_last(xp, pmask, order)
+        from .nn.grid import euclidean_distance
+
+        # Euclidean groups: coordinates as contiguous (bs, ·) components, so each chunk's
+        # distances are a few elementwise ops on (bs, s, n) arrays — the same arithmetic as
+        # group.pair_distance (norm adds the squares left to right), without the (bs, s, n, E)
+        # difference array (numpy runs that with an inner loop of length E)
+        comps = None
+        if euclidean_distance(group) and pe.shape[-1] <= 4:
+            comps = [(qe[..., i], pe[..., i]) for i in range(pe.shape[-1])]
         for s in range(0, m, step):
             sl = slice(s, min(m, s + step))
-            d = group.pair_distance(
-                xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
-                pe[:, None, :, :], None if pq is None else pq[:, None, :, :],
-            )
+            if comps is not None:
+                d2 = None
+                for qc, pc in comps:
+                    diff = qc[:, sl, None] - pc[:, None, :]
+                    d2 = diff * diff if d2 is None else d2 + diff * diff
+                d = xp.sqrt(d2)
+            else:
+                d = group.pair_distance(
+                    xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
+                    pe[:, None, :, :], None if pq is None else pq[:, None, :, :],
+                )
             valid = pmask[:, None, :] & qmask[:, sl, None]
             if knn:
                 score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
