@@ -41,30 +41,15 @@ def trainer_class(backend: str) -> Any:
 
 def resolve_device(backend: str, device: str | None) -> Any:
     """A device string (``"cpu"``, ``"cuda:1"`` for torch; ``"cpu"``, ``"gpu:0"`` for jax) -> the
-    framework's device object, or None for the trainer's default (torch: cpu; jax: its default
-    device). Raises ValueError / RuntimeError naming the device when it does not exist here."""
+    framework's device object (by the backend's trainer module), or None for the trainer's
+    default (torch: cpu; jax: its default device). Raises ValueError / RuntimeError naming the
+    device when it does not exist here."""
     if device is None:
         return None
-    if backend == "torch":
-        import torch
-
-        dev = torch.device(device)  # RuntimeError on a malformed string
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("torch sees no CUDA device on this machine")
-        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-            raise RuntimeError(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
-        return dev
-    import jax
-
-    platform, _, index = device.partition(":")
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError as exc:
-        raise RuntimeError(f"jax has no {platform!r} backend here ({exc})") from exc
-    i = int(index) if index else 0
-    if i >= len(devices):
-        raise RuntimeError(f"jax sees {len(devices)} {platform} device(s)")
-    return devices[i]
+    mod = TRAINERS.get(backend, ":").split(":")[0]
+    if not mod:
+        trainer_class(backend)  # raises the unknown-backend error
+    return importlib.import_module(mod).resolve_device(device)
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

@@ -20,6 +20,16 @@ from lieconv_core.nn.module import flatten
 from .nn import DynamicsModule, torch_dtype
 
 
+def resolve_device(device: str) -> torch.device:
+    """"cpu", "cuda", "cuda:1", ... -> torch.device; RuntimeError if it does not exist here."""
+    dev = torch.device(device)  # RuntimeError on a malformed string
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("torch sees no CUDA device on this machine")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 def cosine_lr(lr: float, step: int, total_steps: int) -> float:
     t = min(step, total_steps) / max(total_steps, 1)
     return lr * 0.5 * (1 + math.cos(math.pi * t))
