@@ -135,7 +135,7 @@ want timings && { stamp "kernel timings done"; cat "$OUT/kernel_timings.txt"; }
 bench() { timeout "$1" "$PY" asv_bench/direct.py --repeat 5 "${@:2}" >>"$OUT/bench.log" 2>&1
           stamp "bench ${*:2} rc=$?"; }
 if want bench; then
-  bench 90 --bench springs,workloads,layer --backends torch:cuda,cupy
+  bench 90 --bench layer,workloads,springs --backends torch:cuda,cupy  # springs: eager, slowest
   bench 40 --bench sampling --only T3 --backends torch:cuda,cupy,jax:gpu
   bench 150 --bench springs,layer,workloads --backends jax:gpu
 fi
@@ -158,7 +158,7 @@ if want springs; then
   wait
   stamp "springs done"
 fi
-"$PY" - "$RUNS" ${SPRINGS_MODELS:-fc hfc hlieconv} >>"$OUT/springs.log" 2>&1 <<'PYEOF'
+want springs && "$PY" - "$RUNS" ${SPRINGS_MODELS:-fc hfc hlieconv} >>"$OUT/springs.log" 2>&1 <<'PYEOF'
 import json, sys
 from pathlib import Path
 for model in sys.argv[2:]:
