@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import index_dtype
+from .groups.base import sqrt_sum_squares
 
 #: default bound on the number of (query, point) pairs held at once by the neighbour search
 CHUNK_PAIRS = 1 << 21
@@ -145,11 +146,8 @@ class ReferenceAdapter:
 
             def dist(cur: Any) -> Any:
                 c = self.gather(xp, elems, cur[:, None])  # (bs, 1, E)
-                d2 = None
-                for i, x in enumerate(comps):
-                    diff = x - c[:, :, i]
-                    d2 = diff * diff if d2 is None else d2 + diff * diff
-                return xp.where(mask, quantize(xp, xp.sqrt(d2)), neg)
+                d = sqrt_sum_squares(xp, (x - c[:, :, i] for i, x in enumerate(comps)))
+                return xp.where(mask, quantize(xp, d), neg)
 
             return dist
 
@@ -228,11 +226,7 @@ class ReferenceAdapter:
         for s in range(0, m, step):
             sl = slice(s, min(m, s + step))
             if comps is not None:
-                d2 = None
-                for qc, pc in comps:
-                    diff = qc[:, sl, None] - pc[:, None, :]
-                    d2 = diff * diff if d2 is None else d2 + diff * diff
-                d = xp.sqrt(d2)
+                d = sqrt_sum_squares(xp, (qc[:, sl, None] - pc[:, None, :] for qc, pc in comps))
             else:
                 d = group.pair_distance(
                     xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],

@@ -107,11 +107,18 @@ def norm(xp: Any, x: Any) -> Any:
     left to right: the same rounding on every backend (no reduction order to differ) and, in
     numpy, no reduction over a length-3 inner axis (several times slower than elementwise)."""
     if x.shape[-1] <= 4:
-        s = x[..., 0] * x[..., 0]
-        for i in range(1, x.shape[-1]):
-            s = s + x[..., i] * x[..., i]
-        return xp.sqrt(s)
+        return sqrt_sum_squares(xp, (x[..., i] for i in range(x.shape[-1])))
     return xp.sqrt(xp.sum(x * x, axis=-1))
+
+
+def sqrt_sum_squares(xp: Any, comps: Any) -> Any:
+    """sqrt(((c0² + c1²) + c2²) + ...) of the component arrays ``comps``, added left to right: the
+    rounding of :func:`norm` for small last axes, shared by the Euclidean fast paths (FPS, the
+    chunked neighbour search) so that they give bit-identical distances."""
+    s = None
+    for c in comps:
+        s = c * c if s is None else s + c * c
+    return xp.sqrt(s)
 
 
 def uniform_angle(xp: Any, shape: tuple[int, ...], draws: Any, dtype: Any, device: Any) -> Any:
