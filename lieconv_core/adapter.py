@@ -214,24 +214,10 @@ class ReferenceAdapter:
             pe = self.gather(xp, pe, order)
             pq = None if pq is None else self.gather(xp, pq, order)
             pmask = self.take_along_last(xp, pmask, order)
-        from .nn.grid import euclidean_distance
-
-        # Euclidean groups: coordinates as contiguous (bs, ·) components, so each chunk's
-        # distances are a few elementwise ops on (bs, s, n) arrays — the same arithmetic as
-        # group.pair_distance (norm adds the squares left to right), without the (bs, s, n, E)
-        # difference array (numpy runs that with an inner loop of length E)
-        comps = None
-        if euclidean_distance(group) and pe.shape[-1] <= 4:
-            comps = [(qe[..., i], pe[..., i]) for i in range(pe.shape[-1])]
+        dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
         for s in range(0, m, step):
             sl = slice(s, min(m, s + step))
-            if comps is not None:
-                d = sqrt_sum_squares(xp, (qc[:, sl, None] - pc[:, None, :] for qc, pc in comps))
-            else:
-                d = group.pair_distance(
-                    xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
-                    pe[:, None, :, :], None if pq is None else pq[:, None, :, :],
-                )
+            d = dist(sl)
             valid = pmask[:, None, :] & qmask[:, sl, None]
             if knn:
                 score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
@@ -248,6 +234,26 @@ class ReferenceAdapter:
         cat = (lambda parts: xp.concat(parts, axis=1)) if len(idx_parts) > 1 else (lambda p: p[0])
         counts = cat(count_parts) if count_parts else None
         return cat(idx_parts), cat(valid_parts), counts
+
+    def dense_neighbourhood(self, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
+                            knn: bool) -> tuple[Any, Any]:
+        """The neighbourhoods when k >= n, i.e. every point is a candidate of every query: no
+        indices, only which (query, point) pairs count.
+
+        query, points as in :meth:`chunked_neighbourhood`. Returns mask (bs, m, n) bool — kNN:
+        both valid; ball: both valid and d < r, with d computed exactly as in the chunked search
+        — and the in-ball counts (bs, m) (None in kNN mode). The same pairs as
+        :meth:`chunked_neighbourhood` with k >= n selects, in point order instead of its slot
+        order.
+        """
+        qe, qq, qmask = query
+        pe, pq, pmask = points
+        valid = qmask[:, :, None] & pmask[:, None, :]
+        if knn:
+            return valid, None
+        d = _pair_distances(xp, group, (qe, qq), (pe, pq))(slice(None))
+        sel = valid & (d < r)
+        return sel, xp.sum(xp.astype(sel, d.dtype), axis=-1)
 
     # --- elementwise -------------------------------------------------------------------------
     def swish(self, xp: Any, x: Any) -> Any:
@@ -278,10 +284,33 @@ class ReferenceAdapter:
         emb (bs, m, k, d) -> (bs, m, c·cm). Fused kernels override this so that neither the
         weight-net activations nor the gathered values are materialised.
         """
+        return self.contract(xp, self.weightnet(xp, layers, emb), values, nbr_idx, nbr_mask)
+
+    def weightnet(self, xp: Any, layers: list, emb: Any) -> Any:
+        """swish(L3(swish(L2(swish(L1(emb)))))): emb (..., d) -> (..., cm)."""
         h = emb
         for w, b in layers:
             h = self.swish(xp, h @ w + b)
-        return self.contract(xp, h, values, nbr_idx, nbr_mask)
+        return h
+
+    def dense_contract(self, xp: Any, w: Any, values: Any, mask: Any) -> Any:
+        """:meth:`contract` when every point is a candidate neighbour (k >= n; see
+        :meth:`dense_neighbourhood`): P[b, i, a, c] = Σ_j mask[b, i, j] w[b, i, j, a]
+        values[b, j, c].
+
+        w (bs, m, n, cm), values (bs, n, c), mask (bs, m, n) -> (bs, m, cm, c) (weight-net output
+        major: one (m·cm, n) @ (n, c) product per cloud, with no gather and no per-query
+        products of k-long vectors).
+        """
+        bs, m, n, cm = w.shape
+        w = xp.where(mask[..., None], w, xp.zeros_like(w))
+        wt = xp.reshape(xp.permute_dims(w, (0, 1, 3, 2)), (bs, m * cm, n))
+        return xp.reshape(wt @ values, (bs, m, cm, values.shape[-1]))
+
+    def dense_pointconv(self, xp: Any, layers: list, emb: Any, values: Any, mask: Any) -> Any:
+        """Weight net and :meth:`dense_contract`: emb (bs, m, n, d) of all pairs ->
+        (bs, m, cm, c)."""
+        return self.dense_contract(xp, self.weightnet(xp, layers, emb), values, mask)
 
     # --- autodiff / compilation / sync ---------------------------------------------------------
     def grad(self, f: Callable) -> Callable:
@@ -301,3 +330,23 @@ class ReferenceAdapter:
             return np.asarray(x)
         except Exception:  # array_api_strict has no __array__; DLPack works everywhere
             return np.from_dlpack(x)
+
+
+def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> Callable:
+    """sl -> group distances (bs, |sl|, n) of the queries ``sl`` to every point.
+
+    query = (elems (bs, m, E), q or None), points likewise. For Euclidean groups the coordinates
+    are used as contiguous (bs, ·) components, so the distances are a few elementwise ops on
+    (bs, s, n) arrays — the same arithmetic as group.pair_distance (norm adds the squares left
+    to right), without the (bs, s, n, E) difference array (numpy runs that with an inner loop of
+    length E)."""
+    from .nn.grid import euclidean_distance
+
+    (qe, qq), (pe, pq) = query, points
+    if euclidean_distance(group) and pe.shape[-1] <= 4:
+        comps = [(qe[..., i], pe[..., i]) for i in range(pe.shape[-1])]
+        return lambda sl: sqrt_sum_squares(xp, (qc[:, sl, None] - pc[:, None, :]
+                                                for qc, pc in comps))
+    return lambda sl: group.pair_distance(
+        xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
+        pe[:, None, :, :], None if pq is None else pq[:, None, :, :])

@@ -131,6 +131,11 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
     from lieconv_core.data import springs as S
     from lieconv_core.dynamics import make_model
 
+    from lieconv_core import LieConv
+
+    # all particles are neighbours (k >= n), where the layer would take its index-free dense
+    # path; this test is about the kernels, so keep the indexed search + fused pointconv
+    monkeypatch.setattr(LieConv, "dense", False)
     tr = S.make_splits(n_train=4, n_val=1, n_test=1, seed=0)["train"]
     model = make_model("hlieconv", group="T2", k=16, num_layers=1)
     host = model.init_host(np.random.default_rng(0))

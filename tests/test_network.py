@@ -267,3 +267,53 @@ def test_ball_neighbourhood_is_uniform_subset():
     freq = counts[inball] / trials
     np.testing.assert_allclose(freq, 4 / 9, atol=0.04)
     assert math.isclose(freq.sum(), 4.0)
+
+
+@pytest.mark.parametrize("group", [G.T(2), G.SE2()], ids=repr)
+@pytest.mark.parametrize("knn", [False, True], ids=["ball", "knn"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train+bn"])
+def test_dense_path_matches_indexed_path(monkeypatch, group, knn, train):
+    """With k >= n the layer skips the neighbour indices (one (m·16, n) @ (n, c) product per
+    cloud); it must give the indexed path's outputs, radius updates and BN statistics (same
+    pairs, other summation order: float64 to 1e-12), with padding, lifts and query chunks."""
+    net = small_net(group, knn=knn, bn=True)
+    params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(group.space_dim)
+    convs = [blk.conv for blk in net.blocks]
+    results = []
+    for dense in (True, False):
+        monkeypatch.setattr(lc.LieConv, "dense", dense)
+        for conv in convs:
+            monkeypatch.setattr(conv, "chunk_elems", 3 * 28 * 32)  # several query chunks
+        results.append(net.apply(params, state, (x, v, m), train=train, rng=5))
+    (out_d, st_d), (out_i, st_i) = results
+    assert np.abs(out_i).max() > 1e-3
+    np.testing.assert_allclose(out_d, out_i, atol=1e-12, rtol=1e-12)
+    flat_d, flat_i = lc.nn.module.flatten(st_d), lc.nn.module.flatten(st_i)
+    for key in flat_i:
+        np.testing.assert_allclose(flat_d[key], flat_i[key], atol=1e-12, rtol=1e-12,
+                                   err_msg=key)
+    if not knn and train:  # the radius really moved: the counts took part
+        assert float(st_i["blocks"]["0"]["conv"]["r"]) != float(state["blocks"]["0"]["conv"]["r"])
+
+
+def test_dense_path_is_taken_only_when_every_point_is_a_candidate(monkeypatch):
+    """Auto choice: dense exactly when k >= n (a control that the test above compares two
+    different code paths)."""
+    from lieconv_core.adapter import ReferenceAdapter
+
+    calls = []
+    orig = ReferenceAdapter.dense_neighbourhood
+
+    def spy(self, *args, **kw):
+        calls.append(1)
+        return orig(self, *args, **kw)
+
+    monkeypatch.setattr(ReferenceAdapter, "dense_neighbourhood", spy)
+    x, v, m = make_inputs(2)
+    for nbhd, expect in ((None, True), (14, True), (13, False)):
+        calls.clear()
+        net = small_net(G.T(2), nbhd=nbhd)
+        params, state = net.init(seed=1, dtype="float64", backend="numpy")
+        net.apply(params, state, (x, v, m), rng=5)
+        assert bool(calls) == expect, nbhd

@@ -7,6 +7,12 @@ One forward pass: (1) subsample queries by farthest point sampling under the gro
 the (bs, m, k) selected pairs; (5) weight net with masked batch norm; (6) PointConv contraction
 and output linear, mean-normalised; (7) zero invalid queries. Steps 4-6 run in query chunks of
 bounded size except in training mode with batch norm.
+
+Dense path: when the neighbourhood size k is at least the number of points n (small clouds such
+as the spring systems and molecules), every point is a candidate of every query, so steps 2 and 4
+need no indices: a (bs, m, n) pair mask, the embeddings of all pairs, and the contraction as one
+(m·16, n) @ (n, c) product per cloud instead of m·bs products of k-long vectors. The same pairs
+as the indexed path, summed in point order instead of slot order.
 """
 
 from __future__ import annotations
@@ -51,10 +57,14 @@ class LieConv(Model):
     T(d)/Trivial(d) on large clouds, otherwise chunked); the aggregation runs in query chunks of
     at most ``chunk_elems`` (default :data:`CHUNK_ELEMS`, settable per instance) pair-array
     elements, except in training mode with ``bn=True``, where the batch statistics need all pairs
-    at once (that path is unchunked).
+    at once (that path is unchunked). With k >= n the layer takes the dense path (module
+    docstring; ``dense`` overrides the choice).
     """
 
     chunk_elems: int = CHUNK_ELEMS
+    #: None: the dense path (no neighbour indices, one (m·16, n) @ (n, c) product per cloud)
+    #: whenever k >= n; True / False force it on or off (settable per instance or class)
+    dense: bool | None = None
 
     def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
                  ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
@@ -144,9 +154,15 @@ class LieConv(Model):
         else:
             prio = ctx.draws.priorities(xp, (bs, n), dev)
         r = state["r"]
-        nbr_idx, nbr_mask, counts = ad.neighbourhood(
-            xp, self.group, (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask),
-            k, r, prio, self.knn)
+        qt, pt = (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask)
+        dense = k >= n if self.dense is None else bool(self.dense)
+        if dense:
+            # every point is a candidate: a (bs, m, n) pair mask instead of indices
+            nbr_idx = None
+            nbr_mask, counts = ad.dense_neighbourhood(xp, self.group, qt, pt, r, self.knn)
+        else:
+            nbr_idx, nbr_mask, counts = ad.neighbourhood(xp, self.group, qt, pt, k, r, prio,
+                                                         self.knn)
         new_state = dict(state)
         if ctx.train and not self.knn:
             new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
@@ -162,15 +178,20 @@ class LieConv(Model):
             # the (chunk, k, ·) pair arrays within ``chunk_elems`` elements
             layers = [self._folded(xp, params["wn"][str(i)], state["wn"].get(str(i)))
                       for i in range(3)]
-            m = nbr_idx.shape[1]
-            step = self.query_chunk(bs, m, k)
+            m = nbr_mask.shape[1]
+            step = self.query_chunk(bs, m, nbr_mask.shape[2])
+            out_lin = self._out_linear(xp, params["out"], dense)
             parts = []
             for s in range(0, m, step):
                 sl = slice(s, min(m, s + step))
                 emb = self._embed(xp, ad, query, cloud, nbr_idx, sl)
-                partial = ad.pointconv(xp, layers, emb, values, nbr_idx[:, sl, :],
-                                       nbr_mask[:, sl, :])
-                parts.append(linear(params["out"], partial))
+                if dense:
+                    partial = ad.dense_pointconv(xp, layers, emb, values, nbr_mask[:, sl, :])
+                    partial = xp.reshape(partial, (*partial.shape[:2], -1))
+                else:
+                    partial = ad.pointconv(xp, layers, emb, values, nbr_idx[:, sl, :],
+                                           nbr_mask[:, sl, :])
+                parts.append(linear(out_lin, partial))
             out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
         if self.mean:
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
@@ -185,8 +206,24 @@ class LieConv(Model):
         width = max(WEIGHTNET_HIDDEN, self.chin, self.group.embed_dim)
         return max(1, min(m, int(self.chunk_elems) // max(1, bs * k * width)))
 
+    def _out_linear(self, xp, out: dict, dense: bool) -> dict:
+        """The output linear for the contraction's layout: channel-major rows (c·cm + a) as
+        stored, or, for the dense contraction's weight-net-major P (a·c + c'), the same weight
+        with its rows permuted (a (cm·chin, chout) copy, small next to P)."""
+        if not dense:
+            return out
+        w = xp.reshape(out["w"], (self.chin, WEIGHTNET_OUT, self.chout))
+        w = xp.reshape(xp.permute_dims(w, (1, 0, 2)), (WEIGHTNET_OUT * self.chin, self.chout))
+        return {"w": w, "b": out["b"]}
+
     def _embed(self, xp, ad, query, cloud, nbr_idx, sl=slice(None)):
-        """Pair embeddings (bs, |sl|, k, embed_dim) of the queries ``sl`` and their neighbours."""
+        """Pair embeddings (bs, |sl|, k, embed_dim) of the queries ``sl`` and their neighbours;
+        nbr_idx None (dense): of the queries ``sl`` and every point, (bs, |sl|, n, embed_dim)."""
+        if nbr_idx is None:
+            return self.group.pair_embed(
+                xp, query.elems[:, sl, None, :],
+                None if query.q is None else query.q[:, sl, None, :],
+                cloud.elems[:, None, :, :], None if cloud.q is None else cloud.q[:, None, :, :])
         idx = nbr_idx[:, sl, :]
         return self.group.pair_embed(
             xp, query.elems[:, sl, None, :],
@@ -208,8 +245,12 @@ class LieConv(Model):
             h, new_wn[str(i)] = masked_batchnorm(xp, layer["bn"], wn_state[str(i)],
                                                  linear(layer["lin"], h), nbr_mask, True)
             h = swish(xp, h)
-        partial = ad.contract(xp, h, values, nbr_idx, nbr_mask)
-        return linear(params["out"], partial), new_wn
+        if nbr_idx is None:
+            partial = ad.dense_contract(xp, h, values, nbr_mask)
+            partial = xp.reshape(partial, (*partial.shape[:2], -1))
+        else:
+            partial = ad.contract(xp, h, values, nbr_idx, nbr_mask)
+        return linear(self._out_linear(xp, params["out"], nbr_idx is None), partial), new_wn
 
     @staticmethod
     def _folded(xp, layer, bn_state):
