@@ -128,10 +128,9 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
     from lieconv_jax.train import JaxTrainer
 
     import lieconv_core._backend as B
+    from lieconv_core import LieConv
     from lieconv_core.data import springs as S
     from lieconv_core.dynamics import make_model
-
-    from lieconv_core import LieConv
 
     # all particles are neighbours (k >= n), where the layer would take its index-free dense
     # path; this test is about the kernels, so keep the indexed search + fused pointconv
