@@ -58,26 +58,35 @@ def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
     entries left to right, then False entries left to right" — i.e. ``argsort(where(sel, 0, 1),
     stable=True)[..., :k]`` — in O(n) per row (k <= n).
 
-    The running counts [cumsum(sel), count + cumsum(~sel)] form a non-decreasing row of 2n values
-    in 0..n whose first entry >= j + 1 sits at the j-th position of that order (in the first half
-    for a True entry, the second for a False one). Rows are offset by (n + 1) so that one
-    ``searchsorted`` over the flattened (globally sorted) counts answers every row at once.
+    a = cumsum(sel) and b = cumsum(~sel) = (1, 2, ..., n) − a are non-decreasing; the j-th True
+    entry (1-based) is the first position where a >= j, the j-th False entry the first where
+    b >= j. Slot t (1-based) is the t-th True entry while t <= a[-1], else the (t − a[-1])-th
+    False one. Rows are offset by (n + 1) so that one ``searchsorted`` per half over the
+    flattened (globally sorted) counts answers every row at once; int32 counts where they fit
+    (half the memory traffic of int64).
     """
     lead = tuple(sel.shape[:-1])
     n = sel.shape[-1]
     rows = math.prod(lead)
     dev = _device(sel)
-    idt = index_dtype(xp)
-    s = xp.astype(sel, idt)
-    a = xp.cumulative_sum(s, axis=-1)
-    b = xp.cumulative_sum(1 - s, axis=-1) + a[..., -1:]
-    offs = xp.arange(rows, dtype=idt, device=dev)[:, None]
-    counts = xp.reshape(xp.concat([a, b], axis=-1), (rows, 2 * n)) + offs * (n + 1)
-    targets = offs * (n + 1) + xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
-    at = xp.searchsorted(xp.reshape(counts, (-1,)), xp.reshape(targets, (-1,)), side="left")
-    at = xp.reshape(xp.astype(at, idt), (rows, k)) - offs * (2 * n)
-    pos = xp.where(at < n, at, at - n)
-    return xp.reshape(pos, (*lead, k))
+    idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
+    a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1), (rows, n))
+    tot = a[:, -1:]
+    offs = xp.arange(rows, dtype=idt, device=dev)[:, None] * (n + 1)
+    b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
+    t = xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
+    true_slot = t <= tot
+    t_true = xp.where(true_slot, t, tot) + offs  # (clipped: the other half answers those slots)
+    t_false = xp.where(true_slot, xp.ones_like(t_true), t - tot) + offs
+
+    def search(counts: Any, targets: Any) -> Any:
+        at = xp.searchsorted(xp.reshape(counts + offs, (-1,)), xp.reshape(targets, (-1,)),
+                             side="left")
+        return xp.reshape(xp.astype(at, idt), (rows, k))
+
+    row0 = offs // (n + 1) * n  # flat position of each row's first entry
+    pos = xp.where(true_slot, search(a, t_true), search(b, t_false)) - row0
+    return xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
 
 
 class ReferenceAdapter:

@@ -292,3 +292,18 @@ def test_euclidean_fps_fast_paths_match_the_reference(lib, dtype, request):
             got = np.asarray(ADAPTER.fps(jnp, g, jnp.asarray(x), None, jnp.asarray(mask), 80,
                                          jnp.asarray(u)))
         np.testing.assert_array_equal(got, want, err_msg=f"{g} {dtype}")
+
+
+def test_first_k_then_rest_is_the_stable_argsort_order(xp):
+    """The sort-free ball-neighbourhood order equals argsort(where(sel, 0, 1), stable)[:k] on
+    every backend: random rows, empty and full rows, k = 1 and k = n, two leading axes."""
+    from lieconv_core.adapter import first_k_then_rest
+
+    rng = np.random.default_rng(3)
+    for n, k, p in ((1, 1, 0.5), (7, 3, 0.5), (50, 50, 0.3), (64, 9, 0.9), (33, 5, 0.05)):
+        sel = rng.random((2, 6, n)) < p
+        sel[0, 0] = False
+        sel[0, 1] = True
+        want = np.argsort(np.where(sel, 0, 1), axis=-1, kind="stable")[..., :k]
+        got = to_numpy(first_k_then_rest(xp, asarray(xp, sel), k))
+        np.testing.assert_array_equal(got, want, err_msg=f"n={n} k={k}")
