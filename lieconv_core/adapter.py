@@ -171,6 +171,7 @@ class ReferenceAdapter:
     def neighbourhood(
         self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
         priorities: Any, knn: bool, chunk_pairs: int = CHUNK_PAIRS, grid: bool | None = None,
+        pair_dist: Any = None,
     ) -> tuple[Any, Any, Any]:
         """Neighbour search: the contract is :meth:`chunked_neighbourhood`'s.
 
@@ -181,7 +182,14 @@ class ReferenceAdapter:
         :func:`lieconv_core.nn.grid.grid_neighbourhood` judges it pays (more than
         ``GRID_MIN_PAIRS`` = 2^22 dense pairs, candidates per query <= n/4, not jax, scalar r),
         ``grid=True`` whenever it applies at all (tests), ``grid=False`` never.
+
+        ``pair_dist``: the group distances (bs, m, n) of every (query, point) pair, when the caller
+        already has them (:meth:`lieconv_core.LieConv.pairs`); used instead of recomputing them
+        (chunked search). Kernel overrides may ignore it.
         """
+        if pair_dist is not None:
+            return self.chunked_neighbourhood(xp, group, query, points, k, r, priorities, knn,
+                                              chunk_pairs, pair_dist)
         if grid is not False:
             from .nn.grid import grid_neighbourhood
 
@@ -194,10 +202,11 @@ class ReferenceAdapter:
 
     def chunked_neighbourhood(
         self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
-        priorities: Any, knn: bool, chunk_pairs: int = CHUNK_PAIRS,
+        priorities: Any, knn: bool, chunk_pairs: int = CHUNK_PAIRS, pair_dist: Any = None,
     ) -> tuple[Any, Any, Any]:
         """Neighbour search over all (query, point) pairs, chunked over queries so that at most
-        ``chunk_pairs`` pair distances exist at a time.
+        ``chunk_pairs`` pair distances exist at a time (``pair_dist`` (bs, m, n): precomputed
+        distances of all pairs, read instead of computed).
 
         query = (elems (bs, m, E), q or None, mask (bs, m)); points likewise with n entries.
         Ball mode: each query takes the k in-ball points (d < r, valid) of smallest priority
@@ -223,7 +232,13 @@ class ReferenceAdapter:
             pe = self.gather(xp, pe, order)
             pq = None if pq is None else self.gather(xp, pq, order)
             pmask = self.take_along_last(xp, pmask, order)
-        dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
+            if pair_dist is not None:
+                pair_dist = self.take_along_last(
+                    xp, pair_dist, xp.broadcast_to(order[:, None, :], tuple(pair_dist.shape)))
+        if pair_dist is None:
+            dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
+        else:
+            dist = lambda sl: pair_dist[:, sl, :]  # noqa: E731
         for s in range(0, m, step):
             sl = slice(s, min(m, s + step))
             d = dist(sl)
@@ -245,7 +260,7 @@ class ReferenceAdapter:
         return cat(idx_parts), cat(valid_parts), counts
 
     def dense_neighbourhood(self, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
-                            knn: bool) -> tuple[Any, Any]:
+                            knn: bool, pair_dist: Any = None) -> tuple[Any, Any]:
         """The neighbourhoods when k >= n, i.e. every point is a candidate of every query: no
         indices, only which (query, point) pairs count.
 
@@ -253,14 +268,15 @@ class ReferenceAdapter:
         both valid; ball: both valid and d < r, with d computed exactly as in the chunked search
         — and the in-ball counts (bs, m) (None in kNN mode). The same pairs as
         :meth:`chunked_neighbourhood` with k >= n selects, in point order instead of its slot
-        order.
+        order. ``pair_dist`` as in :meth:`neighbourhood`.
         """
         qe, qq, qmask = query
         pe, pq, pmask = points
         valid = qmask[:, :, None] & pmask[:, None, :]
         if knn:
             return valid, None
-        d = _pair_distances(xp, group, (qe, qq), (pe, pq))(slice(None))
+        d = (_pair_distances(xp, group, (qe, qq), (pe, pq))(slice(None)) if pair_dist is None
+             else pair_dist)
         sel = valid & (d < r)
         return sel, xp.sum(xp.astype(sel, d.dtype), axis=-1)
 

@@ -317,3 +317,41 @@ def test_dense_path_is_taken_only_when_every_point_is_a_candidate(monkeypatch):
         params, state = net.init(seed=1, dtype="float64", backend="numpy")
         net.apply(params, state, (x, v, m), rng=5)
         assert bool(calls) == expect, nbhd
+
+
+@pytest.mark.parametrize("group", [G.SE2(), G.SO3(), G.SE3()], ids=repr)
+@pytest.mark.parametrize("nbhd,knn", [(5, False), (6, True), (None, False)],
+                         ids=["ball", "knn", "dense"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_shared_pair_logs_match_per_layer_logs(monkeypatch, group, nbhd, knn, train):
+    """Without subsampling the layers share one all-pairs log/distance computation
+    (LieConv.pairs): same outputs and radius updates as computing them in every layer (float64,
+    1e-12), and the all-pairs logs are computed once per forward, not once per layer."""
+    from lieconv_core.nn import lieconv as L
+
+    net = small_net(group, nbhd=nbhd, knn=knn, num_layers=3)
+    params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(group.space_dim)
+    calls = []
+    orig = type(group).pair_log
+
+    def spy(self, xp, u, w):
+        calls.append(tuple(np.broadcast_shapes(u.shape, w.shape)))
+        return orig(self, xp, u, w)
+
+    monkeypatch.setattr(type(group), "pair_log", spy)
+    results, all_pairs = [], []
+    for cache_max in (L.PAIR_CACHE_MAX, 0):
+        monkeypatch.setattr(L, "PAIR_CACHE_MAX", cache_max)
+        calls.clear()
+        results.append(net.apply(params, state, (x, v, m), train=train, rng=5))
+        n = x.shape[1] * (2 if group.random_lift else 1)
+        all_pairs.append(sum(1 for s in calls if s[1:3] == (n, n)))
+    (out_c, st_c), (out_u, st_u) = results
+    assert np.abs(out_u).max() > 1e-3
+    np.testing.assert_allclose(out_c, out_u, atol=1e-12, rtol=1e-12)
+    for key, val in lc.nn.module.flatten(st_u).items():
+        np.testing.assert_allclose(lc.nn.module.flatten(st_c)[key], val, atol=1e-12, err_msg=key)
+    assert all_pairs[0] == 1  # shared: once for all three layers
+    if nbhd is None or not knn:
+        assert all_pairs[1] >= 3  # per layer (dense embeddings / ball distances of all pairs)

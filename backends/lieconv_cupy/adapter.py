@@ -82,12 +82,11 @@ class CupyAdapter(ReferenceAdapter):
                             scratch, cupy.int32(n), cupy.int32(m), cupy.int32(E), scale))
         return out
 
-    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
+    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
         qe, qq, qmask = query
         pe, pq, pmask = points
         if not (qq is None and pq is None and supports_group(group) and self._usable(qe, pe)
                 and qe.dtype == pe.dtype and 1 <= k <= pe.shape[1]):
-            kw = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}
             return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
         import cupy
 

@@ -40,13 +40,12 @@ class JaxAdapter(ReferenceAdapter):
 
         return pallas, self.kernels == "interpret"
 
-    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
+    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
         pk = self._pallas(query[0], points[0])
         if (pk is not None and query[1] is None and points[1] is None
                 and pk[0].supports_group(group) and 1 <= k <= points[0].shape[1]
                 and points[0].shape[1] <= pk[0].MAX_N and query[0].dtype == points[0].dtype):
             return pk[0].neighbourhood(query, points, k, r, priorities, knn, interpret=pk[1])
-        kw = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}
         return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
 
     def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):

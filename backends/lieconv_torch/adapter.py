@@ -76,12 +76,11 @@ class TorchAdapter(ReferenceAdapter):
             return _euclidean_fps(xp, elems, mask, m, u)
         return super().fps(xp, group, elems, q, mask, m, u)
 
-    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, chunk_pairs=None):
+    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
         mod = self._launchers(query[0], points[0])
         if (mod is not None and query[1] is None and points[1] is None and self._group_ok(group)
                 and 1 <= k <= points[0].shape[1] and query[0].dtype == points[0].dtype):
             return mod.neighbourhood(query, points, k, r, priorities, knn)
-        kw = {} if chunk_pairs is None else {"chunk_pairs": chunk_pairs}
         return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
 
     def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):

@@ -70,7 +70,10 @@ class Group:
     # --- derived -------------------------------------------------------------------------------
     def pair_embed(self, xp: Any, u: Any, qu: Any, v: Any, qv: Any) -> Any:
         """Pair embedding [log(v⁻¹u), q_u, q_v] (broadcasting): -> (..., embed_dim)."""
-        a = self.pair_log(xp, u, v)
+        return self.embed_from_log(xp, self.pair_log(xp, u, v), qu, qv)
+
+    def embed_from_log(self, xp: Any, a: Any, qu: Any, qv: Any) -> Any:
+        """[a, q_u, q_v] for a = log(v⁻¹u) (broadcasting): -> (..., embed_dim)."""
         if self.q_dim == 0:
             return a
         shape = a.shape[:-1]

@@ -37,6 +37,9 @@ R_GAIN = 0.5
 #: eval mode / no BN: bound (elements) on the (bs, chunk, k, width) pair arrays of one query chunk
 #: (2^24: 64 MiB per float32 array; with k = 32, 64 channels: 8192 queries per chunk)
 CHUNK_ELEMS = 1 << 24
+#: the all-pairs log / distance cache (:meth:`LieConv.pairs`) is used up to this many pairs
+#: (bs·n²; 2^21 pairs of SE(3) logs and distances: 56 MiB in float32)
+PAIR_CACHE_MAX = 1 << 21
 
 
 class LieConv(Model):
@@ -156,13 +159,15 @@ class LieConv(Model):
         r = state["r"]
         qt, pt = (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask)
         dense = k >= n if self.dense is None else bool(self.dense)
+        pairs = self.pairs(xp, cloud) if idx is None else None
+        pd = {} if pairs is None else {"pair_dist": pairs[1]}
         if dense:
             # every point is a candidate: a (bs, m, n) pair mask instead of indices
             nbr_idx = None
-            nbr_mask, counts = ad.dense_neighbourhood(xp, self.group, qt, pt, r, self.knn)
+            nbr_mask, counts = ad.dense_neighbourhood(xp, self.group, qt, pt, r, self.knn, **pd)
         else:
             nbr_idx, nbr_mask, counts = ad.neighbourhood(xp, self.group, qt, pt, k, r, prio,
-                                                         self.knn)
+                                                         self.knn, **pd)
         new_state = dict(state)
         if ctx.train and not self.knn:
             new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
@@ -170,7 +175,7 @@ class LieConv(Model):
         values = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
         if self.bn and ctx.train:
             # batch-norm statistics over all valid pairs: one pass over all queries, unchunked
-            emb = self._embed(xp, ad, query, cloud, nbr_idx)
+            emb = self._embed(xp, ad, query, cloud, nbr_idx, pairs=pairs)
             out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
                                                    nbr_mask, ctx)
         else:
@@ -184,7 +189,7 @@ class LieConv(Model):
             parts = []
             for s in range(0, m, step):
                 sl = slice(s, min(m, s + step))
-                emb = self._embed(xp, ad, query, cloud, nbr_idx, sl)
+                emb = self._embed(xp, ad, query, cloud, nbr_idx, sl, pairs)
                 if dense:
                     partial = ad.dense_pointconv(xp, layers, emb, values, nbr_mask[:, sl, :])
                     partial = xp.reshape(partial, (*partial.shape[:2], -1))
@@ -197,7 +202,38 @@ class LieConv(Model):
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
         out = xp.where(query.mask[..., None], out, xp.zeros_like(out))
-        return query._replace(values=out), new_state
+        out_cloud = query._replace(values=out)
+        if pairs is not None:  # the output cloud has the same elements: the next layer reuses them
+            out_cloud = out_cloud._replace(pairs=pairs)
+        return out_cloud, new_state
+
+    def pairs(self, xp: Any, cloud: Cloud) -> tuple[Any, Any] | None:
+        """(log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of the cloud's elements,
+        for a layer whose queries are all the points: ``cloud.pairs`` if an earlier layer
+        computed them, else computed here — or None where it does not pay: groups whose pair
+        log is a cheap difference (T(d), Trivial, coordinate subgroups compute distances on the
+        fly) and clouds with more than :data:`PAIR_CACHE_MAX` pairs.
+
+        Without subsampling every layer of a network sees the same elements, so the pair logs
+        (the dominant cost for SE(3)/SO(3) on molecule-sized clouds) are computed once per
+        forward instead of once per layer, by the same arithmetic as ``pair_distance`` and
+        ``pair_embed``."""
+        if cloud.pairs is not None:
+            return cloud.pairs
+        g = self.group
+        bs, n = cloud.mask.shape
+        from ..groups.base import Group
+        from .grid import euclidean_distance
+
+        if (euclidean_distance(g) or bs * n * n > PAIR_CACHE_MAX
+                or type(g).pair_distance is not Group.pair_distance
+                or type(g).pair_embed is not Group.pair_embed):
+            return None
+        e, q = cloud.elems, cloud.q
+        log = g.pair_log(xp, e[:, :, None, :], e[:, None, :, :])
+        dist = g.distance_from_log(xp, log, None if q is None else q[:, :, None, :],
+                                   None if q is None else q[:, None, :, :])
+        return log, dist
 
     def query_chunk(self, bs: int, m: int, k: int) -> int:
         """Queries per chunk of the eval-mode / no-BN aggregation: the widest pair arrays,
@@ -216,9 +252,23 @@ class LieConv(Model):
         w = xp.reshape(xp.permute_dims(w, (1, 0, 2)), (WEIGHTNET_OUT * self.chin, self.chout))
         return {"w": w, "b": out["b"]}
 
-    def _embed(self, xp, ad, query, cloud, nbr_idx, sl=slice(None)):
+    def _embed(self, xp, ad, query, cloud, nbr_idx, sl=slice(None), pairs=None):
         """Pair embeddings (bs, |sl|, k, embed_dim) of the queries ``sl`` and their neighbours;
-        nbr_idx None (dense): of the queries ``sl`` and every point, (bs, |sl|, n, embed_dim)."""
+        nbr_idx None (dense): of the queries ``sl`` and every point, (bs, |sl|, n, embed_dim).
+        With ``pairs`` (see :meth:`pairs`) the logs are read from there."""
+        if pairs is not None:
+            log = pairs[0][:, sl, ...]
+            qu = None if query.q is None else query.q[:, sl, None, :]
+            if nbr_idx is None:
+                return self.group.embed_from_log(
+                    xp, log, qu, None if cloud.q is None else cloud.q[:, None, :, :])
+            bs, s, n, dl = log.shape
+            idx = nbr_idx[:, sl, :]
+            k = idx.shape[-1]
+            a = ad.gather(xp, xp.reshape(log, (bs * s, n, dl)), xp.reshape(idx, (bs * s, k)))
+            return self.group.embed_from_log(
+                xp, xp.reshape(a, (bs, s, k, dl)), qu,
+                None if cloud.q is None else ad.gather(xp, cloud.q, idx))
         if nbr_idx is None:
             return self.group.pair_embed(
                 xp, query.elems[:, sl, None, :],
