@@ -128,6 +128,15 @@ class ReferenceAdapter:
         Padding is never chosen; ties (after :func:`quantize`) go to the lowest index.
         """
         cur, dmin = fps_start(xp, mask, u, elems.dtype)
+        from array_api_compat import is_numpy_namespace
+
+        from .nn.grid import euclidean_distance
+
+        if is_numpy_namespace(xp) and euclidean_distance(group) and elems.shape[-1] <= 4:
+            from ._numpy_fast import euclidean_fps  # same arithmetic, in-place ufuncs
+
+            scale = QUANT["float32" if elems.dtype == xp.float32 else "float64"]
+            return euclidean_fps(elems, mask, m, cur, scale)
         dist = self.fps_distance(xp, group, elems, q, mask)
         chosen = []
         for _ in range(m):

@@ -257,12 +257,13 @@ def test_torch_module_wrapper_matches_functional_apply():
     assert all(p.grad is not None for p in module.parameters())
 
 
-@pytest.mark.parametrize("lib", ["torch", "jax"])
+@pytest.mark.parametrize("lib", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_euclidean_fps_fast_paths_match_the_reference(lib, dtype, request):
-    """torch's in-place FPS loop and jax's fori_loop (Euclidean groups, contiguous coordinate
-    components) pick exactly the numpy reference's indices: NaN padding, grid ties, three groups."""
-    import array_api_compat.numpy as npx
+    """The in-place numpy FPS loop (numpy arrays and torch CPU tensors) and jax's fori_loop
+    (Euclidean groups, contiguous coordinate components) pick exactly the indices of the pure
+    array-API loop (run on array_api_strict): NaN padding, grid ties, three groups."""
+    import array_api_strict as strict
 
     from lieconv_core.adapter import ReferenceAdapter
     from lieconv_core.groups import T, Trivial
@@ -278,8 +279,13 @@ def test_euclidean_fps_fast_paths_match_the_reference(lib, dtype, request):
         mask = rng.random((3, 300)) > 0.2
         x[~mask] = np.nan
         u = rng.random(3).astype(dtype)
-        want = ReferenceAdapter().fps(npx, g, x, None, mask, 80, u)
-        if lib == "torch":
+        want = np.from_dlpack(ReferenceAdapter().fps(
+            strict, g, strict.asarray(x), None, strict.asarray(mask), 80, strict.asarray(u)))
+        if lib == "numpy":
+            import array_api_compat.numpy as npx
+
+            got = ReferenceAdapter().fps(npx, g, x, None, mask, 80, u)
+        elif lib == "torch":
             import torch
             from lieconv_torch.adapter import ADAPTER, xp_torch
 
