@@ -333,25 +333,31 @@ def test_shared_pair_logs_match_per_layer_logs(monkeypatch, group, nbhd, knn, tr
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
     x, v, m = make_inputs(group.space_dim)
     calls = []
-    orig = type(group).pair_log
+    log, distance = type(group).pair_log, type(group).pair_distance
 
-    def spy(self, xp, u, w):
-        calls.append(tuple(np.broadcast_shapes(u.shape, w.shape)))
-        return orig(self, xp, u, w)
+    def spy_log(self, xp, u, w):
+        calls.append(("log", tuple(np.broadcast_shapes(u.shape, w.shape))))
+        return log(self, xp, u, w)
 
-    monkeypatch.setattr(type(group), "pair_log", spy)
-    results, all_pairs = [], []
+    def spy_distance(self, xp, u, qu, w, qw):  # SE(2) has its own, log-free distance
+        calls.append(("distance", tuple(np.broadcast_shapes(u.shape, w.shape))))
+        return distance(self, xp, u, qu, w, qw)
+
+    monkeypatch.setattr(type(group), "pair_log", spy_log)
+    if "pair_distance" in vars(type(group)):  # (patching an inherited one changes the path)
+        monkeypatch.setattr(type(group), "pair_distance", spy_distance)
+    results, all_logs, all_work = [], [], []
     for cache_max in (L.PAIR_CACHE_MAX, 0):
         monkeypatch.setattr(L, "PAIR_CACHE_MAX", cache_max)
         calls.clear()
         results.append(net.apply(params, state, (x, v, m), train=train, rng=5))
         n = x.shape[1] * (2 if group.random_lift else 1)
-        all_pairs.append(sum(1 for s in calls if s[1:3] == (n, n)))
+        all_logs.append(sum(1 for kind, s in calls if kind == "log" and s[1:3] == (n, n)))
+        all_work.append(sum(1 for _, s in calls if s[1:3] == (n, n)))
     (out_c, st_c), (out_u, st_u) = results
     assert np.abs(out_u).max() > 1e-3
     np.testing.assert_allclose(out_c, out_u, atol=1e-12, rtol=1e-12)
     for key, val in lc.nn.module.flatten(st_u).items():
         np.testing.assert_allclose(lc.nn.module.flatten(st_c)[key], val, atol=1e-12, err_msg=key)
-    assert all_pairs[0] == 1  # shared: once for all three layers
-    if nbhd is None or not knn:
-        assert all_pairs[1] >= 3  # per layer (dense embeddings / ball distances of all pairs)
+    assert all_logs[0] == 1  # shared: the all-pairs logs once for all three layers
+    assert all_work[1] >= 3  # unshared: all-pairs logs or distances in every layer

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ._special import cosc, sinc, wrap_angle
-from .base import Group, norm, uniform_angle
+from .base import Group, norm, sqrt_sum_squares, uniform_angle
 
 
 def _V_coeffs(xp: Any, theta: Any) -> tuple[Any, Any]:
@@ -44,11 +44,16 @@ def se2_log(xp: Any, M: Any) -> Any:
                           M[..., 0, 2], M[..., 1, 2])
 
 
-def _se2_log_parts(xp: Any, sin2: Any, cos2: Any, tx: Any, ty: Any) -> Any:
-    """se2_log from R₁₀ − R₀₁ (= 2 sin θ), R₀₀ + R₁₁ (= 2 cos θ) and the translation (tx, ty)."""
+def _se2_angle(xp: Any, sin2: Any, cos2: Any) -> Any:
+    """θ in (-π + tol, π + tol] from R₁₀ − R₀₁ (= 2 sin θ) and R₀₀ + R₁₁ (= 2 cos θ)."""
     theta = xp.atan2(sin2, cos2)
     tol = _CUT_TOL["float32" if theta.dtype == xp.float32 else "float64"]
-    theta = xp.where(theta < tol - math.pi, theta + 2 * math.pi, theta)
+    return xp.where(theta < tol - math.pi, theta + 2 * math.pi, theta)
+
+
+def _se2_log_parts(xp: Any, sin2: Any, cos2: Any, tx: Any, ty: Any) -> Any:
+    """se2_log from R₁₀ − R₀₁ (= 2 sin θ), R₀₀ + R₁₁ (= 2 cos θ) and the translation (tx, ty)."""
+    theta = _se2_angle(xp, sin2, cos2)
     va, vb = _V_coeffs(xp, theta)
     det = va * va + vb * vb  # = 2 cosc θ > 0 for |θ| < 2π
     ux = (va * tx + vb * ty) / det
@@ -96,15 +101,25 @@ class SE2(Group):
         R₁₀ − R₀₁, R₀₀ + R₁₁ and the translation of v⁻¹u = [R_vᵀR_u, R_vᵀ(t_u − t_v)] are needed,
         12 products instead of a broadcast batch of 3x3 matrix products (which materialises both
         operands at the full pair shape; ~4x slower on CPU)."""
-        u00, u01, u02, u10, u11, u12 = (u[..., i] for i in (0, 1, 2, 3, 4, 5))
-        v00, v01, v02, v10, v11, v12 = (v[..., i] for i in (0, 1, 2, 3, 4, 5))
-        cos2 = (v00 * u00 + v10 * u10) + (v01 * u01 + v11 * u11)  # (RᵀR)₀₀ + (RᵀR)₁₁
-        sin2 = (v01 * u00 + v11 * u10) - (v00 * u01 + v10 * u11)  # (RᵀR)₁₀ − (RᵀR)₀₁
-        dx, dy = u02 - v02, u12 - v12
+        sin2, cos2 = _relative_rotation(u, v)
+        dx, dy = _translation_difference(u, v)
+        v00, v01, v10, v11 = (v[..., i] for i in (0, 1, 3, 4))
         return _se2_log_parts(xp, sin2, cos2, v00 * dx + v10 * dy, v01 * dx + v11 * dy)
 
     def distance_from_log(self, xp, a, qu, qv):
         return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * norm(xp, a[..., 1:])
+
+    def pair_distance(self, xp, u, qu, v, qv):
+        """α|θ| + (1−α)‖u‖ of log(v⁻¹u) = (θ, u) without forming u: V(θ) = aI + bJ is a scaled
+        rotation, so ‖u‖ = ‖V⁻¹R_vᵀ(t_u − t_v)‖ = ‖t_u − t_v‖ / sqrt(a² + b²). About half the
+        elementwise work of the log (the neighbour search and FPS evaluate it for every
+        candidate pair); equal to distance_from_log(pair_log(u, v)) up to rounding, and the one
+        formula every search path and backend uses."""
+        sin2, cos2 = _relative_rotation(u, v)
+        theta = _se2_angle(xp, sin2, cos2)
+        va, vb = _V_coeffs(xp, theta)
+        dist_t = sqrt_sum_squares(xp, _translation_difference(u, v))
+        return self.alpha * xp.abs(theta) + (1 - self.alpha) * (dist_t / xp.sqrt(va * va + vb * vb))
 
     def random_element(self, xp, shape, draws, dtype, device):
         theta = uniform_angle(xp, (*shape, 1), draws, dtype, device)
@@ -128,6 +143,20 @@ class SE2(Group):
 
     def __repr__(self) -> str:
         return f"SE2(alpha={self.alpha})"
+
+
+def _relative_rotation(u: Any, v: Any) -> tuple[Any, Any]:
+    """(R₁₀ − R₀₁, R₀₀ + R₁₁) of R = R_vᵀR_u (= 2 sin θ, 2 cos θ) for flattened 3x3 elements."""
+    u00, u01, u10, u11 = (u[..., i] for i in (0, 1, 3, 4))
+    v00, v01, v10, v11 = (v[..., i] for i in (0, 1, 3, 4))
+    cos2 = (v00 * u00 + v10 * u10) + (v01 * u01 + v11 * u11)
+    sin2 = (v01 * u00 + v11 * u10) - (v00 * u01 + v10 * u11)
+    return sin2, cos2
+
+
+def _translation_difference(u: Any, v: Any) -> tuple[Any, Any]:
+    """t_u − t_v (two components) of flattened 3x3 elements."""
+    return u[..., 2] - v[..., 2], u[..., 5] - v[..., 5]
 
 
 def _dev(x: Any) -> Any:

@@ -226,13 +226,16 @@ class LieConv(Model):
         from .grid import euclidean_distance
 
         if (euclidean_distance(g) or bs * n * n > PAIR_CACHE_MAX
-                or type(g).pair_distance is not Group.pair_distance
                 or type(g).pair_embed is not Group.pair_embed):
             return None
         e, q = cloud.elems, cloud.q
-        log = g.pair_log(xp, e[:, :, None, :], e[:, None, :, :])
-        dist = g.distance_from_log(xp, log, None if q is None else q[:, :, None, :],
-                                   None if q is None else q[:, None, :, :])
+        eu, ev = e[:, :, None, :], e[:, None, :, :]
+        qu, qv = (None, None) if q is None else (q[:, :, None, :], q[:, None, :, :])
+        log = g.pair_log(xp, eu, ev)
+        if type(g).pair_distance is Group.pair_distance:
+            dist = g.distance_from_log(xp, log, qu, qv)
+        else:  # a group with its own distance formula (SE(2)): the one the searches use
+            dist = g.pair_distance(xp, eu, qu, ev, qv)
         return log, dist
 
     def query_chunk(self, bs: int, m: int, k: int) -> int:
