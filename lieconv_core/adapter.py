@@ -70,7 +70,7 @@ def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
     rows = math.prod(lead)
     dev = _device(sel)
     idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
-    a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1), (rows, n))
+    a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1, dtype=idt), (rows, n))
     tot = a[:, -1:]
     offs = xp.arange(rows, dtype=idt, device=dev)[:, None] * (n + 1)
     b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
