@@ -14,16 +14,12 @@ class Cloud(NamedTuple):
 
     elems (bs, n, E) group elements; q (bs, n, q_dim) orbit identifiers or None;
     values (bs, n, c) features; mask (bs, n) bool, False for padding.
-    pairs: None, or (log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of this cloud's
-    elements, computed by the first LieConv that needs them and carried to the next layers while
-    the elements stay the same (no subsampling); see :meth:`lieconv_core.LieConv.pairs`.
     """
 
     elems: Any
     q: Any
     values: Any
     mask: Any
-    pairs: Any = None
 
 
 def _is_floating(xp: Any, x: Any) -> bool:

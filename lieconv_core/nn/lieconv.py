@@ -138,8 +138,12 @@ class LieConv(Model):
         return sub._replace(mask=sub.mask & keep)
 
     def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx,
-              idx: Any = None) -> tuple[Cloud, dict]:
-        """cloud with values (bs, n, chin) -> query cloud with values (bs, m, chout)."""
+              idx: Any = None, pairs: tuple | None = None) -> tuple[Cloud, dict]:
+        """cloud with values (bs, n, chin) -> query cloud with values (bs, m, chout).
+
+        ``pairs``: :meth:`pairs` of this cloud under this layer's group, computed once by the
+        caller and shared by the layers that see the same elements (LieResNet does); used only
+        when the layer does not subsample."""
         xp, ad = ctx.xp, ctx.adapter
         if cloud.values.shape[-1] != self.chin:
             raise ValueError(f"LieConv expects {self.chin} input channels, "
@@ -159,7 +163,7 @@ class LieConv(Model):
         r = state["r"]
         qt, pt = (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask)
         dense = k >= n if self.dense is None else bool(self.dense)
-        pairs = self.pairs(xp, cloud) if idx is None else None
+        pairs = pairs if idx is None else None
         pd = {} if pairs is None else {"pair_dist": pairs[1]}
         if dense:
             # every point is a candidate: a (bs, m, n) pair mask instead of indices
@@ -202,24 +206,19 @@ class LieConv(Model):
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
         out = xp.where(query.mask[..., None], out, xp.zeros_like(out))
-        out_cloud = query._replace(values=out)
-        if pairs is not None:  # the output cloud has the same elements: the next layer reuses them
-            out_cloud = out_cloud._replace(pairs=pairs)
-        return out_cloud, new_state
+        return query._replace(values=out), new_state
 
     def pairs(self, xp: Any, cloud: Cloud) -> tuple[Any, Any] | None:
-        """(log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of the cloud's elements,
-        for a layer whose queries are all the points: ``cloud.pairs`` if an earlier layer
-        computed them, else computed here — or None where it does not pay: groups whose pair
-        log is a cheap difference (T(d), Trivial, coordinate subgroups compute distances on the
-        fly) and clouds with more than :data:`PAIR_CACHE_MAX` pairs.
+        """(log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of the cloud's elements
+        under this layer's group, to pass to :meth:`apply` of every layer that sees these
+        elements without subsampling — or None where sharing does not pay: Euclidean groups
+        (T(d), Trivial(d): distances are a few differences, computed on the fly) and clouds
+        with more than :data:`PAIR_CACHE_MAX` pairs.
 
         Without subsampling every layer of a network sees the same elements, so the pair logs
         (the dominant cost for SE(3)/SO(3) on molecule-sized clouds) are computed once per
         forward instead of once per layer, by the same arithmetic as ``pair_distance`` and
         ``pair_embed``."""
-        if cloud.pairs is not None:
-            return cloud.pairs
         g = self.group
         bs, n = cloud.mask.shape
         from ..groups.base import Group

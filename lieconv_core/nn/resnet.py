@@ -48,7 +48,9 @@ class BottleBlock:
                 params[key], state[key] = bn_init(c)
         return params, state
 
-    def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx) -> tuple[Cloud, dict]:
+    def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx,
+              pairs: tuple | None = None) -> tuple[Cloud, dict]:
+        """``pairs``: the conv's :meth:`LieConv.pairs` of ``cloud``, shared across blocks."""
         xp = ctx.xp
         new_state: dict[str, Any] = {}
         idx, conv_state = self.conv.query_indices(state["conv"], cloud, ctx)
@@ -59,7 +61,8 @@ class BottleBlock:
         if self.bn:
             v = _bn(xp, params, state, "bn1", v, cloud.mask, ctx, new_state)
         out, new_state["conv"] = self.conv.apply(params["conv"], conv_state,
-                                                 cloud._replace(values=swish(xp, v)), ctx, idx=idx)
+                                                 cloud._replace(values=swish(xp, v)), ctx, idx=idx,
+                                                 pairs=pairs)
         v = out.values
         if self.bn:
             v = _bn(xp, params, state, "bn2", v, out.mask, ctx, new_state)
@@ -154,10 +157,18 @@ class LieResNet(Model):
         v = linear(params["lin_in"], zero_pad)
         cloud = cloud._replace(values=xp.where(cloud.mask[..., None], v, xp.zeros_like(v)))
         new_state: dict[str, Any] = {"blocks": {}}
+        pairs = None  # all-pairs logs of the current elements, shared while nothing subsamples
         for i, block in enumerate(self.blocks):
             key = str(i)
+            n = cloud.mask.shape[1]
+            subsamples = block.conv.num_queries(n) < n
+            if subsamples:
+                pairs = None
+            elif pairs is None:
+                pairs = block.conv.pairs(xp, cloud)
             cloud, new_state["blocks"][key] = block.apply(params["blocks"][key],
-                                                          state["blocks"][key], cloud, ctx)
+                                                          state["blocks"][key], cloud, ctx,
+                                                          pairs=pairs)
         v = cloud.values
         if self.bn:
             v = _bn(xp, params, state, "bn", v, cloud.mask, ctx, new_state)
