@@ -72,7 +72,8 @@ def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
     idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
     a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1, dtype=idt), (rows, n))
     tot = a[:, -1:]
-    offs = xp.arange(rows, dtype=idt, device=dev)[:, None] * (n + 1)
+    row = xp.arange(rows, dtype=idt, device=dev)[:, None]
+    offs = row * (n + 1)
     b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
     t = xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
     true_slot = t <= tot
@@ -84,8 +85,7 @@ def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
                              side="left")
         return xp.reshape(xp.astype(at, idt), (rows, k))
 
-    row0 = offs // (n + 1) * n  # flat position of each row's first entry
-    pos = xp.where(true_slot, search(a, t_true), search(b, t_false)) - row0
+    pos = xp.where(true_slot, search(a, t_true), search(b, t_false)) - row * n  # row start
     return xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
 
 
