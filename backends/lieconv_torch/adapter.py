@@ -102,6 +102,18 @@ class TorchAdapter(ReferenceAdapter):
     def swish(self, xp: Any, x: Any) -> Any:
         return torch.nn.functional.silu(x)
 
+    def weightnet(self, xp, layers, emb):
+        """The reference weight net with the bias added inside the GEMM (addmm) and, where
+        autograd does not need the pre-activation, swish in place: two passes over the
+        (·, 32) activations per layer instead of three, and no new buffer for the swish."""
+        lead = emb.shape[:-1]
+        h = torch.reshape(emb, (-1, emb.shape[-1]))
+        for w, b in layers:
+            h = torch.addmm(b, h, w)
+            h = torch.nn.functional.silu(h, inplace=not (torch.is_grad_enabled() and
+                                                         h.requires_grad))
+        return torch.reshape(h, (*lead, h.shape[-1]))
+
     def grad(self, f: Callable) -> Callable:
         """grad of a scalar function of one tensor, differentiable again (create_graph=True)."""
 

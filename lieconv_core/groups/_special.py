@@ -112,16 +112,37 @@ def so3_exp(xp: Any, w: Any) -> Any:
     return eye_like(xp, w, 3) + sinc(xp, t2) * K + cosc(xp, t2) * (K @ K)
 
 
+def matrix_parts(M: Any, rows: int, cols: int) -> list[list[Any]]:
+    """(..., r, c) matrix -> nested lists of its (...) components M[i][j] (strided views)."""
+    return [[M[..., i, j] for j in range(cols)] for i in range(rows)]
+
+
+def transpose_product(A: list, B: list) -> list[list[Any]]:
+    """Aᵀ B of 3×3 component lists (arrays broadcast against each other), terms added k = 0, 1, 2.
+
+    For the pair logs A and B broadcast to (bs, m, n): 27 products of (bs, m, n) arrays instead
+    of a batched matmul of (bs·m·n) 3×3 matrices materialised by broadcasting (slow on CPU for
+    every backend: tiny matrices, a copy of both operands)."""
+    return [[A[0][i] * B[0][j] + A[1][i] * B[1][j] + A[2][i] * B[2][j] for j in range(3)]
+            for i in range(3)]
+
+
 def so3_log(xp: Any, R: Any) -> Any:
-    """(..., 3, 3) rotation -> (..., 3) axis-angle ω with ‖ω‖ in [0, π].
+    """(..., 3, 3) rotation -> (..., 3) axis-angle ω with ‖ω‖ in [0, π] (see so3_log_parts)."""
+    return xp.stack(so3_log_parts(xp, matrix_parts(R, 3, 3)), axis=-1)
+
+
+def so3_log_parts(xp: Any, R: list) -> list[Any]:
+    """Rotation as 3×3 component lists R[i][j] (broadcasting arrays) -> [ω0, ω1, ω2].
 
     The angle comes from atan2(‖vee(R − Rᵀ)‖/2, (tr R − 1)/2). Near θ = π the antisymmetric part
     vanishes, so the axis is taken from the symmetric part (R + Rᵀ)/2 − cos θ I = (1 − cos θ) n nᵀ
-    (its largest column) with the sign fixed by the antisymmetric part.
+    (its column with the largest diagonal entry, the first one on ties) with the sign fixed by the
+    antisymmetric part. Componentwise: no (..., 3, 3) arrays are stacked or reduced.
     """
-    w = vee3(xp, R)  # sin(θ) n
-    s2 = xp.sum(w * w, axis=-1)
-    c = (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2
+    w = [(R[2][1] - R[1][2]) / 2, (R[0][2] - R[2][0]) / 2, (R[1][0] - R[0][1]) / 2]  # sin(θ) n
+    s2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2]
+    c = (R[0][0] + R[1][1] + R[2][2] - 1) / 2
     # Generic branch: ω = w θ / sin θ. For small s use the series of asin(s)/s (valid since c > 0).
     small = s2 < (1e-4 if s2.dtype == xp.float64 else 1e-2)
     s2_safe = xp.where(small, xp.ones_like(s2), s2)
@@ -132,19 +153,21 @@ def so3_log(xp: Any, R: Any) -> Any:
     )
     near_pi = c < -0.5
     factor = xp.where(near_pi, xp.ones_like(factor), factor)
-    generic = w * factor[..., None]
     # Near-π branch, from B = (R + Rᵀ)/2 − c I = (1 − c) n nᵀ.
-    eye = eye_like(xp, R, 3)
     c_pi = xp.where(near_pi, c, -xp.ones_like(c))
-    B = (R + xp.matrix_transpose(R)) / 2 - c_pi[..., None, None] * eye
-    diag = xp.stack([B[..., 0, 0], B[..., 1, 1], B[..., 2, 2]], axis=-1)
-    j = xp.argmax(diag, axis=-1)
-    onehot = xp.astype(j[..., None] == xp.arange(3, device=_device(R)), R.dtype)
-    col = xp.sum(B * onehot[..., None, :], axis=-1)  # (1 - c) n_j n
-    bjj = xp.sum(diag * onehot, axis=-1)
+    B = [[(R[i][j] + R[j][i]) / 2 - (c_pi if i == j else 0) for j in range(3)] for i in range(3)]
+    d0, d1, d2 = B[0][0], B[1][1], B[2][2]
+    pick0 = (d0 >= d1) & (d0 >= d2)  # argmax of the diagonal, ties to the lower index
+    pick1 = (d1 >= d2) & ~pick0
+
+    def pick(a0: Any, a1: Any, a2: Any) -> Any:
+        return xp.where(pick0, a0, xp.where(pick1, a1, a2))
+
+    col = [pick(*B[i]) for i in range(3)]  # (1 − c) n_j n
+    bjj = pick(d0, d1, d2)
     denom = xp.sqrt(xp.where(near_pi, (1 - c_pi) * bjj, xp.ones_like(bjj)))
-    n = col / denom[..., None]  # ±n
-    sign = xp.where(xp.sum(n * w, axis=-1) < 0, -xp.ones_like(c), xp.ones_like(c))
-    theta_pi = xp.atan2(xp.sqrt(xp.where(near_pi, s2, xp.ones_like(s2))), c_pi)
-    pi_branch = n * (sign * theta_pi)[..., None]
-    return xp.where(near_pi[..., None], pi_branch, generic)
+    n = [ci / denom for ci in col]  # ±n
+    dot = n[0] * w[0] + n[1] * w[1] + n[2] * w[2]
+    sign = xp.where(dot < 0, -xp.ones_like(c), xp.ones_like(c))
+    theta_pi = sign * xp.atan2(xp.sqrt(xp.where(near_pi, s2, xp.ones_like(s2))), c_pi)
+    return [xp.where(near_pi, ni * theta_pi, wi * factor) for ni, wi in zip(n, w)]

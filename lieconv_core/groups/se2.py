@@ -61,15 +61,6 @@ def _se2_log_parts(xp: Any, sin2: Any, cos2: Any, tx: Any, ty: Any) -> Any:
     return xp.stack([theta, ux, uy], axis=-1)
 
 
-def rigid_inverse(xp: Any, M: Any) -> Any:
-    """Inverse of homogeneous rigid motions (..., d+1, d+1): [Rᵀ, −Rᵀt; 0, 1]."""
-    d = M.shape[-1] - 1
-    Rt = xp.matrix_transpose(M[..., :d, :d])
-    t = -(Rt @ M[..., :d, d:])
-    top = xp.concat([Rt, t], axis=-1)
-    return xp.concat([top, M[..., d:, :]], axis=-2)
-
-
 class SE2(Group):
     """SE(2). Lift g = T(x)·R(φ_s), ns equally spaced φ_s with one uniform random phase per point.
 

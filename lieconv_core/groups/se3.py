@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._special import cosc, coscc, eye_like, hat3, sinc, sincc, so3_log
+from ._special import (
+    cosc,
+    coscc,
+    eye_like,
+    hat3,
+    matrix_parts,
+    sinc,
+    sincc,
+    so3_log,
+    so3_log_parts,
+    transpose_product,
+)
 from .base import Group, norm
-from .se2 import rigid_inverse
 from .so3 import haar_rotations
 
 
@@ -30,13 +40,26 @@ def se3_exp(xp: Any, a: Any) -> Any:
 
 
 def se3_log(xp: Any, M: Any) -> Any:
-    """(..., 4, 4) -> (..., 6) algebra (ω, u) with ‖ω‖ ≤ π; u = V⁻¹ t, V⁻¹ = I − K/2 + coscc K²."""
-    w = so3_log(xp, M[..., :3, :3])
-    t2 = xp.sum(w * w, axis=-1)[..., None, None]
-    K = hat3(xp, w)
-    Vinv = eye_like(xp, M, 3) - K / 2 + coscc(xp, t2) * (K @ K)
-    u = (Vinv @ M[..., :3, 3:])[..., 0]
-    return xp.concat([w, u], axis=-1)
+    """(..., 4, 4) -> (..., 6) algebra (ω, u) with ‖ω‖ ≤ π (see se3_log_parts)."""
+    t = [M[..., i, 3] for i in range(3)]
+    return xp.stack(se3_log_parts(xp, matrix_parts(M, 3, 3), t), axis=-1)
+
+
+def se3_log_parts(xp: Any, R: list, t: list) -> list[Any]:
+    """Rotation components R[i][j] and translation t[i] (broadcasting arrays) -> [ω, u] (six
+    arrays), u = V⁻¹ t with V⁻¹ = I − K/2 + coscc(θ) K² (K = hat ω), applied as cross products:
+    u = t − ω×t/2 + coscc(θ) ω×(ω×t)."""
+    w = so3_log_parts(xp, R)
+    t2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2]
+    wt = _cross(w, t)
+    wwt = _cross(w, wt)
+    cc = coscc(xp, t2)
+    return [*w, *(ti - wti / 2 + cc * wwti for ti, wti, wwti in zip(t, wt, wwt))]
+
+
+def _cross(a: list, b: list) -> list[Any]:
+    """a × b of 3-component lists."""
+    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 
 
 class SE3(Group):
@@ -61,9 +84,11 @@ class SE3(Group):
         return xp.reshape(_homogeneous(xp, R, t), (bs, n * nsamples, 16)), None
 
     def pair_log(self, xp, u, v):
-        U = xp.reshape(u, (*u.shape[:-1], 4, 4))
-        V = xp.reshape(v, (*v.shape[:-1], 4, 4))
-        return se3_log(xp, rigid_inverse(xp, V) @ U)
+        # v⁻¹u = (R_vᵀ R_u, R_vᵀ (t_u − t_v)) from the flattened components, broadcasting
+        Ru, Rv = ([[e[..., 4 * i + j] for j in range(3)] for i in range(3)] for e in (u, v))
+        d = [u[..., 4 * k + 3] - v[..., 4 * k + 3] for k in range(3)]
+        t = [Rv[0][i] * d[0] + Rv[1][i] * d[1] + Rv[2][i] * d[2] for i in range(3)]
+        return xp.stack(se3_log_parts(xp, transpose_product(Rv, Ru), t), axis=-1)
 
     def distance_from_log(self, xp, a, qu, qv):
         return self.alpha * norm(xp, a[..., :3]) + (1 - self.alpha) * norm(xp, a[..., 3:])

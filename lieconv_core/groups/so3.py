@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._special import eye_like, hat3, so3_exp, so3_log
+from ._special import eye_like, hat3, so3_exp, so3_log, so3_log_parts, transpose_product
 from .base import Group, norm
 
 
@@ -87,9 +87,8 @@ class SO3(Group):
         return xp.reshape(R, (bs, n * nsamples, 9)), xp.reshape(q, (bs, n * nsamples, 1))
 
     def pair_log(self, xp, u, v):
-        U = xp.reshape(u, (*u.shape[:-1], 3, 3))
-        V = xp.reshape(v, (*v.shape[:-1], 3, 3))
-        return so3_log(xp, xp.matrix_transpose(V) @ U)
+        Ru, Rv = ([[e[..., 3 * i + j] for j in range(3)] for i in range(3)] for e in (u, v))
+        return xp.stack(so3_log_parts(xp, transpose_product(Rv, Ru)), axis=-1)
 
     def distance_from_log(self, xp, a, qu, qv):
         return self.alpha * norm(xp, a) + (1 - self.alpha) * xp.abs(qu[..., 0] - qv[..., 0])
