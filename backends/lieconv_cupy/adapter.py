@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lieconv_core.adapter import QUANT, ReferenceAdapter
+from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, QUANT, ReferenceAdapter
 
 #: the CUDA source of the kernels (compiled by NVRTC on first use; nvcc-checked in the tests)
 KERNELS_CU = Path(__file__).with_name("kernels.cu")
@@ -33,6 +33,9 @@ class CupyAdapter(ReferenceAdapter):
     def __init__(self, kernels: str | None = None):
         self.kernels = kernels or os.environ.get("LIECONV_CUPY_KERNELS", "auto")
         self._module: Any = None
+
+    def chunk_elems(self, x: Any) -> int:
+        return CHUNK_ELEMS_DEVICE
 
     # --- kernel plumbing -------------------------------------------------------------------------
     def _mod(self) -> Any:

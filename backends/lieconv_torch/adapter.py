@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lieconv_core.adapter import ReferenceAdapter
+from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_ELEMS_HOST, ReferenceAdapter
 
 #: LIECONV_TORCH_KERNELS: "auto" (default: Triton kernels for CUDA tensors of supported groups),
 #: "never" (always the reference path)
@@ -91,6 +91,9 @@ class TorchAdapter(ReferenceAdapter):
         if mod is not None and emb.dtype == values.dtype:
             return mod.pointconv(layers, emb, values, nbr_idx, nbr_mask)
         return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
+
+    def chunk_elems(self, x: Any) -> int:
+        return CHUNK_ELEMS_HOST if x.device.type == "cpu" else CHUNK_ELEMS_DEVICE
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return torch.gather(x, -1, idx)

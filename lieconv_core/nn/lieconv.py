@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import index_dtype
+from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups.base import Group
 from .layers import BN_EPS, bn_init, linear, linear_init, masked_batchnorm, swish
@@ -35,8 +36,9 @@ WEIGHTNET_OUT = 16
 R_INIT = 2.0
 R_GAIN = 0.5
 #: eval mode / no BN: bound (elements) on the (bs, chunk, k, width) pair arrays of one query chunk
-#: (2^24: 64 MiB per float32 array; with k = 32, 64 channels: 8192 queries per chunk)
-CHUNK_ELEMS = 1 << 24
+#: on accelerators (2^24: 64 MiB per float32 array); the adapter's ``chunk_elems`` picks per device
+#: (2^21 in host memory, see :data:`lieconv_core.adapter.CHUNK_ELEMS_HOST`)
+CHUNK_ELEMS = CHUNK_ELEMS_DEVICE
 #: the all-pairs log / distance cache (:meth:`LieConv.pairs`) is used up to this many pairs
 #: (bs·n²; 2^21 pairs of SE(3) logs and distances: 56 MiB in float32)
 PAIR_CACHE_MAX = 1 << 21
@@ -58,13 +60,14 @@ class LieConv(Model):
 
     Memory: neighbour search through :meth:`ReferenceAdapter.neighbourhood` (a cell list for
     T(d)/Trivial(d) on large clouds, otherwise chunked); the aggregation runs in query chunks of
-    at most ``chunk_elems`` (default :data:`CHUNK_ELEMS`, settable per instance) pair-array
+    at most ``chunk_elems`` (default None: the adapter's choice for the device, 2^21 in host memory
+    and 2^24 on accelerators; settable per instance) pair-array
     elements, except in training mode with ``bn=True``, where the batch statistics need all pairs
     at once (that path is unchunked). With k >= n the layer takes the dense path (module
     docstring; ``dense`` overrides the choice).
     """
 
-    chunk_elems: int = CHUNK_ELEMS
+    chunk_elems: int | None = None
     #: None: the dense path (no neighbour indices, one (m·16, n) @ (n, c) product per cloud)
     #: whenever k >= n; True / False force it on or off (settable per instance or class)
     dense: bool | None = None
@@ -188,7 +191,7 @@ class LieConv(Model):
             layers = [self._folded(xp, params["wn"][str(i)], state["wn"].get(str(i)))
                       for i in range(3)]
             m = nbr_mask.shape[1]
-            step = self.query_chunk(bs, m, nbr_mask.shape[2])
+            step = self.query_chunk(bs, m, nbr_mask.shape[2], ad.chunk_elems(values))
             out_lin = self._out_linear(xp, params["out"], dense)
             parts = []
             for s in range(0, m, step):
@@ -237,12 +240,13 @@ class LieConv(Model):
             dist = g.pair_distance(xp, eu, qu, ev, qv)
         return log, dist
 
-    def query_chunk(self, bs: int, m: int, k: int) -> int:
+    def query_chunk(self, bs: int, m: int, k: int, default: int = CHUNK_ELEMS) -> int:
         """Queries per chunk of the eval-mode / no-BN aggregation: the widest pair arrays,
         (bs, chunk, k, max(32, chin, embed_dim)) weight-net activations and gathered values, hold
-        at most ``chunk_elems`` elements (at least one query per chunk)."""
+        at most ``chunk_elems`` (``default`` when None) elements (at least one query per chunk)."""
         width = max(WEIGHTNET_HIDDEN, self.chin, self.group.embed_dim)
-        return max(1, min(m, int(self.chunk_elems) // max(1, bs * k * width)))
+        limit = default if self.chunk_elems is None else int(self.chunk_elems)
+        return max(1, min(m, limit // max(1, bs * k * width)))
 
     def _out_linear(self, xp, out: dict, dense: bool) -> dict:
         """The output linear for the contraction's layout: channel-major rows (c·cm + a) as
