@@ -361,3 +361,37 @@ def test_shared_pair_logs_match_per_layer_logs(monkeypatch, group, nbhd, knn, tr
         np.testing.assert_allclose(lc.nn.module.flatten(st_c)[key], val, atol=1e-12, err_msg=key)
     assert all_logs[0] == 1  # shared: the all-pairs logs once for all three layers
     assert all_work[1] >= 3  # unshared: all-pairs logs or distances in every layer
+
+
+def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
+    """Training mode: the output on valid entries, and the running statistics, are those of
+    torch's batch_norm applied to the valid entries alone (biased variance to normalise,
+    unbiased in the running variance, momentum 0.1); invalid entries come out as zeros, and
+    eval mode uses the running statistics. A control that also counts the masked entries
+    (filled with large values) is far off."""
+    torch = pytest.importorskip("torch")
+    from lieconv_core.nn.layers import masked_batchnorm
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 7, 5, 4)) * 2 + 1
+    mask = rng.random((3, 7, 5)) < 0.6
+    x[~mask] = 1e3  # garbage in padded entries must not matter
+    p = {"w": rng.random(4) + 0.5, "b": rng.standard_normal(4)}
+    s = {"mean": rng.standard_normal(4), "var": rng.random(4) + 0.5}
+    y, new_s = masked_batchnorm(np, p, s, x, mask, True)
+    rm, rv = torch.tensor(s["mean"]), torch.tensor(s["var"])
+    want = torch.nn.functional.batch_norm(
+        torch.tensor(x[mask]), rm, rv, torch.tensor(p["w"]), torch.tensor(p["b"]),
+        training=True, momentum=0.1, eps=1e-5).numpy()
+    np.testing.assert_allclose(y[mask], want, rtol=1e-10, atol=1e-12)
+    assert np.all(y[~mask] == 0)
+    np.testing.assert_allclose(new_s["mean"], rm.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(new_s["var"], rv.numpy(), rtol=1e-12)
+    y_eval, same = masked_batchnorm(np, p, new_s, x, mask, False)
+    want_eval = torch.nn.functional.batch_norm(
+        torch.tensor(x[mask]), rm, rv, torch.tensor(p["w"]), torch.tensor(p["b"]),
+        training=False, eps=1e-5).numpy()
+    np.testing.assert_allclose(y_eval[mask], want_eval, rtol=1e-10, atol=1e-12)
+    assert same is new_s
+    control, _ = masked_batchnorm(np, p, s, x, np.ones_like(mask), True)
+    assert np.abs(control[mask] - want).max() > 0.1

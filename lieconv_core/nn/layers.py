@@ -59,15 +59,21 @@ def masked_batchnorm(
         count = xp.sum(w)
         n = xp.maximum(count, xp.ones_like(count))
         mean = xp.sum(x * w, axis=axes) / n
-        var = xp.sum(w * (x - mean) ** 2, axis=axes) / n
+        xc = x - mean
+        xcw = xc * w  # w is 0 or 1: (xc·w)² = w·xc²
+        var = xp.sum(xcw * xcw, axis=axes) / n
         unbiased = var * n / xp.maximum(n - 1, xp.ones_like(n))
         new_s = {
             "mean": (1 - BN_MOMENTUM) * s["mean"] + BN_MOMENTUM * mean,
             "var": (1 - BN_MOMENTUM) * s["var"] + BN_MOMENTUM * unbiased,
         }
     else:
-        mean, var, new_s = s["mean"], s["var"], s
-    y = (x - mean) / xp.sqrt(var + BN_EPS) * p["w"] + p["b"]
+        new_s = s
+        xc = x - s["mean"]
+        var = s["var"]
+    # the per-channel scale is folded first: one pass over x (and one in the backward) instead of
+    # a division by the (c,) standard deviation and a multiplication by the (c,) weight
+    y = xc * (p["w"] / xp.sqrt(var + BN_EPS)) + p["b"]
     return xp.where(mask[..., None], y, xp.zeros_like(y)), new_s
 
 
