@@ -85,15 +85,6 @@ def hat3(xp: Any, w: Any) -> Any:
     return xp.stack(rows, axis=-2)
 
 
-def vee3(xp: Any, K: Any) -> Any:
-    """(..., 3, 3) -> (..., 3): inverse of hat3 applied to the skew part of K (K - Kᵀ)/2."""
-    return xp.stack(
-        [(K[..., 2, 1] - K[..., 1, 2]) / 2, (K[..., 0, 2] - K[..., 2, 0]) / 2,
-         (K[..., 1, 0] - K[..., 0, 1]) / 2],
-        axis=-1,
-    )
-
-
 def eye_like(xp: Any, x: Any, n: int) -> Any:
     """Identity (n, n) with the dtype and device of x."""
     return xp.eye(n, dtype=x.dtype, device=_device(x))
