@@ -44,16 +44,11 @@ def se2_log(xp: Any, M: Any) -> Any:
                           M[..., 0, 2], M[..., 1, 2])
 
 
-def _se2_angle(xp: Any, sin2: Any, cos2: Any) -> Any:
-    """θ in (-π + tol, π + tol] from R₁₀ − R₀₁ (= 2 sin θ) and R₀₀ + R₁₁ (= 2 cos θ)."""
-    theta = xp.atan2(sin2, cos2)
-    tol = _CUT_TOL["float32" if theta.dtype == xp.float32 else "float64"]
-    return xp.where(theta < tol - math.pi, theta + 2 * math.pi, theta)
-
-
 def _se2_log_parts(xp: Any, sin2: Any, cos2: Any, tx: Any, ty: Any) -> Any:
     """se2_log from R₁₀ − R₀₁ (= 2 sin θ), R₀₀ + R₁₁ (= 2 cos θ) and the translation (tx, ty)."""
-    theta = _se2_angle(xp, sin2, cos2)
+    theta = xp.atan2(sin2, cos2)
+    tol = _CUT_TOL["float32" if theta.dtype == xp.float32 else "float64"]
+    theta = xp.where(theta < tol - math.pi, theta + 2 * math.pi, theta)
     va, vb = _V_coeffs(xp, theta)
     det = va * va + vb * vb  # = 2 cosc θ > 0 for |θ| < 2π
     ux = (va * tx + vb * ty) / det
