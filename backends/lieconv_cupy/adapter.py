@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, QUANT, ReferenceAdapter
+from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_PAIRS, QUANT, ReferenceAdapter
 
 #: the CUDA source of the kernels (compiled by NVRTC on first use; nvcc-checked in the tests)
 KERNELS_CU = Path(__file__).with_name("kernels.cu")
@@ -36,6 +36,9 @@ class CupyAdapter(ReferenceAdapter):
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_DEVICE
+
+    def chunk_pairs(self, x: Any) -> int:
+        return CHUNK_PAIRS
 
     # --- kernel plumbing -------------------------------------------------------------------------
     def _mod(self) -> Any:

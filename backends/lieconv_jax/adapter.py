@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, ReferenceAdapter, fps_start
+from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_PAIRS, ReferenceAdapter, fps_start
 
 #: LIECONV_JAX_KERNELS: "auto" (default: Pallas kernels when jax's default backend is a GPU),
 #: "never", or "interpret" (Pallas kernels through the interpreter on any backend: tests; slow)
@@ -31,6 +31,11 @@ class JaxAdapter(ReferenceAdapter):
         # jitted: XLA fuses the elementwise work and plans the buffers, so smaller chunks only
         # lengthen the traced program (no gain measured on CPU either)
         return CHUNK_ELEMS_DEVICE
+
+    def chunk_pairs(self, x: Any) -> int:
+        # jitted: the search's elementwise passes fuse, so the host's cache-sized chunks do not
+        # apply
+        return CHUNK_PAIRS
 
     def _pallas(self, *arrays: Any) -> Any:
         """(module, interpret) when the Pallas kernels apply, else None."""

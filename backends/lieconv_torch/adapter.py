@@ -9,7 +9,13 @@ from typing import Any
 
 import torch
 
-from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_ELEMS_HOST, ReferenceAdapter
+from lieconv_core.adapter import (
+    CHUNK_ELEMS_DEVICE,
+    CHUNK_ELEMS_HOST,
+    CHUNK_PAIRS,
+    CHUNK_PAIRS_HOST,
+    ReferenceAdapter,
+)
 
 #: LIECONV_TORCH_KERNELS: "auto" (default: Triton kernels for CUDA tensors of supported groups),
 #: "never" (always the reference path)
@@ -94,6 +100,9 @@ class TorchAdapter(ReferenceAdapter):
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_HOST if x.device.type == "cpu" else CHUNK_ELEMS_DEVICE
+
+    def chunk_pairs(self, x: Any) -> int:
+        return CHUNK_PAIRS_HOST if x.device.type == "cpu" else CHUNK_PAIRS
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return torch.gather(x, -1, idx)
