@@ -181,10 +181,12 @@ class ReferenceAdapter:
 
             return dist
 
+        feats = group.distance_features(xp, elems)  # once, not once per step
+
         def dist(cur: Any) -> Any:
-            e_cur = self.gather(xp, elems, cur[:, None])
+            f_cur = self.gather(xp, feats, cur[:, None])
             q_cur = None if q is None else self.gather(xp, q, cur[:, None])
-            return xp.where(mask, quantize(xp, group.pair_distance(xp, elems, q, e_cur, q_cur)),
+            return xp.where(mask, quantize(xp, group.feature_distance(xp, feats, q, f_cur, q_cur)),
                             neg)
 
         return dist
@@ -407,6 +409,7 @@ def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> Callabl
         comps = [(qe[..., i], pe[..., i]) for i in range(pe.shape[-1])]
         return lambda sl: sqrt_sum_squares(xp, (qc[:, sl, None] - pc[:, None, :]
                                                 for qc, pc in comps))
-    return lambda sl: group.pair_distance(
-        xp, qe[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
-        pe[:, None, :, :], None if pq is None else pq[:, None, :, :])
+    qf, pf = group.distance_features(xp, qe), group.distance_features(xp, pe)  # once per search
+    return lambda sl: group.feature_distance(
+        xp, qf[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
+        pf[:, None, :, :], None if pq is None else pq[:, None, :, :])

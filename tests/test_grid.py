@@ -152,12 +152,98 @@ def test_knn_retries_larger_blocks_and_falls_back(monkeypatch):
     assert max(reaches) > 1 and sum(fallbacks) > 0
 
 
+# --- distances bounded by the positions (SE(2), SE(3)) --------------------------------------------
+
+def _lifted(seed, group, bs, n, m, ns, dtype, xp=np, pad=0.15):
+    """A lifted cloud (ns samples per point: pairs at the same position, different rotations)
+    with NaN padding, queries at random lifted entries, priorities."""
+    from lieconv_core.cloud import lift
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 10, size=(bs, n, group.space_dim))
+    v = np.zeros((bs, n, 1))
+    pm = rng.uniform(size=(bs, n)) >= pad
+    c = lift(group, x, v, np.ones((bs, n), bool), ns, rng=seed)
+    e = np.array(c.elems)
+    pm = np.repeat(pm, ns, axis=1)
+    qi = rng.integers(0, n * ns, size=(bs, m))
+    qe = np.take_along_axis(e, qi[..., None], axis=1)
+    qm = rng.uniform(size=(bs, m)) >= pad
+    e[~pm] = np.nan
+    prio = np.stack([rng.permutation(n * ns) for _ in range(bs)])
+    Q = (asarray(xp, qe, dtype), None, asarray(xp, qm))
+    P = (asarray(xp, e, dtype), None, asarray(xp, pm))
+    return Q, P, asarray(xp, prio)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), se3=st.booleans(), alpha=st.floats(0.0, 0.9),
+       bs=st.integers(1, 2), n=st.integers(1, 40), m=st.integers(1, 30), ns=st.integers(1, 4),
+       dtype=st.sampled_from(["float32", "float64"]), rfrac=st.floats(0.02, 1.2),
+       chunk=st.integers(1, 4096))
+def test_grid_equals_chunked_search_bounded_groups(seed, se3, alpha, bs, n, m, ns, dtype, rfrac,
+                                                   chunk):
+    """SE(2) and SE(3) (any α < 1, several lift samples per point, padding, any radius): the cell
+    list over positions returns the reference's indices, masks and in-ball counts exactly."""
+    group = G.SE3(alpha) if se3 else G.SE2(alpha)
+    Q, P, prio = _lifted(seed, group, bs, n, m, ns, dtype)
+    k = int(np.random.default_rng(seed).integers(1, n * ns + 1))
+    _assert_same(*_both(np, group, Q, P, k, rfrac * 10, prio, False, chunk_pairs=chunk))
+
+
+def test_grid_bounded_groups_backends(xp, dtype):
+    """SE(2) (α = 0.05, the RotMNIST value) and SE(3) on every backend that takes the grid, at
+    radii from a handful of neighbours to most of the cloud; kNN and orbit ids decline."""
+    for group, ns in ((G.SE2(0.05), 2), (G.SE3(0.2), 3)):
+        Q, P, prio = _lifted(8, group, 2, 120, 70, ns, dtype, xp=xp)
+        if backend_name(xp) == "jax":
+            assert grid.grid_neighbourhood(xp, adapter_for(xp), group, Q, P, 8, 1.0, prio, False,
+                                           force=True) is None
+            continue
+        for r in (0.6, 1.5, 4.0):
+            r_arr = asarray(xp, np.asarray(r), dtype)
+            _assert_same(*_both(xp, group, Q, P, 8, r_arr, prio, False, chunk_pairs=2000))
+        ad = adapter_for(xp)
+        assert grid.grid_neighbourhood(xp, ad, group, Q, P, 8, None, None, True,
+                                       force=True) is None
+        Qq, Pq = (Q[0], Q[0][..., :1], Q[2]), (P[0], P[0][..., :1], P[2])
+        assert grid.grid_neighbourhood(xp, ad, group, Qq, Pq, 8, 1.0, prio, False,
+                                       force=True) is None
+
+
+@pytest.mark.parametrize("se3", [False, True], ids=["SE2", "SE3"])
+def test_position_bound_holds_and_a_wrong_bound_is_caught(se3, monkeypatch):
+    """pair_distance >= (1 − α)·‖x_u − x_v‖ on random pairs (angles up to π included), float64.
+    Control: claiming the bound c = 1 where it is 1 − α = 0.5 shrinks the searched cells below the
+    ball, and the equality test against the reference fails."""
+    from lieconv_core.groups.base import norm
+
+    group = G.SE3(0.5) if se3 else G.SE2(0.5)
+    a = group.random_element(np, (4000,), PortableDraws(1), np.float64, None)
+    b = group.random_element(np, (4000,), PortableDraws(2), np.float64, None)
+    a[:500, : group.lie_dim - group.space_dim] *= np.pi / np.linalg.norm(
+        a[:500, : group.lie_dim - group.space_dim], axis=-1, keepdims=True)  # angle exactly π
+    u, v = (np.reshape(group.exp(np, t), (4000, -1)) for t in (a, b))
+    d = group.pair_distance(np, u, None, v, None)
+    dx = norm(np, group.position(np, u) - group.position(np, v))
+    assert np.all(d >= group.position_bound() * dx * (1 - 1e-12))
+    assert np.min(d / dx) < 0.6  # and it is nearly attained: c = 1 − α is the right constant
+
+    Q, P, prio = _lifted(9, group, 1, 150, 80, 2, "float64")
+    _assert_same(*_both(np, group, Q, P, 12, 2.0, prio, False))
+    monkeypatch.setattr(type(group), "position_bound", lambda self: 1.0)
+    got, want = _both(np, group, Q, P, 12, 2.0, prio, False)
+    with pytest.raises(AssertionError):
+        _assert_same(got, want)
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 def test_auto_dispatch_uses_grid_only_where_it_pays():
     """ReferenceAdapter.neighbourhood (auto): the grid on a large cloud with a small radius; the
-    chunked search for a radius large relative to the cloud, for few pairs, for non-Euclidean
-    groups, for priorities that are not a permutation and for non-scalar r. Same answer always."""
+    chunked search for a radius large relative to the cloud, for few pairs, for groups with no
+    position bound, for priorities that are not a permutation and for non-scalar r. Same answer
+    always."""
     n = 2100  # 2100² > GRID_MIN_PAIRS
     rng = np.random.default_rng(7)
     x = rng.uniform(size=(1, n, 3))
@@ -176,6 +262,16 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
                                    False) is None
     assert grid.grid_neighbourhood(*args, 0.1, prio // 2, False) is None  # not a permutation
     assert grid.grid_neighbourhood(*args, np.full((1,), 0.1), prio, False) is None
+    # SE(2) (distance >= (1 − α)·‖Δx‖): the grid over positions, 2100 lifted entries
+    from lieconv_core.cloud import lift
+
+    c2 = lift(G.SE2(0.05), x[:, : n // 2, :2], x[:, : n // 2, :1], m[:, : n // 2], 2, rng=3)
+    Q2 = P2 = (c2.elems, None, c2.mask)
+    assert grid.grid_neighbourhood(np, REF, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False) is not None
+    assert grid.grid_neighbourhood(np, REF, G.SO2(), (x[..., :2], x[..., :1], m),
+                                   (x[..., :2], x[..., :1], m), 16, 0.05, prio, False) is None
+    _assert_same(REF.neighbourhood(np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False),
+                 REF.neighbourhood(np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False, grid=False))
     assert grid.euclidean_distance(G.T(3)) and grid.euclidean_distance(G.Trivial(2))
     assert grid.euclidean_distance(G.Tx()) and not grid.euclidean_distance(G.Rx())
     assert not any(grid.euclidean_distance(g) for g in (G.SO2(), G.SE2(), G.SE3()))

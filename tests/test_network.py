@@ -333,19 +333,19 @@ def test_shared_pair_logs_match_per_layer_logs(monkeypatch, group, nbhd, knn, tr
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
     x, v, m = make_inputs(group.space_dim)
     calls = []
-    log, distance = type(group).pair_log, type(group).pair_distance
+    log, distance = type(group).pair_log, type(group).feature_distance
 
     def spy_log(self, xp, u, w):
         calls.append(("log", tuple(np.broadcast_shapes(u.shape, w.shape))))
         return log(self, xp, u, w)
 
     def spy_distance(self, xp, u, qu, w, qw):  # SE(2) has its own, log-free distance
-        calls.append(("distance", tuple(np.broadcast_shapes(u.shape, w.shape))))
+        calls.append(("distance", tuple(np.broadcast_shapes(u.shape[:-1], w.shape[:-1]))))
         return distance(self, xp, u, qu, w, qw)
 
     monkeypatch.setattr(type(group), "pair_log", spy_log)
-    if "pair_distance" in vars(type(group)):  # (patching an inherited one changes the path)
-        monkeypatch.setattr(type(group), "pair_distance", spy_distance)
+    if "feature_distance" in vars(type(group)):  # (patching an inherited one changes the path)
+        monkeypatch.setattr(type(group), "feature_distance", spy_distance)
     results, all_logs, all_work = [], [], []
     for cache_max in (L.PAIR_CACHE_MAX, 0):
         monkeypatch.setattr(L, "PAIR_CACHE_MAX", cache_max)

@@ -50,6 +50,30 @@ class Group:
         """log(v⁻¹u) in algebra coordinates: (..., E), (..., E) -> (..., lie_dim)."""
         raise NotImplementedError
 
+    def distance_features(self, xp: Any, elems: Any) -> Any:
+        """What :meth:`feature_distance` needs of one element: (..., E) -> (..., F). The searches
+        (FPS, neighbour search) compute these once per element and gather them instead of whole
+        elements. Default: the elements themselves."""
+        return elems
+
+    def feature_distance(self, xp: Any, fu: Any, qu: Any, fv: Any, qv: Any) -> Any:
+        """:meth:`pair_distance` from :meth:`distance_features` (broadcasting), with the same
+        arithmetic: ``pair_distance(u, qu, v, qv) == feature_distance(distance_features(u), qu,
+        distance_features(v), qv)`` bit for bit. Default: pair_distance on the elements."""
+        return self.pair_distance(xp, fu, qu, fv, qv)
+
+    def position_bound(self) -> float | None:
+        """A constant c > 0 with ``pair_distance(u, qu, v, qv) >= c·‖position(u) − position(v)‖``
+        for every pair, or None when the distance has no such bound (the default). The cell-list
+        neighbour search (:mod:`lieconv_core.nn.grid`) bins elements by :meth:`position` and, for
+        a ball of radius r, looks only at points within r / c of the query."""
+        return None
+
+    def position(self, xp: Any, elems: Any) -> Any:
+        """The point of R^space_dim an element stands for (its translation part):
+        (..., E) -> (..., space_dim). Needed only where :meth:`position_bound` is not None."""
+        raise NotImplementedError
+
     def distance_from_log(self, xp: Any, a: Any, qu: Any, qv: Any) -> Any:
         """Left-invariant distance from a = log(v⁻¹u) and orbit ids: (..., lie_dim) -> (...)."""
         raise NotImplementedError

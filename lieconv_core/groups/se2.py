@@ -96,22 +96,40 @@ class SE2(Group):
         return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * norm(xp, a[..., 1:])
 
     def pair_distance(self, xp, u, qu, v, qv):
-        """α|θ| + (1−α)‖u‖ of log(v⁻¹u) = (θ, u) without forming the log: θ = φ_u − φ_v (mod 2π)
-        from each element's own rotation angle (one atan2 per element, not per pair), and, V(θ)
-        being a rotation scaled by a² + b² = (sin(θ/2) / (θ/2))², ‖u‖ = ‖t_u − t_v‖ · (θ/2) /
-        sin(θ/2) with |θ| folded into [0, π] (the distance is even in θ, so the log's branch cut
-        does not matter here). ~20 elementwise operations per pair instead of the log's ~80 (the
-        neighbour search and FPS evaluate it for every candidate pair); equal to
+        """α|θ| + (1−α)‖u‖ of log(v⁻¹u) = (θ, u) without forming the log; see
+        :meth:`feature_distance`."""
+        return self.feature_distance(xp, self.distance_features(xp, u), qu,
+                                     self.distance_features(xp, v), qv)
+
+    def distance_features(self, xp, elems):
+        """(φ, t_x, t_y): the rotation angle (one atan2 per element, not per pair) and the
+        translation of flattened 3x3 elements (..., 9) -> (..., 3)."""
+        return xp.stack([_angle(xp, elems), elems[..., 2], elems[..., 5]], axis=-1)
+
+    def feature_distance(self, xp, fu, qu, fv, qv):
+        """α|θ| + (1−α)‖u‖ from (φ, t) of both elements: θ = φ_u − φ_v (mod 2π) and, V(θ) being a
+        rotation scaled by a² + b² = (sin(θ/2) / (θ/2))², ‖u‖ = ‖t_u − t_v‖ · (θ/2) / sin(θ/2)
+        with |θ| folded into [0, π] (the distance is even in θ, so the log's branch cut does not
+        matter here). ~20 elementwise operations per pair instead of the log's ~80 (the neighbour
+        search and FPS evaluate it for every candidate pair); equal to
         distance_from_log(pair_log(u, v)) up to rounding (absolute error of θ ≈ eps·π), and the
         one formula every search path and backend uses."""
-        theta = xp.abs(_angle(xp, u) - _angle(xp, v))
+        theta = xp.abs(fu[..., 0] - fv[..., 0])
         theta = xp.where(theta > math.pi, 2 * math.pi - theta, theta)
         half = theta / 2
         zero = half == 0
         safe = xp.where(zero, xp.ones_like(half), half)  # keeps both branches' gradients finite
         scale = xp.where(zero, xp.ones_like(half), safe / xp.sin(safe))  # no cancellation
-        dist_t = sqrt_sum_squares(xp, _translation_difference(u, v))
+        dist_t = sqrt_sum_squares(xp, (fu[..., 1] - fv[..., 1], fu[..., 2] - fv[..., 2]))
         return self.alpha * theta + (1 - self.alpha) * (dist_t * scale)
+
+    def position_bound(self) -> float | None:
+        """1 − α: the distance is α|θ| + (1−α)‖t_u − t_v‖·(θ/2)/sin(θ/2) (see
+        :meth:`pair_distance`) and (θ/2)/sin(θ/2) >= 1 on [0, π]."""
+        return 1 - self.alpha if self.alpha < 1 else None
+
+    def position(self, xp, elems):
+        return xp.stack([elems[..., 2], elems[..., 5]], axis=-1)
 
     def random_element(self, xp, shape, draws, dtype, device):
         theta = uniform_angle(xp, (*shape, 1), draws, dtype, device)

@@ -93,6 +93,14 @@ class SE3(Group):
     def distance_from_log(self, xp, a, qu, qv):
         return self.alpha * norm(xp, a[..., :3]) + (1 - self.alpha) * norm(xp, a[..., 3:])
 
+    def position_bound(self) -> float | None:
+        """1 − α: u = V(ω)⁻¹ R_vᵀ(t_u − t_v), and V(ω) has singular values 1 (along ω) and
+        sin(θ/2)/(θ/2) <= 1 (across it) for θ = ‖ω‖ in [0, π], so ‖u‖ >= ‖t_u − t_v‖."""
+        return 1 - self.alpha if self.alpha < 1 else None
+
+    def position(self, xp, elems):
+        return xp.stack([elems[..., 3], elems[..., 7], elems[..., 11]], axis=-1)
+
     def random_element(self, xp, shape, draws, dtype, device):
         w = so3_log(xp, haar_rotations(xp, shape, draws, dtype, device))
         return xp.concat([w, 3 * draws.normal(xp, (*shape, 3), dtype, device)], axis=-1)

@@ -1,5 +1,7 @@
 """Cell-list (uniform grid) neighbour search for groups whose distance is Euclidean on the
-elements: T(d), Trivial(d) and coordinate subgroups of T(d) (Tx, Ty), with d <= 3.
+elements — T(d), Trivial(d) and coordinate subgroups of T(d) (Tx, Ty), with d <= 3 — and, in ball
+mode, for groups whose distance is bounded below by c·‖x_u − x_v‖, x the point an element stands
+for (:meth:`Group.position_bound`; SE(2) and SE(3), c = 1 − α).
 
 The chunked search of :meth:`lieconv_core.adapter.ReferenceAdapter.chunked_neighbourhood` looks at
 every (query, point) pair: O(m·n) work, which caps a layer at tens of thousands of points. Here the
@@ -11,10 +13,15 @@ in query chunks of at most ``chunk_pairs`` (query, candidate) pairs.
 
 **Same answer as the chunked search, exactly** (indices, masks and counts, not just the same sets):
 
-* Ball mode (h = r·(1 + 2⁻¹⁰)): a point with d < r differs from the query by less than h in every
-  coordinate, so it lies in the 3^d block; the margin absorbs the rounding of the distance (a few
-  ulps) and of the float64 cell coordinates. The distance of each candidate is computed by the same
-  ``group.pair_distance`` expression, elementwise, so ``d < r`` decides exactly as in the reference.
+* Ball mode (h = (r / c)·(1 + 2⁻¹⁰), c = 1 for Euclidean distances): a point with d < r has
+  ‖x − x_query‖ < r / c, so it differs from the query by less than h in every coordinate and lies
+  in the 3^d block of cells (elements are binned by their position x); the margin absorbs the
+  rounding of the distance (a few ulps) and of the float64 cell coordinates. The distance of each
+  candidate is computed by the same ``group.pair_distance`` expression (from the elements'
+  :meth:`Group.distance_features`, gathered per candidate), elementwise, so ``d < r``
+  decides as in the reference (bit for bit where the expression is correctly rounded, as the
+  Euclidean one is; transcendental functions such as SE(2)'s sin may differ by an ulp between a
+  library's vector and scalar loops, which can only matter for a pair within an ulp of r).
   The reference picks the k in-ball points of smallest priority, then fills the remaining slots
   with the *not selected* points of smallest priority (masked off). With priorities a permutation
   (checked; otherwise the grid declines), those fill points all have priority < k, i.e. they are
@@ -32,8 +39,9 @@ included). Invalid queries get the reference's answer without a search.
 
 **When it is used** (``grid=None`` in ``neighbourhood``, the default): only when all hold —
 
-* the distance is Euclidean on the elements (:func:`euclidean_distance`), elements have 1..3
-  coordinates, queries and points share a floating dtype;
+* the distance is Euclidean on the elements (:func:`euclidean_distance`) and elements have 1..3
+  coordinates, or (ball mode only) the group has a :meth:`Group.position_bound`, positions of
+  1..3 coordinates and no orbit ids; queries and points share a floating dtype;
 * the namespace is not jax: the grid needs data-dependent shapes (cell occupancy, candidate width)
   and host values (r, bounding boxes), which ``jax.jit`` cannot trace; jax keeps the chunked search
   (or its Pallas kernel on GPU);
@@ -63,8 +71,9 @@ from .._backend import index_dtype
 GRID_MIN_PAIRS = 1 << 22
 #: auto dispatch: use the grid only when the estimated candidates per query are <= n / this
 GRID_MIN_GAIN = 4
-#: at most this many (query, candidate) pairs are held at once
-GRID_CHUNK_PAIRS = 1 << 22
+#: at most this many (query, candidate) pairs are held at once (2^19: cache-sized passes; RotMNIST
+#: SE(2) first layer at fill 7%: torch 459 -> 374 ms, numpy 682 -> 405 ms against 2^22)
+GRID_CHUNK_PAIRS = 1 << 19
 #: largest element dimension handled (3^(d-1) ranges per query)
 GRID_MAX_DIM = 3
 #: relative margin of the cell side over r (ball) and of the guard distance below h (kNN)
@@ -89,6 +98,15 @@ def euclidean_distance(group: Any) -> bool:
     if type(group) in (T, Trivial):
         return True
     return type(group) is Subgroup and type(group.parent) is T
+
+
+def cell_bound(group: Any) -> float | None:
+    """c > 0 with distance >= c·‖x_u − x_v‖ for the cell coordinates x of the elements (the elements
+    themselves for Euclidean distances, else ``group.position``), or None."""
+    if euclidean_distance(group):
+        return 1.0
+    c = group.position_bound()
+    return float(c) if c is not None and c > 0 else None
 
 
 def _device(x: Any) -> Any:
@@ -118,13 +136,18 @@ def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: 
 
     qe, qq, qmask = query
     pe, pq, pmask = points
-    if aac.is_jax_namespace(xp) or not euclidean_distance(group):
+    euclid = euclidean_distance(group)
+    bound = cell_bound(group)
+    if aac.is_jax_namespace(xp) or bound is None:
         return None
+    if not euclid and (knn or qq is not None or pq is not None):
+        return None  # bounded distances: ball mode on elements without orbit ids
     if len(qe.shape) != 3 or len(pe.shape) != 3:
         return None
     bs, m, E = qe.shape
     n = pe.shape[1]
-    if not (1 <= E <= GRID_MAX_DIM and pe.shape[2] == E and pe.shape[0] == bs and m >= 1
+    D = E if euclid else group.space_dim
+    if not (1 <= D <= GRID_MAX_DIM and pe.shape[2] == E and pe.shape[0] == bs and m >= 1
             and 1 <= k <= n and qe.dtype == pe.dtype and qe.dtype in (xp.float32, xp.float64)):
         return None
     if not force and bs * m * n <= GRID_MIN_PAIRS:
@@ -138,7 +161,8 @@ def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: 
         rf = float(r)
         if not (math.isfinite(rf) and rf > 0):
             return None
-    grid = _Grid.build(xp, adapter, pe, pmask, qe, qmask, k, rf, knn)
+    position = None if euclid else group.position
+    grid = _Grid.build(xp, adapter, group, pe, pmask, qe, qmask, k, rf, knn, position, bound)
     if grid is None:
         return None
     if not force and grid.candidates_estimate * GRID_MIN_GAIN > n:
@@ -155,14 +179,18 @@ class _Grid:
         self.__dict__.update(kw)
 
     @classmethod
-    def build(cls, xp, adapter, pe, pmask, qe, qmask, k, rf, knn):
+    def build(cls, xp, adapter, group, pe, pmask, qe, qmask, k, rf, knn, position=None,
+              bound=1.0):
+        """``position``: elements -> cell coordinates (None: the elements themselves);
+        ``bound``: the c of :func:`cell_bound` (ball mode: cell side (r / c)·(1 + margin))."""
         bs, n, E = pe.shape
         m = qe.shape[1]
         dev = _device(pmask)
         it = index_dtype(xp)
         f64 = xp.float64
-        pef = xp.astype(pe, f64)
-        qef = xp.astype(qe, f64)
+        pef = xp.astype(pe if position is None else position(xp, pe), f64)
+        qef = xp.astype(qe if position is None else position(xp, qe), f64)
+        D = pef.shape[-1]
         # padded points / invalid queries may hold anything (NaN included): zero them
         pef = xp.where(pmask[..., None], pef, xp.zeros_like(pef))
         qef = xp.where(qmask[..., None], qef, xp.zeros_like(qef))
@@ -179,7 +207,7 @@ class _Grid:
         if knn:
             h = np.array([_knn_cell_side(ext[b], int(nvalid[b]), k) for b in range(bs)])
         else:
-            h = np.full(bs, rf * (1 + CELL_MARGIN))
+            h = np.full(bs, rf / bound * (1 + CELL_MARGIN))
         if not np.all(np.isfinite(h) & (h > 0)):
             return None
         with np.errstate(over="ignore", invalid="ignore"):
@@ -190,7 +218,7 @@ class _Grid:
         total = math.prod(dims)
         if total * (bs + 1) >= 1 << 62:
             return None
-        strides = [math.prod(dims[i + 1:]) for i in range(E)]
+        strides = [math.prod(dims[i + 1:]) for i in range(D)]
 
         lo_d = _to_device(xp, lo, f64, dev)[:, None, :]
         h_d = _to_device(xp, h, f64, dev)[:, None, None]
@@ -201,7 +229,7 @@ class _Grid:
         qc = xp.astype(xp.minimum(xp.maximum(qc, -xp.ones_like(qc)), top + 1), it)
         cloud = xp.arange(bs, dtype=it, device=dev)
         key = cloud[:, None] * total
-        for i in range(E):
+        for i in range(D):
             key = key + pc[..., i] * strides[i]
         key = xp.where(pmask, key, xp.full_like(key, bs * total))  # padding: after every cell
         key = xp.reshape(key, (-1,))
@@ -211,28 +239,32 @@ class _Grid:
         occupied = 0
         if nv > 0:
             occupied = 1 + int(xp.sum(xp.astype(skeys[1:nv] != skeys[:nv - 1], it)))
-        estimate = 3**E * nv / max(1, occupied)
+        estimate = 3**D * nv / max(1, occupied)
         rows = xp.arange(bs * m, dtype=it, device=dev)
-        return cls(xp=xp, adapter=adapter, bs=bs, n=n, m=m, E=E, dev=dev, it=it, dims=dims,
+        # the distances need only the elements' distance features (SE(2): angle and translation,
+        # 3 of 9 numbers): the candidates gather those
+        pf, qf = group.distance_features(xp, pe), group.distance_features(xp, qe)
+        F = pf.shape[-1]
+        return cls(xp=xp, adapter=adapter, bs=bs, n=n, m=m, F=F, D=D, dev=dev, it=it, dims=dims,
                    total=total, strides=strides, h=h, perm=perm, skeys=skeys,
-                   spe=xp.take(xp.reshape(pe, (bs * n, E)), perm, axis=0),
-                   sidx=perm % n, qe=xp.reshape(qe, (bs * m, E)),
-                   qc=xp.reshape(qc, (bs * m, E)), qvalid=xp.reshape(qmask, (-1,)),
-                   qcloud=rows // m, pe=pe, pmask=pmask, candidates_estimate=estimate)
+                   spe=xp.take(xp.reshape(pf, (bs * n, F)), perm, axis=0),
+                   sidx=perm % n, qe=xp.reshape(qf, (bs * m, F)),
+                   qc=xp.reshape(qc, (bs * m, D)), qvalid=xp.reshape(qmask, (-1,)),
+                   qcloud=rows // m, pe=pf, pmask=pmask, candidates_estimate=estimate)
 
     # --- candidates ------------------------------------------------------------------------------
     def _ranges(self, rows, reach):
-        """Sorted-array ranges of the (2·reach+1)^(E−1) rows of cells around each query:
+        """Sorted-array ranges of the (2·reach+1)^(D−1) rows of cells around each query:
         starts, lengths (c, R) (length 0 outside the grid and for invalid queries)."""
-        xp, E, dims = self.xp, self.E, self.dims
+        xp, D, dims = self.xp, self.D, self.dims
         qc = xp.take(self.qc, rows, axis=0)
         ok0 = xp.take(self.qvalid, rows, axis=0)
         base = xp.take(self.qcloud, rows, axis=0) * self.total
-        last = qc[:, E - 1]
+        last = qc[:, D - 1]
         a_lo = xp.maximum(last - reach, xp.zeros_like(last))
-        a_hi = xp.minimum(last + reach, xp.full_like(last, dims[E - 1] - 1))
+        a_hi = xp.minimum(last + reach, xp.full_like(last, dims[D - 1] - 1))
         starts, lens = [], []
-        for offs in itertools.product(range(-reach, reach + 1), repeat=E - 1):
+        for offs in itertools.product(range(-reach, reach + 1), repeat=D - 1):
             ok = ok0
             lin = base
             for i, o in enumerate(offs):
@@ -250,7 +282,7 @@ class _Grid:
         ``chunk_pairs`` pairs (a chunk of one query may exceed it)."""
         xp = self.xp
         total_rows = rows.shape[0]
-        R = (2 * reach + 1) ** (self.E - 1)
+        R = (2 * reach + 1) ** (self.D - 1)
         step = max(1, chunk_pairs // max(1, int(math.ceil(self.candidates_estimate))))
         s = 0
         while s < total_rows:
@@ -271,14 +303,14 @@ class _Grid:
             s += c
 
     def _candidates(self, group, rows_c, pos, with_index=True):
-        """Query elements (c, E), candidate distances (c, W) and (``with_index``) the candidates'
-        indices in their cloud."""
+        """Query distance features (c, F), candidate distances (c, W) and (``with_index``) the
+        candidates' indices in their cloud."""
         xp = self.xp
         c, W = pos.shape
         flat = xp.reshape(pos, (-1,))
-        ce = xp.reshape(xp.take(self.spe, flat, axis=0), (c, W, self.E))
+        ce = xp.reshape(xp.take(self.spe, flat, axis=0), (c, W, self.F))
         qe = xp.take(self.qe, rows_c, axis=0)
-        d = group.pair_distance(xp, qe[:, None, :], None, ce, None)
+        d = group.feature_distance(xp, qe[:, None, :], None, ce, None)
         cidx = xp.reshape(xp.take(self.sidx, flat, axis=0), (c, W)) if with_index else None
         return qe, d, cidx
 
@@ -293,7 +325,7 @@ class _Grid:
             return None  # not a permutation: the fill rule below would not hold
         sprio = xp.take(xp.reshape(prio, (-1,)), self.perm, axis=0)
         fidx = order[:, :k]  # the k points of smallest priority (priority j = slot j)
-        fe = ad.gather(xp, self.pe, fidx)  # (bs, k, E)
+        fe = ad.gather(xp, self.pe, fidx)  # (bs, k, F)
         fm = ad.take_along_last(xp, self.pmask, fidx)
         # their positions in the sorted arrays (every point is there; padding at the end)
         inv = xp.argsort(self.perm, stable=False)
@@ -311,7 +343,7 @@ class _Grid:
             cprio = xp.reshape(xp.take(sprio, xp.reshape(pos, (-1,)), axis=0), pos.shape)
             cl = xp.take(self.qcloud, rows_c, axis=0)
             fe_c = xp.take(fe, cl, axis=0)
-            df = group.pair_distance(xp, qe[:, None, :], None, fe_c, None)
+            df = group.feature_distance(xp, qe[:, None, :], None, fe_c, None)
             inf_ = (xp.take(fm, cl, axis=0) & xp.take(self.qvalid, rows_c, axis=0)[:, None]
                     & (df < r))
             scores = xp.concat([xp.where(sel, cprio, xp.full_like(cprio, big)),
@@ -340,7 +372,7 @@ class _Grid:
         todo = rows[self.qvalid]
         done_rows, done_idx = [], []
         reach = 1
-        while todo.shape[0] > 0 and (2 * reach + 1) ** (self.E - 1) <= KNN_MAX_ROWS:
+        while todo.shape[0] > 0 and (2 * reach + 1) ** (self.D - 1) <= KNN_MAX_ROWS:
             full = reach >= max(self.dims) + 1  # the block covers the whole grid
             guard = quantize(xp, guard_h * reach)
             failed = []
