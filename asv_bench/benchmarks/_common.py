@@ -92,6 +92,17 @@ def gemm_gflops(b: Bench, n: int = 2048, dtype: str = "float32") -> float:
     return 2 * n**3 / t / 1e9
 
 
+def count_gflop(fn: Any) -> float:
+    """GFLOP of the matrix multiplies (mm, bmm, addmm, ...) of one call of fn on torch, as counted
+    by ``torch.utils.flop_counter.FlopCounterMode`` (elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def layer_flops(n: int, k: int, c: int, d: int, cin: int | None = None,
                 cout: int | None = None) -> float:
     """FLOPs of one LieConv layer (DESIGN §8): weight net 2·N·k·(32d + 32·32 + 32·16),

@@ -64,6 +64,25 @@ class SpringsTrainStep:
         self.trainer.step(self.z, self.sys, self.ts)  # returns a float: synchronised
 
 
+class SpringsFlops:
+    """Matrix-multiply GFLOP of one training step on torch:cpu (FlopCounterMode): over the
+    measured GEMM rate, the least time a step can take here (the issue's "FLOP bound")."""
+
+    timeout = 1800
+
+    def setup(self):
+        self.z, self.sys, self.ts = _batch()
+        self.trainer = _trainer("torch:cpu")
+        self.trainer.step(self.z, self.sys, self.ts)
+
+    def track_train_step_gflop(self):
+        from ._common import count_gflop
+
+        return count_gflop(lambda: self.trainer.step(self.z, self.sys, self.ts))
+
+    track_train_step_gflop.unit = "GFLOP"
+
+
 class SpringsVectorField:
     """One evaluation of the learned vector field (forward + the inner gradient), batch 200."""
 

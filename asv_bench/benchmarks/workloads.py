@@ -6,7 +6,7 @@ jitted). Compilation and the first (FPS-caching) calls happen in setup.
 DESIGN §8's original times (torch 2.13, 2-core CPU) are in ``_common.ORIGINAL_S``.
 """
 
-from ._common import BACKENDS, WORKLOADS, Bench, Runner, run_synced, workload
+from ._common import BACKENDS, WORKLOADS, Bench, Runner, count_gflop, run_synced, workload
 
 
 class _Workload:
@@ -43,3 +43,36 @@ class TrainStep(_Workload):
 
     def time_train_step(self, spec, name):
         run_synced(self.r.step, self.b)
+
+
+class WorkloadFlops:
+    """The matrix-multiply work of each workload (GFLOP, counted by torch's FlopCounterMode on
+    torch:cpu): divided by the measured GEMM rate (``layer.Layer.track_gemm_gflops``) it is the
+    least time a forward or training step can take on this machine — the yardstick for the
+    "≥ 5× the original" goals."""
+
+    params = (WORKLOADS,)
+    param_names = ["workload"]
+    timeout = 1800
+
+    def setup(self, name):
+        self.b = Bench.get("torch:cpu")  # NotImplementedError (skipped) without torch
+        self.name = name
+
+    def _runner(self):
+        model, inputs, targets, loss = workload(self.name)
+        return Runner(self.b, model, inputs, targets, loss)
+
+    def track_forward_gflop(self, name):
+        r = self._runner()
+        r.forward()  # cache the FPS indices first, as the timed forward does
+        return count_gflop(r.forward)
+
+    track_forward_gflop.unit = "GFLOP"
+
+    def track_train_step_gflop(self, name):
+        r = self._runner()
+        r.step()
+        return count_gflop(r.step)
+
+    track_train_step_gflop.unit = "GFLOP"
