@@ -323,6 +323,16 @@ class ReferenceAdapter:
         in-place updates: the reference also runs under autograd (torch tensors in tests)."""
         return x * (1 + xp.tanh(x * 0.5)) * 0.5
 
+    def bn_swish(self, xp: Any, p: dict, s: dict, x: Any, mask: Any, train: bool
+                 ) -> tuple[Any, dict]:
+        """swish(masked_batchnorm(x)) and the new BN state (:func:`lieconv_core.nn.layers.
+        masked_batchnorm`): x (..., c), mask (...). Invalid entries come out as zeros. Backends
+        may fuse it (torch, training mode: one autograd op with a hand-written backward)."""
+        from .nn.layers import masked_batchnorm
+
+        y, new_s = masked_batchnorm(xp, p, s, x, mask, train)
+        return self.swish(xp, y), new_s
+
     # --- the conv aggregation ------------------------------------------------------------------
     def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any) -> Any:
         """P[b, i] = Σ_k values[b, nbr_idx[b, i, k]] ⊗ w[b, i, k] over valid neighbours.

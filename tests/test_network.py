@@ -395,3 +395,43 @@ def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
     assert same is new_s
     control, _ = masked_batchnorm(np, p, s, x, np.ones_like(mask), True)
     assert np.abs(control[mask] - want).max() > 0.1
+
+
+def test_torch_fused_bn_swish_matches_the_reference_composition():
+    """torch's training-mode bn_swish (one autograd op, hand-written backward) against the
+    reference swish(masked_batchnorm(·)) under autograd, float64: outputs, running statistics and
+    the gradients for x, w and b to 1e-12; gradcheck and gradgradcheck of the op (double backward
+    differentiates the composition); a cloud with no valid entry gives zeros and zero gradients.
+    Control: the fused op with a different mask is far off."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xpt
+    from lieconv_torch.adapter import ADAPTER, _MaskedBNSwish
+
+    from lieconv_core.adapter import ReferenceAdapter
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 7, 5, 4, generator=gen, dtype=torch.float64) * 2 + 1).requires_grad_()
+    mask = torch.rand(3, 7, 5, generator=gen) < 0.6
+    p = {"w": (torch.rand(4, generator=gen, dtype=torch.float64) + 0.5).requires_grad_(),
+         "b": torch.randn(4, generator=gen, dtype=torch.float64).requires_grad_()}
+    s = {"mean": torch.zeros(4, dtype=torch.float64), "var": torch.ones(4, dtype=torch.float64)}
+    g = torch.randn(3, 7, 5, 4, generator=gen, dtype=torch.float64)
+    outs = []
+    for ad, m in ((ReferenceAdapter(), mask), (ADAPTER, mask), (ADAPTER, ~mask)):
+        y, new_s = ad.bn_swish(xpt, p, s, x, m, True)
+        grads = torch.autograd.grad(torch.sum(y * g), (x, p["w"], p["b"]))
+        outs.append([t.detach() for t in (y, new_s["mean"], new_s["var"], *grads)])
+    for name, want, got, _ in zip(("y", "mean", "var", "dx", "dw", "db"), *outs):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=name)
+    assert torch.max(torch.abs(outs[2][0] - outs[0][0])) > 0.1  # control: another mask
+    m = torch.reshape(mask, (-1, 1)).to(torch.float64)
+    xf = x.detach().reshape(-1, 4)[:40].requires_grad_()
+
+    def op(a, w, b):
+        return _MaskedBNSwish.apply(a, w, b, m[:40], 1e-5)[0]
+
+    assert torch.autograd.gradcheck(op, (xf, p["w"], p["b"]))
+    assert torch.autograd.gradgradcheck(op, (xf, p["w"], p["b"]))
+    y0, _ = ADAPTER.bn_swish(xpt, p, s, x, torch.zeros_like(mask), True)
+    (gx,) = torch.autograd.grad(torch.sum(y0 * g), x)
+    assert torch.all(y0 == 0) and torch.all(gx == 0)

@@ -77,6 +77,13 @@ def masked_batchnorm(
     return xp.where(mask[..., None], y, xp.zeros_like(y)), new_s
 
 
+def bn_swish(xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, train: bool
+             ) -> tuple[Any, dict[str, Any]]:
+    """swish(masked_batchnorm(x)), new BN state: the adapter's implementation (torch fuses it in
+    training mode; see :meth:`lieconv_core.adapter.ReferenceAdapter.bn_swish`)."""
+    return adapter_for(xp).bn_swish(xp, p, s, x, mask, train)
+
+
 def masked_pool(xp: Any, x: Any, mask: Any, mean: bool = True) -> Any:
     """Global pooling over axis 1: x (bs, n, c), mask (bs, n) -> (bs, c). An all-masked cloud pools
     to zeros."""

@@ -26,7 +26,7 @@ from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups.base import Group
-from .layers import BN_EPS, bn_init, linear, linear_init, masked_batchnorm, swish
+from .layers import BN_EPS, bn_init, bn_swish, linear, linear_init
 from .module import Ctx, Model
 
 #: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
@@ -298,9 +298,8 @@ class LieConv(Model):
         h, new_wn = emb, {}
         for i in range(3):
             layer = params["wn"][str(i)]
-            h, new_wn[str(i)] = masked_batchnorm(xp, layer["bn"], wn_state[str(i)],
-                                                 linear(layer["lin"], h), nbr_mask, True)
-            h = swish(xp, h)
+            h, new_wn[str(i)] = bn_swish(xp, layer["bn"], wn_state[str(i)],
+                                         linear(layer["lin"], h), nbr_mask, True)
         if nbr_idx is None:
             partial = ad.dense_contract(xp, h, values, nbr_mask)
             partial = xp.reshape(partial, (*partial.shape[:2], -1))

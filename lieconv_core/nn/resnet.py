@@ -12,13 +12,16 @@ from ..cloud import Cloud, lift_unchecked, validate_inputs
 from ..groups import SE3
 from ..groups.base import Group
 from ..random import as_draws
-from .layers import bn_init, linear, linear_init, masked_batchnorm, masked_pool, swish
+from .layers import bn_init, bn_swish, linear, linear_init, masked_pool, swish
 from .lieconv import LieConv
 from .module import Ctx, Model
 
 
-def _bn(xp, params, state, key, x, mask, ctx, new_state):
-    y, new_state[key] = masked_batchnorm(xp, params[key], state[key], x, mask, ctx.train)
+def _act(xp, params, state, key, x, mask, ctx, new_state, bn):
+    """swish(masked BN ``key``(x)) when ``bn`` (the BN state goes to new_state), else swish(x)."""
+    if not bn:
+        return swish(xp, x)
+    y, new_state[key] = bn_swish(xp, params[key], state[key], x, mask, ctx.train)
     return y
 
 
@@ -54,19 +57,15 @@ class BottleBlock:
         xp = ctx.xp
         new_state: dict[str, Any] = {}
         idx, conv_state = self.conv.query_indices(state["conv"], cloud, ctx)
-        v = cloud.values
-        if self.bn:
-            v = _bn(xp, params, state, "bn0", v, cloud.mask, ctx, new_state)
-        v = linear(params["lin0"], swish(xp, v))
-        if self.bn:
-            v = _bn(xp, params, state, "bn1", v, cloud.mask, ctx, new_state)
+        bn, mask = self.bn, cloud.mask
+        v = linear(params["lin0"], _act(xp, params, state, "bn0", cloud.values, mask, ctx,
+                                        new_state, bn))
+        v = _act(xp, params, state, "bn1", v, mask, ctx, new_state, bn)
         out, new_state["conv"] = self.conv.apply(params["conv"], conv_state,
-                                                 cloud._replace(values=swish(xp, v)), ctx, idx=idx,
+                                                 cloud._replace(values=v), ctx, idx=idx,
                                                  pairs=pairs)
-        v = out.values
-        if self.bn:
-            v = _bn(xp, params, state, "bn2", v, out.mask, ctx, new_state)
-        v = linear(params["lin1"], swish(xp, v))
+        v = _act(xp, params, state, "bn2", out.values, out.mask, ctx, new_state, bn)
+        v = linear(params["lin1"], v)
         shortcut = self.conv.subsample(cloud, idx, ctx).values
         if self.chout > self.chin:
             v = xp.concat([v[..., : self.chin] + shortcut, v[..., self.chin:]], axis=-1)
@@ -169,10 +168,8 @@ class LieResNet(Model):
             cloud, new_state["blocks"][key] = block.apply(params["blocks"][key],
                                                           state["blocks"][key], cloud, ctx,
                                                           pairs=pairs)
-        v = cloud.values
-        if self.bn:
-            v = _bn(xp, params, state, "bn", v, cloud.mask, ctx, new_state)
-        v = linear(params["lin_out"], swish(xp, v))
+        v = _act(xp, params, state, "bn", cloud.values, cloud.mask, ctx, new_state, self.bn)
+        v = linear(params["lin_out"], v)
         if not self.pool:
             return xp.where(cloud.mask[..., None], v, xp.zeros_like(v)), new_state
         return masked_pool(xp, v, cloud.mask, mean=self.mean), new_state
