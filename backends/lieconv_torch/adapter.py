@@ -171,15 +171,21 @@ class _MaskedBNSwish(torch.autograd.Function):
     ``create_graph`` (double backward) it differentiates the op's composition with autograd
     instead, so higher derivatives are exact too."""
 
+    # Fresh buffers of this size (tens of MB) are mapped from the OS and page-faulted on first
+    # write (~4x the cost of the same pass in place): both passes build their results in place
+    # and take the per-channel sums as small GEMMs (diag(aᵀb), 32×32) instead of materialising
+    # products — two new (N, c) arrays forward and two backward, where the composition makes ~10
+    # and ~20.
+
     @staticmethod
     def forward(ctx, x, w, b, m, eps):
         n = torch.clamp(torch.sum(m), min=1)
-        mean = torch.mv(x.T, m[:, 0]) / n  # one BLAS pass instead of x·m and a reduction
-        xc = x - mean
-        var = torch.mv((xc * xc).T, m[:, 0]) / n
+        mean = torch.mv(x.T, m[:, 0]) / n
+        xm = torch.sub(x, mean).mul_(m)  # x − μ on valid rows, 0 elsewhere
+        var = torch.diagonal(xm.T @ xm) / n
         inv = torch.rsqrt(var + eps)
         scale = w * inv
-        pre = torch.addcmul(b, xc, scale)
+        pre = xm.mul_(scale).add_(b)  # (b on invalid rows, where y is zeroed)
         y = torch.nn.functional.silu(pre).mul_(m)
         ctx.eps = eps
         ctx.save_for_backward(x, w, b, m, pre, mean, scale, inv, n)
@@ -195,13 +201,13 @@ class _MaskedBNSwish(torch.autograd.Function):
             grads = iter(torch.autograd.grad(_bn_swish_composite(x, w, b, m, ctx.eps), wrt, gy,
                                              create_graph=True))
             return (*(next(grads) if nd else None for nd in need), None, None)
-        xc = x - mean
-        g = torch.ops.aten.silu_backward(gy * m, pre)  # zero on invalid rows
+        g = gy * m
+        g = torch.ops.aten.silu_backward.grad_input(g, pre, grad_input=g)  # zero on invalid rows
         gb = torch.sum(g, dim=0)
-        gxc = torch.sum(g * xc, dim=0)  # Σ g·(x − μ) over valid rows
-        # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere
-        k = gxc * (inv * inv) / n
-        gx = (g - gb / n - xc * k) * scale * m
+        xc = x - mean
+        gxc = torch.diagonal(g.T @ xc)  # Σ g·(x − μ) over valid rows (g is 0 elsewhere)
+        # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere, built in xc
+        gx = xc.mul_(-gxc * (inv * inv) / n).add_(g).sub_(gb / n).mul_(scale).mul_(m)
         return gx, gxc * inv, gb, None, None
 
 
