@@ -317,6 +317,11 @@ class ReferenceAdapter:
         device (:data:`CHUNK_ELEMS_HOST` here: numpy and array_api_strict live in host memory)."""
         return CHUNK_ELEMS_HOST
 
+    # --- dense layers --------------------------------------------------------------------------
+    def linear(self, w: Any, b: Any, x: Any) -> Any:
+        """x @ w + b: x (..., in), w (in, out), b (out,) -> (..., out)."""
+        return x @ w + b
+
     # --- elementwise -------------------------------------------------------------------------
     def swish(self, xp: Any, x: Any) -> Any:
         """x·sigmoid(x) with sigmoid(x) = (1 + tanh(x/2))/2 (no overflow for large |x|). No

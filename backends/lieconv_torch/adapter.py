@@ -114,6 +114,13 @@ class TorchAdapter(ReferenceAdapter):
     def swish(self, xp: Any, x: Any) -> Any:
         return torch.nn.functional.silu(x)
 
+    def linear(self, w, b, x):
+        """addmm: the bias enters the GEMM (no separate pass and (..., out) buffer for it)."""
+        if x.ndim == 2:
+            return torch.addmm(b, x, w)
+        return torch.reshape(torch.addmm(b, torch.reshape(x, (-1, x.shape[-1])), w),
+                             (*x.shape[:-1], w.shape[-1]))
+
     def weightnet(self, xp, layers, emb):
         """The reference weight net with the bias added inside the GEMM (addmm) and, where
         autograd does not need the pre-activation, swish in place: two passes over the

@@ -27,8 +27,10 @@ def linear_init(gen: np.random.Generator, fan_in: int, fan_out: int) -> dict[str
 
 
 def linear(p: dict[str, Any], x: Any) -> Any:
-    """(..., in) -> (..., out)."""
-    return x @ p["w"] + p["b"]
+    """x @ w + b: (..., in) -> (..., out), through the adapter (torch: bias inside the GEMM)."""
+    import array_api_compat as aac
+
+    return adapter_for(aac.array_namespace(x)).linear(p["w"], p["b"], x)
 
 
 def swish(xp: Any, x: Any) -> Any:
