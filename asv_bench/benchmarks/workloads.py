@@ -46,31 +46,33 @@ class TrainStep(_Workload):
 
 
 class WorkloadFlops:
-    """The matrix-multiply work of each workload (GFLOP, counted by torch's FlopCounterMode on
-    torch:cpu): divided by the measured GEMM rate (``layer.Layer.track_gemm_gflops``) it is the
-    least time a forward or training step can take on this machine — the yardstick for the
-    "≥ 5× the original" goals."""
+    """The matrix-multiply work of each workload (GFLOP, counted by torch's FlopCounterMode; torch
+    specs only, the others are skipped): divided by the measured GEMM rate
+    (``layer.Layer.track_gemm_gflops``) it is the least time a forward or training step can take
+    on this machine — the yardstick for the "≥ 5× the original" goals."""
 
-    params = (WORKLOADS,)
-    param_names = ["workload"]
+    params = (BACKENDS, WORKLOADS)
+    param_names = ["backend", "workload"]
     timeout = 1800
 
-    def setup(self, name):
-        self.b = Bench.get("torch:cpu")  # NotImplementedError (skipped) without torch
+    def setup(self, spec, name):
+        self.b = Bench.get(spec)
+        if self.b.name != "torch":
+            raise NotImplementedError("FLOPs are counted with torch's FlopCounterMode")
         self.name = name
 
     def _runner(self):
         model, inputs, targets, loss = workload(self.name)
         return Runner(self.b, model, inputs, targets, loss)
 
-    def track_forward_gflop(self, name):
+    def track_forward_gflop(self, spec, name):
         r = self._runner()
         r.forward()  # cache the FPS indices first, as the timed forward does
         return count_gflop(r.forward)
 
     track_forward_gflop.unit = "GFLOP"
 
-    def track_train_step_gflop(self, name):
+    def track_train_step_gflop(self, spec, name):
         r = self._runner()
         r.step()
         return count_gflop(r.step)
