@@ -94,12 +94,24 @@ def gemm_gflops(b: Bench, n: int = 2048, dtype: str = "float32") -> float:
 
 def count_gflop(fn: Any) -> float:
     """GFLOP of the matrix multiplies (mm, bmm, addmm, ...) of one call of fn on torch, as counted
-    by ``torch.utils.flop_counter.FlopCounterMode`` (elementwise work is not counted)."""
+    by ``torch.utils.flop_counter.FlopCounterMode`` (elementwise work is not counted).
+
+    The model's own work: torch's fused training-mode batch norm takes its per-channel sums as
+    (c × N) @ (N × c) products and keeps their diagonals (fewer passes over memory, c× the
+    FLOPs of the sums), so while counting, batch norm runs as the reference composition."""
+    from lieconv_torch.adapter import TorchAdapter
     from torch.utils.flop_counter import FlopCounterMode
 
+    from lieconv_core.adapter import ReferenceAdapter
+
     counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
+    fused = TorchAdapter.bn_swish
+    TorchAdapter.bn_swish = ReferenceAdapter.bn_swish
+    try:
+        with counter:
+            fn()
+    finally:
+        TorchAdapter.bn_swish = fused
     return counter.get_total_flops() / 1e9
 
 
