@@ -65,7 +65,21 @@ def fps_start(xp: Any, mask: Any, u: Any, dtype: Any) -> tuple[Any, Any]:
     return cur, xp.where(mask, inf, -inf)
 
 
-def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
+def search_rows(xp: Any, counts: Any, targets: Any) -> Any:
+    """Per row r and target t = targets[r, i]: the first position j with counts[r, j] >= t (n if
+    none), for non-decreasing integer rows counts (rows, n) with values in [0, n] and targets
+    (rows, k) in [0, n]. Rows are offset by (n + 1) so that one 1-D ``searchsorted`` over the
+    flattened (then globally sorted) counts answers every row at once. Returns counts' dtype."""
+    rows, n = counts.shape
+    idt = counts.dtype
+    row = xp.arange(rows, dtype=idt, device=_device(counts))[:, None]
+    offs = row * (n + 1)
+    at = xp.searchsorted(xp.reshape(counts + offs, (-1,)), xp.reshape(targets + offs, (-1,)),
+                         side="left")
+    return xp.reshape(xp.astype(at, idt), tuple(targets.shape)) - row * n
+
+
+def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None) -> Any:
     """Positions (*B, k) of the first k entries of each row of ``sel`` (*B, n) in the order "True
     entries left to right, then False entries left to right" — i.e. ``argsort(where(sel, 0, 1),
     stable=True)[..., :k]`` — in O(n) per row (k <= n).
@@ -73,9 +87,8 @@ def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
     a = cumsum(sel) and b = cumsum(~sel) = (1, 2, ..., n) − a are non-decreasing; the j-th True
     entry (1-based) is the first position where a >= j, the j-th False entry the first where
     b >= j. Slot t (1-based) is the t-th True entry while t <= a[-1], else the (t − a[-1])-th
-    False one. Rows are offset by (n + 1) so that one ``searchsorted`` per half over the
-    flattened (globally sorted) counts answers every row at once; int32 counts where they fit
-    (half the memory traffic of int64).
+    False one: one row-wise search per half (``search``, default :func:`search_rows`; adapters
+    pass a native batched one); int32 counts where they fit (half the memory traffic of int64).
     """
     lead = tuple(sel.shape[:-1])
     n = sel.shape[-1]
@@ -84,20 +97,13 @@ def first_k_then_rest(xp: Any, sel: Any, k: int) -> Any:
     idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
     a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1, dtype=idt), (rows, n))
     tot = a[:, -1:]
-    row = xp.arange(rows, dtype=idt, device=dev)[:, None]
-    offs = row * (n + 1)
     b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
     t = xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
     true_slot = t <= tot
-    t_true = xp.where(true_slot, t, tot) + offs  # (clipped: the other half answers those slots)
-    t_false = xp.where(true_slot, xp.ones_like(t_true), t - tot) + offs
-
-    def search(counts: Any, targets: Any) -> Any:
-        at = xp.searchsorted(xp.reshape(counts + offs, (-1,)), xp.reshape(targets, (-1,)),
-                             side="left")
-        return xp.reshape(xp.astype(at, idt), (rows, k))
-
-    pos = xp.where(true_slot, search(a, t_true), search(b, t_false)) - row * n  # row start
+    t_true = xp.where(true_slot, t, tot)  # (clipped: the other half answers those slots)
+    t_false = xp.where(true_slot, xp.ones_like(t_true), t - tot)
+    search = search_rows if search is None else search
+    pos = xp.where(true_slot, search(xp, a, t_true), search(xp, b, t_false))
     return xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
 
 
@@ -125,6 +131,10 @@ class ReferenceAdapter:
         offsets = xp.reshape(xp.arange(rows, dtype=idx.dtype, device=_device(idx)) * n, (*lead, 1))
         flat = xp.reshape(idx + offsets, (-1,))
         return xp.reshape(xp.take(xp.reshape(x, (-1,)), flat, axis=0), (*lead, k))
+
+    def search_rows(self, xp: Any, counts: Any, targets: Any) -> Any:
+        """:func:`search_rows`: row-wise ``searchsorted`` of non-decreasing integer rows."""
+        return search_rows(xp, counts, targets)
 
     def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
         """Indices (*B, k) of the k smallest scores along the last axis, ascending; ties go to the
@@ -277,7 +287,7 @@ class ReferenceAdapter:
                 idx = pos
             else:
                 sel = valid & (d < r)  # columns in priority order
-                pos = first_k_then_rest(xp, sel, k)
+                pos = first_k_then_rest(xp, sel, k, self.search_rows)
                 idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
                 count_parts.append(xp.sum(xp.astype(sel, d.dtype), axis=-1))
             idx_parts.append(idx)

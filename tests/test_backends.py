@@ -302,7 +302,9 @@ def test_euclidean_fps_fast_paths_match_the_reference(lib, dtype, request):
 
 def test_first_k_then_rest_is_the_stable_argsort_order(xp):
     """The sort-free ball-neighbourhood order equals argsort(where(sel, 0, 1), stable)[:k] on
-    every backend: random rows, empty and full rows, k = 1 and k = n, two leading axes."""
+    every backend, with the array-API row search and with the adapter's (torch: native batched
+    searchsorted): random rows, empty and full rows, k = 1 and k = n, two leading axes."""
+    from lieconv_core._backend import adapter_for
     from lieconv_core.adapter import first_k_then_rest
 
     rng = np.random.default_rng(3)
@@ -313,3 +315,5 @@ def test_first_k_then_rest_is_the_stable_argsort_order(xp):
         want = np.argsort(np.where(sel, 0, 1), axis=-1, kind="stable")[..., :k]
         got = to_numpy(first_k_then_rest(xp, asarray(xp, sel), k))
         np.testing.assert_array_equal(got, want, err_msg=f"n={n} k={k}")
+        native = first_k_then_rest(xp, asarray(xp, sel), k, adapter_for(xp).search_rows)
+        np.testing.assert_array_equal(to_numpy(native), want, err_msg=f"adapter n={n} k={k}")
