@@ -94,6 +94,10 @@ def lift_unchecked(group: Group, coords: Any, values: Any, mask: Any, nsamples: 
         raise ValueError(f"nsamples must be >= 1, got {nsamples}")
     xp = array_namespace(coords, values, mask)
     ns = int(nsamples) if group.random_lift else 1
+    # padded points may hold anything (NaN included): lift them from (1, ..., 1) instead (a point
+    # every group's lift is defined at), so that pair embeddings, which are computed for masked
+    # slots too and zeroed or masked out later, stay finite (a NaN times a zero weight is NaN)
+    coords = xp.where(mask[..., None], coords, xp.ones_like(coords))
     elems, q = group.lift(xp, coords, ns, as_draws(rng))
     if not group.random_lift:
         elems = repeat_samples(xp, elems, int(nsamples))
