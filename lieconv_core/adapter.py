@@ -349,19 +349,25 @@ class ReferenceAdapter:
         return self.swish(xp, y), new_s
 
     # --- the conv aggregation ------------------------------------------------------------------
-    def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any) -> Any:
+    def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any,
+                 weight_major: bool = False) -> Any:
         """P[b, i] = Σ_k values[b, nbr_idx[b, i, k]] ⊗ w[b, i, k] over valid neighbours.
 
-        w (bs, m, k, cm), values (bs, n, c), nbr_idx (bs, m, k), nbr_mask (bs, m, k)
-        -> (bs, m, c·cm), flattened channel-major (c outer, cm inner). ``values`` must be finite
+        w (bs, m, k, cm), values (bs, n, c), nbr_idx (bs, m, k), nbr_mask (bs, m, k) or None
+        (w is already zero at invalid slots) -> (bs, m, c·cm), flattened channel-major (c outer,
+        cm inner), or with ``weight_major`` (bs, m, cm·c) (cm outer). ``values`` must be finite
         everywhere (LieConv zeroes padded points): invalid slots are removed by zeroing w only,
         which is n/(m·k) times cheaper than zeroing the gathered values.
         """
-        w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
+        if nbr_mask is not None:
+            w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
         vals = self.gather(xp, values, nbr_idx)
-        partial = xp.matrix_transpose(vals) @ w  # (bs, m, c, cm)
-        bs, m, c, cm = partial.shape
-        return xp.reshape(partial, (bs, m, c * cm))
+        if weight_major:
+            partial = xp.matrix_transpose(w) @ vals  # (bs, m, cm, c)
+        else:
+            partial = xp.matrix_transpose(vals) @ w  # (bs, m, c, cm)
+        bs, m, a, c = partial.shape
+        return xp.reshape(partial, (bs, m, a * c))
 
     def pointconv(self, xp: Any, layers: list, emb: Any, values: Any, nbr_idx: Any,
                   nbr_mask: Any) -> Any:
@@ -385,12 +391,13 @@ class ReferenceAdapter:
         :meth:`dense_neighbourhood`): P[b, i, a, c] = Σ_j mask[b, i, j] w[b, i, j, a]
         values[b, j, c].
 
-        w (bs, m, n, cm), values (bs, n, c), mask (bs, m, n) -> (bs, m, cm, c) (weight-net output
-        major: one (m·cm, n) @ (n, c) product per cloud, with no gather and no per-query
-        products of k-long vectors).
+        w (bs, m, n, cm), values (bs, n, c), mask (bs, m, n) or None (w already zero where the
+        pair does not count) -> (bs, m, cm, c) (weight-net output major: one (m·cm, n) @ (n, c)
+        product per cloud, with no gather and no per-query products of k-long vectors).
         """
         bs, m, n, cm = w.shape
-        w = xp.where(mask[..., None], w, xp.zeros_like(w))
+        if mask is not None:
+            w = xp.where(mask[..., None], w, xp.zeros_like(w))
         wt = xp.reshape(xp.permute_dims(w, (0, 1, 3, 2)), (bs, m * cm, n))
         return xp.reshape(wt @ values, (bs, m, cm, values.shape[-1]))
 

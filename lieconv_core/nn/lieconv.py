@@ -248,11 +248,12 @@ class LieConv(Model):
         limit = default if self.chunk_elems is None else int(self.chunk_elems)
         return max(1, min(m, limit // max(1, bs * k * width)))
 
-    def _out_linear(self, xp, out: dict, dense: bool) -> dict:
+    def _out_linear(self, xp, out: dict, weight_major: bool) -> dict:
         """The output linear for the contraction's layout: channel-major rows (c·cm + a) as
-        stored, or, for the dense contraction's weight-net-major P (a·c + c'), the same weight
-        with its rows permuted (a (cm·chin, chout) copy, small next to P)."""
-        if not dense:
+        stored, or, for a weight-net-major P (a·chin + c: the dense contraction, and the
+        training-mode one), the same weight with its rows permuted (a (cm·chin, chout) copy,
+        small next to P)."""
+        if not weight_major:
             return out
         w = xp.reshape(out["w"], (self.chin, WEIGHTNET_OUT, self.chout))
         w = xp.reshape(xp.permute_dims(w, (1, 0, 2)), (WEIGHTNET_OUT * self.chin, self.chout))
@@ -300,12 +301,15 @@ class LieConv(Model):
             layer = params["wn"][str(i)]
             h, new_wn[str(i)] = bn_swish(xp, layer["bn"], wn_state[str(i)],
                                          linear(layer["lin"], h), nbr_mask, True)
+        # masked BN leaves w exactly zero at invalid slots (mask None: no zeroing pass), and the
+        # weight-major contraction (output a·chin + c) gives autograd contiguous gradients for
+        # the gathered values (the channel-major one copies a transposed (bs, m, k, chin) array)
         if nbr_idx is None:
-            partial = ad.dense_contract(xp, h, values, nbr_mask)
-            partial = xp.reshape(partial, (*partial.shape[:2], -1))
+            partial = ad.dense_contract(xp, h, values, None)
         else:
-            partial = ad.contract(xp, h, values, nbr_idx, nbr_mask)
-        return linear(self._out_linear(xp, params["out"], nbr_idx is None), partial), new_wn
+            partial = ad.contract(xp, h, values, nbr_idx, None, weight_major=True)
+        partial = xp.reshape(partial, (*partial.shape[:2], -1))
+        return linear(self._out_linear(xp, params["out"], True), partial), new_wn
 
     @staticmethod
     def _folded(xp, layer, bn_state):
