@@ -109,8 +109,8 @@ class TorchAdapter(ReferenceAdapter):
 
     def search_rows(self, xp: Any, counts: Any, targets: Any) -> Any:
         # torch searches each row natively: no offset copies of the (rows, n) counts
-        return torch.searchsorted(counts, targets.expand(counts.shape[0], -1).contiguous(),
-                                  side="left", out_int32=counts.dtype == torch.int32)
+        return torch.searchsorted(counts, targets.contiguous(), side="left",
+                                  out_int32=counts.dtype == torch.int32)
 
     def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
         # torch.topk does not promise an order among ties; a stable sort does (lower index first)

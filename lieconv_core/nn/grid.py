@@ -161,8 +161,7 @@ def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: 
         rf = float(r)
         if not (math.isfinite(rf) and rf > 0):
             return None
-    position = None if euclid else group.position
-    grid = _Grid.build(xp, adapter, group, pe, pmask, qe, qmask, k, rf, knn, position, bound)
+    grid = _Grid.build(xp, adapter, group, pe, pmask, qe, qmask, k, rf, knn)
     if grid is None:
         return None
     if not force and grid.candidates_estimate * GRID_MIN_GAIN > n:
@@ -179,17 +178,18 @@ class _Grid:
         self.__dict__.update(kw)
 
     @classmethod
-    def build(cls, xp, adapter, group, pe, pmask, qe, qmask, k, rf, knn, position=None,
-              bound=1.0):
-        """``position``: elements -> cell coordinates (None: the elements themselves);
-        ``bound``: the c of :func:`cell_bound` (ball mode: cell side (r / c)·(1 + margin))."""
-        bs, n, E = pe.shape
+    def build(cls, xp, adapter, group, pe, pmask, qe, qmask, k, rf, knn):
+        """Cells over the elements themselves (Euclidean distances) or over ``group.position``;
+        ball mode: cell side (r / c)·(1 + margin), c = :func:`cell_bound`."""
+        bs, n = pmask.shape
         m = qe.shape[1]
         dev = _device(pmask)
         it = index_dtype(xp)
         f64 = xp.float64
-        pef = xp.astype(pe if position is None else position(xp, pe), f64)
-        qef = xp.astype(qe if position is None else position(xp, qe), f64)
+        position = (lambda xp_, e: e) if euclidean_distance(group) else group.position
+        bound = cell_bound(group)
+        pef = xp.astype(position(xp, pe), f64)
+        qef = xp.astype(position(xp, qe), f64)
         D = pef.shape[-1]
         # padded points / invalid queries may hold anything (NaN included): zero them
         pef = xp.where(pmask[..., None], pef, xp.zeros_like(pef))
