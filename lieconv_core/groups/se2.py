@@ -104,7 +104,7 @@ class SE2(Group):
     def distance_features(self, xp, elems):
         """(φ, t_x, t_y): the rotation angle (one atan2 per element, not per pair) and the
         translation of flattened 3x3 elements (..., 9) -> (..., 3)."""
-        return xp.stack([_angle(xp, elems), elems[..., 2], elems[..., 5]], axis=-1)
+        return xp.concat([_angle(xp, elems)[..., None], self.position(xp, elems)], axis=-1)
 
     def feature_distance(self, xp, fu, qu, fv, qv):
         """α|θ| + (1−α)‖u‖ from (φ, t) of both elements: θ = φ_u − φ_v (mod 2π) and, V(θ) being a

@@ -247,10 +247,10 @@ class _Grid:
         F = pf.shape[-1]
         return cls(xp=xp, adapter=adapter, bs=bs, n=n, m=m, F=F, D=D, dev=dev, it=it, dims=dims,
                    total=total, strides=strides, h=h, perm=perm, skeys=skeys,
-                   spe=xp.take(xp.reshape(pf, (bs * n, F)), perm, axis=0),
-                   sidx=perm % n, qe=xp.reshape(qf, (bs * m, F)),
+                   spf=xp.take(xp.reshape(pf, (bs * n, F)), perm, axis=0),
+                   sidx=perm % n, qf=xp.reshape(qf, (bs * m, F)),
                    qc=xp.reshape(qc, (bs * m, D)), qvalid=xp.reshape(qmask, (-1,)),
-                   qcloud=rows // m, pe=pf, pmask=pmask, candidates_estimate=estimate)
+                   qcloud=rows // m, pf=pf, pmask=pmask, candidates_estimate=estimate)
 
     # --- candidates ------------------------------------------------------------------------------
     def _ranges(self, rows, reach):
@@ -308,11 +308,11 @@ class _Grid:
         xp = self.xp
         c, W = pos.shape
         flat = xp.reshape(pos, (-1,))
-        ce = xp.reshape(xp.take(self.spe, flat, axis=0), (c, W, self.F))
-        qe = xp.take(self.qe, rows_c, axis=0)
-        d = group.feature_distance(xp, qe[:, None, :], None, ce, None)
+        cf = xp.reshape(xp.take(self.spf, flat, axis=0), (c, W, self.F))
+        qf = xp.take(self.qf, rows_c, axis=0)
+        d = group.feature_distance(xp, qf[:, None, :], None, cf, None)
         cidx = xp.reshape(xp.take(self.sidx, flat, axis=0), (c, W)) if with_index else None
-        return qe, d, cidx
+        return qf, d, cidx
 
     # --- ball ----------------------------------------------------------------------------------
     def ball(self, group, k, r, priorities, chunk_pairs):
@@ -325,7 +325,7 @@ class _Grid:
             return None  # not a permutation: the fill rule below would not hold
         sprio = xp.take(xp.reshape(prio, (-1,)), self.perm, axis=0)
         fidx = order[:, :k]  # the k points of smallest priority (priority j = slot j)
-        fe = ad.gather(xp, self.pe, fidx)  # (bs, k, F)
+        ff = ad.gather(xp, self.pf, fidx)  # (bs, k, F)
         fm = ad.take_along_last(xp, self.pmask, fidx)
         # their positions in the sorted arrays (every point is there; padding at the end)
         inv = xp.argsort(self.perm, stable=False)
@@ -337,13 +337,13 @@ class _Grid:
         rows = xp.arange(bs * m, dtype=it, device=dev)
         idx_parts, mask_parts, cnt_parts = [], [], []
         for rows_c, pos, cvalid in self._chunks(rows, 1, chunk_pairs):
-            qe, d, _ = self._candidates(group, rows_c, pos, with_index=False)
+            qf, d, _ = self._candidates(group, rows_c, pos, with_index=False)
             sel = cvalid & (d < r)
             cnt_parts.append(xp.sum(xp.astype(sel, d.dtype), axis=-1))
             cprio = xp.reshape(xp.take(sprio, xp.reshape(pos, (-1,)), axis=0), pos.shape)
             cl = xp.take(self.qcloud, rows_c, axis=0)
-            fe_c = xp.take(fe, cl, axis=0)
-            df = group.feature_distance(xp, qe[:, None, :], None, fe_c, None)
+            ff_c = xp.take(ff, cl, axis=0)
+            df = group.feature_distance(xp, qf[:, None, :], None, ff_c, None)
             inf_ = (xp.take(fm, cl, axis=0) & xp.take(self.qvalid, rows_c, axis=0)[:, None]
                     & (df < r))
             scores = xp.concat([xp.where(sel, cprio, xp.full_like(cprio, big)),
@@ -364,7 +364,7 @@ class _Grid:
         from ..adapter import quantize
 
         xp, ad, bs, m, it, dev = self.xp, self.adapter, self.bs, self.m, self.it, self.dev
-        guard_h = _to_device(xp, self.h * (1 - CELL_MARGIN), self.qe.dtype, dev)
+        guard_h = _to_device(xp, self.h * (1 - CELL_MARGIN), self.qf.dtype, dev)
         slot = xp.arange(k, dtype=it, device=dev)
         rows = xp.arange(bs * m, dtype=it, device=dev)
         # invalid queries: the reference sorts all-inf scores -> indices 0..k-1, masked off
