@@ -327,6 +327,14 @@ class ReferenceAdapter:
         device (:data:`CHUNK_ELEMS_HOST` here: numpy and array_api_strict live in host memory)."""
         return CHUNK_ELEMS_HOST
 
+    def compact_pairs(self, x: Any) -> bool:
+        """Whether LieConv may run its weight net on the valid (query, neighbour) pairs only
+        (:attr:`lieconv_core.nn.LieConv.compact`) for arrays on x's device: that needs
+        data-dependent shapes (``nonzero``) and one host read of the valid count. True here (host
+        memory); False where that cannot trace (jax.jit) or where fused kernels take the whole
+        pair arrays (GPUs)."""
+        return True
+
     # --- dense layers --------------------------------------------------------------------------
     def linear(self, w: Any, b: Any, x: Any) -> Any:
         """x @ w + b: x (..., in), w (in, out), b (out,) -> (..., out)."""
@@ -341,8 +349,9 @@ class ReferenceAdapter:
     def bn_swish(self, xp: Any, p: dict, s: dict, x: Any, mask: Any, train: bool
                  ) -> tuple[Any, dict]:
         """swish(masked_batchnorm(x)) and the new BN state (:func:`lieconv_core.nn.layers.
-        masked_batchnorm`): x (..., c), mask (...). Invalid entries come out as zeros. Backends
-        may fuse it (torch, training mode: one autograd op with a hand-written backward)."""
+        masked_batchnorm`): x (..., c), mask (...) or None (every entry valid). Invalid entries
+        come out as zeros. Backends may fuse it (torch, training mode: one autograd op with a
+        hand-written backward)."""
         from .nn.layers import masked_batchnorm
 
         y, new_s = masked_batchnorm(xp, p, s, x, mask, train)

@@ -390,6 +390,103 @@ def test_shared_pair_logs_match_per_layer_logs(monkeypatch, group, nbhd, knn, tr
     assert all_work[1] >= 3  # unshared: all-pairs logs or distances in every layer
 
 
+@pytest.mark.parametrize("group", [G.T(2), G.SO2(), G.SE2(), G.SE3()], ids=repr)
+@pytest.mark.parametrize("nbhd,ds", [(5, 1.0), (5, 0.6), (None, 1.0)],
+                         ids=["ball", "fps+ball", "dense"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train+bn"])
+def test_compacted_weight_net_matches_all_slots(monkeypatch, group, nbhd, ds, train):
+    """LieConv.compact: the weight net on the valid pairs only (gathered, then put back with
+    zeros) gives the outputs and new state (BN statistics, radii) of the weight net on every slot
+    — float64 to 1e-12 — on the indexed and dense paths, with subsampling, orbit ids (SO(2)),
+    shared pair logs (SE(3) without subsampling), padding and query chunks. The compacted path
+    is really taken on every layer, and a control that puts the weights back one row off fails."""
+    from lieconv_core.nn import lieconv as L
+
+    net = small_net(group, nbhd=nbhd, ds_frac=ds, fill=0.3, bn=True)
+    params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    x, v, m = make_inputs(group.space_dim)
+    for blk in net.blocks:
+        monkeypatch.setattr(blk.conv, "chunk_elems", 3 * 28 * 32)  # several query chunks (eval)
+    taken = []
+    orig = L.LieConv._compaction
+
+    def spy(self, xp, ad, mask):
+        out = orig(self, xp, ad, mask)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(L.LieConv, "_compaction", spy)
+    results = {}
+    for compact in (False, True):
+        monkeypatch.setattr(L.LieConv, "compact", compact)
+        taken.clear()
+        results[compact] = net.apply(params, state, (x, v, m), train=train, rng=5)
+        assert all(taken) == compact and len(taken) >= 2
+    (out_c, st_c), (out_f, st_f) = results[True], results[False]
+    assert np.abs(out_f).max() > 1e-3
+    np.testing.assert_allclose(out_c, out_f, atol=1e-12, rtol=1e-12)
+    for key, val in lc.nn.module.flatten(st_f).items():
+        np.testing.assert_allclose(lc.nn.module.flatten(st_c)[key], val, atol=1e-12,
+                                   rtol=1e-12, err_msg=key)
+    expand = L._expand
+    monkeypatch.setattr(L, "_expand", lambda xp, w, e, shape: expand(xp, w, (e + 1) % (
+        w.shape[0] + 1), shape))
+    out_bad, _ = net.apply(params, state, (x, v, m), train=train, rng=5)
+    assert np.abs(out_bad - out_f).max() > 1e-6  # far outside the 1e-12 above
+
+
+def test_compaction_is_automatic_only_for_sparse_slots(monkeypatch):
+    """compact=None compacts a layer's pairs when at most COMPACT_MAX_FILL of its slots are valid,
+    and never on an adapter that does not allow it (jax: data-dependent shapes)."""
+    from lieconv_core.adapter import ReferenceAdapter
+    from lieconv_core.nn import lieconv as L
+
+    conv = L.LieConv(4, 4, G.T(2))
+    ad = ReferenceAdapter()
+    mask = np.zeros((2, 3, 10), dtype=bool)
+    mask[..., :8] = True  # 80% valid
+    assert conv._compaction(np, ad, mask) is not None
+    mask[0, 0, 8] = True  # just above
+    assert conv._compaction(np, ad, mask) is None
+    conv.compact = True
+    sel, expand = conv._compaction(np, ad, mask)
+    assert sel.shape == (49,) and np.array_equal(np.reshape(mask, -1)[sel], np.ones(49, bool))
+    assert np.array_equal(expand[np.reshape(mask, -1)], np.arange(49))
+    assert np.all(expand[~np.reshape(mask, -1)] == 49)
+    monkeypatch.setattr(ReferenceAdapter, "compact_pairs", lambda self, x: False)
+    assert conv._compaction(np, ad, mask) is None
+
+
+def test_torch_compacted_weight_net_gradients(torch1):
+    """torch, float64, training mode: compacted and all-slot weight nets give the same loss
+    gradients for every parameter (1e-10 relative) — the gathers' backward (index_add) and the
+    mask-free fused batch norm included."""
+    import array_api_compat.torch as xpt
+
+    from lieconv_core.nn import lieconv as L
+    from lieconv_core.nn.module import tree_leaves
+
+    torch = torch1
+    net = small_net(G.SE2(), nbhd=5, fill=0.3, bn=True)
+    x, v, m = make_inputs(2)
+    inputs = (asarray(xpt, x, "float64"), asarray(xpt, v, "float64"), asarray(xpt, m))
+    grads = {}
+    for compact in (False, True):
+        params, state = net.init(seed=1, dtype="float64", backend="torch")
+        leaves = tree_leaves(params)
+        for leaf in leaves:
+            leaf.requires_grad_(True)
+        L.LieConv.compact = compact
+        try:
+            out, _ = net.apply(params, state, inputs, train=True, rng=5)
+        finally:
+            L.LieConv.compact = None
+        grads[compact] = torch.autograd.grad(torch.sum(out * out), leaves)
+    for gc, gf in zip(grads[True], grads[False]):
+        torch.testing.assert_close(gc, gf, rtol=1e-10, atol=1e-12)
+    assert max(float(torch.abs(g).max()) for g in grads[False]) > 1e-3
+
+
 def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
     """Training mode: the output on valid entries, and the running statistics, are those of
     torch's batch_norm applied to the valid entries alone (biased variance to normalise,
@@ -451,6 +548,15 @@ def test_torch_fused_bn_swish_matches_the_reference_composition():
     for name, want, got, _ in zip(("y", "mean", "var", "dx", "dw", "db"), *outs):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=name)
     assert torch.max(torch.abs(outs[2][0] - outs[0][0])) > 0.1  # control: another mask
+    # mask None (every entry valid; the compacted weight net) against the reference
+    nones = []
+    for ad in (ReferenceAdapter(), ADAPTER):
+        y, new_s = ad.bn_swish(xpt, p, s, x, None, True)
+        grads = torch.autograd.grad(torch.sum(y * g), (x, p["w"], p["b"]))
+        nones.append([t.detach() for t in (y, new_s["mean"], new_s["var"], *grads)])
+    for name, want, got in zip(("y", "mean", "var", "dx", "dw", "db"), *nones):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=name)
+    assert torch.max(torch.abs(nones[1][0] - outs[1][0])) > 0.1  # not the masked result
     m = torch.reshape(mask, (-1, 1)).to(torch.float64)
     xf = x.detach().reshape(-1, 4)[:40].requires_grad_()
 
@@ -459,6 +565,12 @@ def test_torch_fused_bn_swish_matches_the_reference_composition():
 
     assert torch.autograd.gradcheck(op, (xf, p["w"], p["b"]))
     assert torch.autograd.gradgradcheck(op, (xf, p["w"], p["b"]))
+
+    def op_all(a, w, b):
+        return _MaskedBNSwish.apply(a, w, b, None, 1e-5)[0]
+
+    assert torch.autograd.gradcheck(op_all, (xf, p["w"], p["b"]))
+    assert torch.autograd.gradgradcheck(op_all, (xf, p["w"], p["b"]))
     y0, _ = ADAPTER.bn_swish(xpt, p, s, x, torch.zeros_like(mask), True)
     (gx,) = torch.autograd.grad(torch.sum(y0 * g), x)
     assert torch.all(y0 == 0) and torch.all(gx == 0)

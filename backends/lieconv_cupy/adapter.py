@@ -40,6 +40,9 @@ class CupyAdapter(ReferenceAdapter):
     def chunk_pairs(self, x: Any) -> int:
         return CHUNK_PAIRS
 
+    def compact_pairs(self, x: Any) -> bool:
+        return False  # GPU: the fused kernels take the whole pair arrays, no host syncs
+
     # --- kernel plumbing -------------------------------------------------------------------------
     def _mod(self) -> Any:
         if self._module is None:

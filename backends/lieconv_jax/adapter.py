@@ -37,6 +37,9 @@ class JaxAdapter(ReferenceAdapter):
         # apply
         return CHUNK_PAIRS
 
+    def compact_pairs(self, x: Any) -> bool:
+        return False  # data-dependent shapes do not trace under jax.jit
+
     def _pallas(self, *arrays: Any) -> Any:
         """(module, interpret) when the Pallas kernels apply, else None."""
         if self.kernels == "never":

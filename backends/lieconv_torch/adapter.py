@@ -104,6 +104,9 @@ class TorchAdapter(ReferenceAdapter):
     def chunk_pairs(self, x: Any) -> int:
         return CHUNK_PAIRS_HOST if x.device.type == "cpu" else CHUNK_PAIRS
 
+    def compact_pairs(self, x: Any) -> bool:
+        return x.device.type == "cpu"  # GPUs: the Triton kernels, no host syncs
+
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return torch.gather(x, -1, idx)
 
@@ -148,7 +151,7 @@ class TorchAdapter(ReferenceAdapter):
         from lieconv_core.nn.layers import BN_EPS, BN_MOMENTUM
 
         c = x.shape[-1]
-        m = torch.reshape(mask, (-1, 1)).to(x.dtype)
+        m = None if mask is None else torch.reshape(mask, (-1, 1)).to(x.dtype)
         y, mean, var, n = _MaskedBNSwish.apply(torch.reshape(x, (-1, c)), p["w"], p["b"], m,
                                                BN_EPS)
         unbiased = var * n / torch.clamp(n - 1, min=1)
@@ -177,9 +180,9 @@ class TorchAdapter(ReferenceAdapter):
 
 class _MaskedBNSwish(torch.autograd.Function):
     """y = swish((x − μ)·w/σ + b)·m with μ, σ² the mean and biased variance of x over the rows with
-    m = 1: x (N, c), w, b (c,), m (N, 1) 0/1 -> y (N, c) (zero rows where m = 0), μ, σ² (c,),
-    n = Σm. The same numbers as the reference ``masked_batchnorm`` + swish (sums in another
-    order). The backward is the batch-norm gradient restricted to valid rows; under
+    m = 1: x (N, c), w, b (c,), m (N, 1) 0/1 or None (all rows) -> y (N, c) (zero rows where
+    m = 0), μ, σ² (c,), n = Σm. The same numbers as the reference ``masked_batchnorm`` + swish
+    (sums in another order). The backward is the batch-norm gradient restricted to valid rows; under
     ``create_graph`` (double backward) it differentiates the op's composition with autograd
     instead, so higher derivatives are exact too."""
 
@@ -191,14 +194,22 @@ class _MaskedBNSwish(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, m, eps):
-        n = torch.clamp(torch.sum(m), min=1)
-        mean = torch.mv(x.T, m[:, 0]) / n
-        xm = torch.sub(x, mean).mul_(m)  # x − μ on valid rows, 0 elsewhere
+        if m is None:
+            n = torch.clamp(torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device),
+                            min=1)
+            mean = torch.sum(x, dim=0) / n
+            xm = torch.sub(x, mean)
+        else:
+            n = torch.clamp(torch.sum(m), min=1)
+            mean = torch.mv(x.T, m[:, 0]) / n
+            xm = torch.sub(x, mean).mul_(m)  # x − μ on valid rows, 0 elsewhere
         var = torch.diagonal(xm.T @ xm) / n
         inv = torch.rsqrt(var + eps)
         scale = w * inv
         pre = xm.mul_(scale).add_(b)  # (b on invalid rows, where y is zeroed)
-        y = torch.nn.functional.silu(pre).mul_(m)
+        y = torch.nn.functional.silu(pre)
+        if m is not None:
+            y.mul_(m)
         ctx.eps = eps
         ctx.save_for_backward(x, w, b, m, pre, mean, scale, inv, n)
         ctx.mark_non_differentiable(mean, var, n)
@@ -213,18 +224,25 @@ class _MaskedBNSwish(torch.autograd.Function):
             grads = iter(torch.autograd.grad(_bn_swish_composite(x, w, b, m, ctx.eps), wrt, gy,
                                              create_graph=True))
             return (*(next(grads) if nd else None for nd in need), None, None)
-        g = gy * m
-        g = torch.ops.aten.silu_backward.grad_input(g, pre, grad_input=g)  # zero on invalid rows
+        if m is None:
+            g = torch.ops.aten.silu_backward(gy, pre)
+        else:
+            g = gy * m
+            g = torch.ops.aten.silu_backward.grad_input(g, pre, grad_input=g)  # 0 on invalid rows
         gb = torch.sum(g, dim=0)
         xc = x - mean
         gxc = torch.diagonal(g.T @ xc)  # Σ g·(x − μ) over valid rows (g is 0 elsewhere)
         # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere, built in xc
-        gx = xc.mul_(-gxc * (inv * inv) / n).add_(g).sub_(gb / n).mul_(scale).mul_(m)
+        gx = xc.mul_(-gxc * (inv * inv) / n).add_(g).sub_(gb / n).mul_(scale)
+        if m is not None:
+            gx.mul_(m)
         return gx, gxc * inv, gb, None, None
 
 
 def _bn_swish_composite(x, w, b, m, eps):
     """_MaskedBNSwish's y as plain differentiable torch ops (its double backward)."""
+    if m is None:
+        m = torch.ones((x.shape[0], 1), dtype=x.dtype, device=x.device)
     n = torch.clamp(torch.sum(m), min=1)
     mean = torch.sum(x * m, dim=0) / n
     xc = x - mean

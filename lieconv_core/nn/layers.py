@@ -51,19 +51,27 @@ def masked_batchnorm(
 ) -> tuple[Any, dict[str, Any]]:
     """Batch norm over the valid entries only.
 
-    x (..., c), mask (...) bool. In training mode the statistics are the mean and the biased
-    variance over valid entries, and the running statistics move by momentum 0.1 (running variance
-    unbiased, as in PyTorch). Invalid entries come out as zeros.
+    x (..., c), mask (...) bool, or None when every entry is valid. In training mode the
+    statistics are the mean and the biased variance over valid entries, and the running statistics
+    move by momentum 0.1 (running variance unbiased, as in PyTorch). Invalid entries come out as
+    zeros.
     """
     if train:
         axes = tuple(range(x.ndim - 1))
-        w = xp.astype(mask, x.dtype)[..., None]
-        count = xp.sum(w)
-        n = xp.maximum(count, xp.ones_like(count))
-        mean = xp.sum(x * w, axis=axes) / n
-        xc = x - mean
-        xcw = xc * w  # w is 0 or 1: (xc·w)² = w·xc²
-        var = xp.sum(xcw * xcw, axis=axes) / n
+        if mask is None:
+            count = xp.asarray(float(math.prod(x.shape[:-1])), dtype=x.dtype, device=_device(x))
+            n = xp.maximum(count, xp.ones_like(count))
+            mean = xp.sum(x, axis=axes) / n
+            xc = x - mean
+            var = xp.sum(xc * xc, axis=axes) / n
+        else:
+            w = xp.astype(mask, x.dtype)[..., None]
+            count = xp.sum(w)
+            n = xp.maximum(count, xp.ones_like(count))
+            mean = xp.sum(x * w, axis=axes) / n
+            xc = x - mean
+            xcw = xc * w  # w is 0 or 1: (xc·w)² = w·xc²
+            var = xp.sum(xcw * xcw, axis=axes) / n
         unbiased = var * n / xp.maximum(n - 1, xp.ones_like(n))
         new_s = {
             "mean": (1 - BN_MOMENTUM) * s["mean"] + BN_MOMENTUM * mean,
@@ -76,6 +84,8 @@ def masked_batchnorm(
     # the per-channel scale is folded first: one pass over x (and one in the backward) instead of
     # a division by the (c,) standard deviation and a multiplication by the (c,) weight
     y = xc * (p["w"] / xp.sqrt(var + BN_EPS)) + p["b"]
+    if mask is None:
+        return y, new_s
     return xp.where(mask[..., None], y, xp.zeros_like(y)), new_s
 
 
@@ -84,6 +94,12 @@ def bn_swish(xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, t
     """swish(masked_batchnorm(x)), new BN state: the adapter's implementation (torch fuses it in
     training mode; see :meth:`lieconv_core.adapter.ReferenceAdapter.bn_swish`)."""
     return adapter_for(xp).bn_swish(xp, p, s, x, mask, train)
+
+
+def _device(x: Any) -> Any:
+    import array_api_compat as aac
+
+    return aac.device(x)
 
 
 def masked_pool(xp: Any, x: Any, mask: Any, mean: bool = True) -> Any:

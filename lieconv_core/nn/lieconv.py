@@ -39,6 +39,9 @@ R_GAIN = 0.5
 #: on accelerators (2^24: 64 MiB per float32 array); the adapter's ``chunk_elems`` picks per device
 #: (2^21 in host memory, see :data:`lieconv_core.adapter.CHUNK_ELEMS_HOST`)
 CHUNK_ELEMS = CHUNK_ELEMS_DEVICE
+#: automatic compaction (``LieConv.compact`` None): the weight net runs on the valid pairs only
+#: when at most this fraction of the (query, slot) pairs is valid
+COMPACT_MAX_FILL = 0.8
 #: the all-pairs log / distance cache (:meth:`LieConv.pairs`) is used up to this many pairs
 #: (bs·n²; 2^21 pairs of SE(3) logs and distances: 56 MiB in float32)
 PAIR_CACHE_MAX = 1 << 21
@@ -68,6 +71,12 @@ class LieConv(Model):
     """
 
     chunk_elems: int | None = None
+    #: None: run the weight net on the valid pairs only — gathered into a flat list, its output
+    #: put back with zeros at the invalid slots — when the adapter allows it
+    #: (:meth:`ReferenceAdapter.compact_pairs`: host memory, not jax) and at most
+    #: :data:`COMPACT_MAX_FILL` of the pairs are valid (balls holding fewer than k points,
+    #: padding); True: whenever the adapter allows it; False: never. The same pairs and sums.
+    compact: bool | None = None
     #: None: the dense path (no neighbour indices, one (m·16, n) @ (n, c) product per cloud)
     #: whenever k >= n; True / False force it on or off (settable per instance or class)
     dense: bool | None = None
@@ -182,9 +191,13 @@ class LieConv(Model):
         values = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
         if self.bn and ctx.train:
             # batch-norm statistics over all valid pairs: one pass over all queries, unchunked
-            emb = self._embed(xp, ad, query, cloud, nbr_idx, pairs=pairs)
+            comp = self._compaction(xp, ad, nbr_mask)
+            if comp is None:
+                emb = self._embed(xp, ad, query, cloud, nbr_idx, pairs=pairs)
+            else:
+                emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], slice(None), pairs)
             out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
-                                                   nbr_mask, ctx)
+                                                   nbr_mask, ctx, comp)
         else:
             # no batch statistics: queries are independent, so process them in chunks that keep
             # the (chunk, k, ·) pair arrays within ``chunk_elems`` elements
@@ -193,16 +206,25 @@ class LieConv(Model):
             m = nbr_mask.shape[1]
             step = self.query_chunk(bs, m, nbr_mask.shape[2], ad.chunk_elems(values))
             out_lin = self._out_linear(xp, params["out"], dense)
+            out_wm = None  # the weight-major output linear, for compacted chunks
             parts = []
             for s in range(0, m, step):
                 sl = slice(s, min(m, s + step))
+                cmask = nbr_mask[:, sl, :]
+                comp = self._compaction(xp, ad, cmask)
+                if comp is not None:
+                    emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], sl, pairs)
+                    w = _expand(xp, ad.weightnet(xp, layers, emb), comp[1], tuple(cmask.shape))
+                    partial = self._contract_wm(xp, ad, w, values, nbr_idx, sl)
+                    out_wm = out_wm or self._out_linear(xp, params["out"], True)
+                    parts.append(linear(out_wm, partial))
+                    continue
                 emb = self._embed(xp, ad, query, cloud, nbr_idx, sl, pairs)
                 if dense:
-                    partial = ad.dense_pointconv(xp, layers, emb, values, nbr_mask[:, sl, :])
+                    partial = ad.dense_pointconv(xp, layers, emb, values, cmask)
                     partial = xp.reshape(partial, (*partial.shape[:2], -1))
                 else:
-                    partial = ad.pointconv(xp, layers, emb, values, nbr_idx[:, sl, :],
-                                           nbr_mask[:, sl, :])
+                    partial = ad.pointconv(xp, layers, emb, values, nbr_idx[:, sl, :], cmask)
                 parts.append(linear(out_lin, partial))
             out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
         if self.mean:
@@ -288,28 +310,79 @@ class LieConv(Model):
             ad.gather(xp, cloud.elems, idx),
             None if cloud.q is None else ad.gather(xp, cloud.q, idx))
 
-    def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx):
+    def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx, comp=None):
         """Training mode with batch norm: weight net on the pair embeddings (bs, m, k, d) with
         masked batch statistics -> w (bs, m, k, 16), P = Σ_k values[nbr] ⊗ w (bs, m, chin·16) and
-        the output linear -> (bs, m, chout). (Without batch statistics — bn=False, or eval mode,
-        where BN is an affine map folded into the preceding linear layer — ``apply`` calls the
-        adapter's fused ``pointconv`` per query chunk instead.)
+        the output linear -> (bs, m, chout). With ``comp`` (:meth:`_compaction`) emb holds the
+        valid pairs only, (V, d): statistics over all of them, w put back with zeros elsewhere.
+        (Without batch statistics — bn=False, or eval mode, where BN is an affine map folded into
+        the preceding linear layer — ``apply`` calls the adapter's fused ``pointconv`` per query
+        chunk instead.)
         """
         xp, ad = ctx.xp, ctx.adapter
         h, new_wn = emb, {}
+        mask = None if comp is not None else nbr_mask
         for i in range(3):
             layer = params["wn"][str(i)]
             h, new_wn[str(i)] = bn_swish(xp, layer["bn"], wn_state[str(i)],
-                                         linear(layer["lin"], h), nbr_mask, True)
-        # masked BN leaves w exactly zero at invalid slots (mask None: no zeroing pass), and the
-        # weight-major contraction (output a·chin + c) gives autograd contiguous gradients for
-        # the gathered values (the channel-major one copies a transposed (bs, m, k, chin) array)
-        if nbr_idx is None:
-            partial = ad.dense_contract(xp, h, values, None)
-        else:
-            partial = ad.contract(xp, h, values, nbr_idx, None, weight_major=True)
-        partial = xp.reshape(partial, (*partial.shape[:2], -1))
+                                         linear(layer["lin"], h), mask, True)
+        if comp is not None:
+            h = _expand(xp, h, comp[1], tuple(nbr_mask.shape))
+        # masked BN leaves w exactly zero at invalid slots (mask None: no zeroing pass)
+        partial = self._contract_wm(xp, ad, h, values, nbr_idx, slice(None))
         return linear(self._out_linear(xp, params["out"], True), partial), new_wn
+
+    @staticmethod
+    def _contract_wm(xp, ad, w, values, nbr_idx, sl):
+        """Weight-major P (bs, s, 16·chin) of weights w (bs, s, k, 16) that are already zero at
+        invalid slots (the weight-major contraction, output a·chin + c, gives autograd contiguous
+        gradients for the gathered values; the channel-major one copies a transposed
+        (bs, s, k, chin) array)."""
+        if nbr_idx is None:
+            partial = ad.dense_contract(xp, w, values, None)
+        else:
+            partial = ad.contract(xp, w, values, nbr_idx[:, sl, :], None, weight_major=True)
+        return xp.reshape(partial, (*partial.shape[:2], -1))
+
+    def _compaction(self, xp, ad, nbr_mask):
+        """(sel, expand) for the valid pairs of nbr_mask (bs, s, k): sel (V,) their positions in
+        the flattened mask, expand (bs·s·k,) each pair's row in [valid rows; one zero row] (V for
+        invalid pairs) — or None: compaction off, not allowed by the adapter, or (``compact``
+        None) more than :data:`COMPACT_MAX_FILL` of the pairs valid."""
+        if self.compact is False or not ad.compact_pairs(nbr_mask):
+            return None
+        flat = xp.reshape(nbr_mask, (-1,))
+        if flat.shape[0] == 0:
+            return None
+        pos = xp.cumulative_sum(xp.astype(flat, index_dtype(xp)))
+        nv = int(pos[-1])  # one host read: the number of valid pairs
+        if self.compact is None and nv > COMPACT_MAX_FILL * flat.shape[0]:
+            return None
+        return xp.nonzero(flat)[0], xp.where(flat, pos - 1, xp.full_like(pos, nv))
+
+    def _embed_valid(self, xp, query, cloud, nbr_idx, sel, sl, pairs):
+        """Embeddings (V, embed_dim) of the pairs at flat positions ``sel`` of the (bs, |sl|, kk)
+        slots of the queries ``sl`` (kk = k, or n on the dense path, where slot j is point j);
+        the logs come from ``pairs`` (:meth:`pairs`) when given."""
+        bs, n = cloud.mask.shape
+        s = query.mask[:, sl].shape[1]
+        kk = n if nbr_idx is None else nbr_idx.shape[2]
+        qrow = sel // kk  # row of the query in (bs·s)
+        b = qrow // s
+        j = sel % kk if nbr_idx is None else xp.take(xp.reshape(nbr_idx[:, sl, :], (-1,)), sel,
+                                                     axis=0)
+        prow = b * n + j  # row of the neighbour in (bs·n)
+
+        def rows(a, r):
+            return None if a is None else xp.take(xp.reshape(a, (-1, a.shape[-1])), r, axis=0)
+
+        qu = rows(None if query.q is None else query.q[:, sl, :], qrow)
+        qv = rows(cloud.q, prow)
+        if pairs is not None:  # queries are the points (no subsampling)
+            i = qrow % s + (sl.start or 0)
+            return self.group.embed_from_log(xp, rows(pairs[0], (b * n + i) * n + j), qu, qv)
+        return self.group.pair_embed(xp, rows(query.elems[:, sl, :], qrow), qu,
+                                     rows(cloud.elems, prow), qv)
 
     @staticmethod
     def _folded(xp, layer, bn_state):
@@ -329,6 +402,13 @@ class LieConv(Model):
         npts = xp.mean(xp.sum(xp.astype(pmask, dt), axis=1))
         observed = per_query / xp.maximum(npts, xp.ones_like(npts))
         return r + R_GAIN * (self.fill - observed)
+
+
+def _expand(xp: Any, w: Any, expand: Any, shape: tuple) -> Any:
+    """Weights (V, c) of the valid pairs -> (*shape, c) with zeros at the invalid slots
+    (``expand`` from :meth:`LieConv._compaction`)."""
+    zero = xp.zeros((1, w.shape[-1]), dtype=w.dtype, device=_device(w))
+    return xp.reshape(xp.take(xp.concat([w, zero], axis=0), expand, axis=0), (*shape, w.shape[-1]))
 
 
 def _device(x: Any) -> Any:
