@@ -391,19 +391,33 @@ def test_shared_pair_logs_match_per_layer_logs(monkeypatch, group, nbhd, knn, tr
 
 
 @pytest.mark.parametrize("group", [G.T(2), G.SO2(), G.SE2(), G.SE3()], ids=repr)
-@pytest.mark.parametrize("nbhd,ds", [(5, 1.0), (5, 0.6), (None, 1.0)],
-                         ids=["ball", "fps+ball", "dense"])
+@pytest.mark.parametrize("nbhd,ds", [(5, 1.0), (5, 0.6), (12, 1.0), (None, 1.0)],
+                         ids=["ball", "fps+ball", "wide-ball", "dense"])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train+bn"])
 def test_compacted_weight_net_matches_all_slots(monkeypatch, group, nbhd, ds, train):
     """LieConv.compact: the weight net on the valid pairs only (gathered, then put back with
-    zeros) gives the outputs and new state (BN statistics, radii) of the weight net on every slot
-    — float64 to 1e-12 — on the indexed and dense paths, with subsampling, orbit ids (SO(2)),
-    shared pair logs (SE(3) without subsampling), padding and query chunks. The compacted path
-    is really taken on every layer, and a control that puts the weights back one row off fails."""
+    zeros), and the unused trailing slots dropped, give the outputs and new state (BN statistics,
+    radii) of the weight net on every slot — float64 to 1e-12 — on the indexed and dense paths,
+    with subsampling, orbit ids (SO(2)), shared pair logs (SE(3) without subsampling), padding
+    and query chunks. The compacted path is really taken on every layer (and slots are really
+    dropped with the wide ball), and a control that puts the weights back one row off fails."""
     from lieconv_core.nn import lieconv as L
+
+    drop = L._drop_empty_slots
+    widths = []
+
+    def spy_drop(xp, idx, mask):
+        out = drop(xp, idx, mask)
+        widths.append((mask.shape[-1], out[1].shape[-1]))
+        return out
+
+    monkeypatch.setattr(L, "_drop_empty_slots", spy_drop)
 
     net = small_net(group, nbhd=nbhd, ds_frac=ds, fill=0.3, bn=True)
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
+    if nbhd == 12:  # small balls: fewer than 12 points in every ball
+        for blk in state["blocks"].values():
+            blk["conv"]["r"] = np.asarray(0.3 if isinstance(group, G.SO2) else 0.8)
     x, v, m = make_inputs(group.space_dim)
     for blk in net.blocks:
         monkeypatch.setattr(blk.conv, "chunk_elems", 3 * 28 * 32)  # several query chunks (eval)
@@ -420,8 +434,11 @@ def test_compacted_weight_net_matches_all_slots(monkeypatch, group, nbhd, ds, tr
     for compact in (False, True):
         monkeypatch.setattr(L.LieConv, "compact", compact)
         taken.clear()
+        widths.clear()
         results[compact] = net.apply(params, state, (x, v, m), train=train, rng=5)
         assert all(taken) == compact and len(taken) >= 2
+    if nbhd == 12:
+        assert any(kk < k for k, kk in widths), widths
     (out_c, st_c), (out_f, st_f) = results[True], results[False]
     assert np.abs(out_f).max() > 1e-3
     np.testing.assert_allclose(out_c, out_f, atol=1e-12, rtol=1e-12)
@@ -519,6 +536,49 @@ def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
     assert same is new_s
     control, _ = masked_batchnorm(np, p, s, x, np.ones_like(mask), True)
     assert np.abs(control[mask] - want).max() > 0.1
+
+
+def test_torch_eval_bn_swish_matches_the_reference(torch1):
+    """torch's eval-mode bn_swish (in-place passes when autograd does not need them) gives the
+    reference's numbers (float64, 1e-13), zeros at masked entries even where x is NaN there, the
+    reference's gradients when autograd needs them, and mask None; control: other running
+    statistics change the output."""
+    import array_api_compat.torch as xpt
+    from lieconv_torch.adapter import ADAPTER
+
+    from lieconv_core.adapter import ReferenceAdapter
+
+    torch = torch1
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 9, 6, generator=gen, dtype=torch.float64) * 2 + 1
+    mask = torch.rand(4, 9, generator=gen) < 0.7
+    x[~mask] = float("nan")
+    p = {"w": torch.rand(6, generator=gen, dtype=torch.float64) + 0.5,
+         "b": torch.randn(6, generator=gen, dtype=torch.float64)}
+    s = {"mean": torch.randn(6, generator=gen, dtype=torch.float64),
+         "var": torch.rand(6, generator=gen, dtype=torch.float64) + 0.2}
+    ref = ReferenceAdapter()
+    for m in (mask, None):
+        xin = x if m is not None else torch.nan_to_num(x)
+        want, _ = ref.bn_swish(xpt, p, s, xin, m, False)
+        with torch.no_grad():
+            got, s_out = ADAPTER.bn_swish(xpt, p, s, xin, m, False)
+        assert s_out is s
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+        if m is not None:
+            assert torch.all(got[~mask] == 0) and torch.all(torch.isfinite(got))
+    xg = torch.nan_to_num(x).requires_grad_()
+    g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    grads = []
+    for ad in (ref, ADAPTER):
+        y, _ = ad.bn_swish(xpt, p, s, xg, mask, False)
+        grads.append(torch.autograd.grad(torch.sum(y * g), xg)[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-13, atol=1e-13)
+    other = {"mean": s["mean"] + 0.5, "var": s["var"]}
+    with torch.no_grad():
+        moved, _ = ADAPTER.bn_swish(xpt, p, other, torch.nan_to_num(x), None, False)
+        base, _ = ADAPTER.bn_swish(xpt, p, s, torch.nan_to_num(x), None, False)
+    assert torch.max(torch.abs(moved - base)) > 0.1
 
 
 def test_torch_fused_bn_swish_matches_the_reference_composition():

@@ -75,7 +75,9 @@ class LieConv(Model):
     #: put back with zeros at the invalid slots — when the adapter allows it
     #: (:meth:`ReferenceAdapter.compact_pairs`: host memory, not jax) and at most
     #: :data:`COMPACT_MAX_FILL` of the pairs are valid (balls holding fewer than k points,
-    #: padding); True: whenever the adapter allows it; False: never. The same pairs and sums.
+    #: padding); True: whenever the adapter allows it; False: never. Unless False, trailing
+    #: neighbour slots that no query uses are dropped too (same adapters). The same pairs and
+    #: sums either way.
     compact: bool | None = None
     #: None: the dense path (no neighbour indices, one (m·16, n) @ (n, c) product per cloud)
     #: whenever k >= n; True / False force it on or off (settable per instance or class)
@@ -184,6 +186,8 @@ class LieConv(Model):
         else:
             nbr_idx, nbr_mask, counts = ad.neighbourhood(xp, self.group, qt, pt, k, r, prio,
                                                          self.knn, **pd)
+        if not dense and self.compact is not False and ad.compact_pairs(nbr_mask):
+            nbr_idx, nbr_mask = _drop_empty_slots(xp, nbr_idx, nbr_mask)
         new_state = dict(state)
         if ctx.train and not self.knn:
             new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
@@ -402,6 +406,19 @@ class LieConv(Model):
         npts = xp.mean(xp.sum(xp.astype(pmask, dt), axis=1))
         observed = per_query / xp.maximum(npts, xp.ones_like(npts))
         return r + R_GAIN * (self.fill - observed)
+
+
+def _drop_empty_slots(xp: Any, idx: Any, mask: Any) -> tuple[Any, Any]:
+    """Neighbour indices and mask (bs, m, k) without the trailing slots that no query uses (balls
+    holding fewer than k points: the search fills slots in-ball points first); at least one slot
+    stays. One host read."""
+    k = mask.shape[-1]
+    used = xp.any(xp.reshape(mask, (-1, k)), axis=0)
+    rank = xp.arange(1, k + 1, dtype=index_dtype(xp), device=_device(mask))
+    kk = max(1, int(xp.max(xp.where(used, rank, xp.zeros_like(rank)))))
+    if kk == k:
+        return idx, mask
+    return idx[..., :kk], mask[..., :kk]
 
 
 def _expand(xp: Any, w: Any, expand: Any, shape: tuple) -> Any:
