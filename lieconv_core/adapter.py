@@ -141,6 +141,12 @@ class ReferenceAdapter:
         lower index (canonical on every backend)."""
         return xp.argsort(scores, axis=-1, stable=True)[..., :k]
 
+    def smallest_k_distinct(self, xp: Any, scores: Any, k: int) -> Any:
+        """Indices (*B, k) of the k smallest scores along the last axis, ascending, for rows whose
+        k smallest scores are distinct (which of several equal larger scores is left out does not
+        matter): no tie rule, so backends may use a partial selection (torch: ``topk``)."""
+        return xp.argsort(scores, axis=-1, stable=False)[..., :k]
+
     # --- sampling -------------------------------------------------------------------------------
     def fps(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
         """Farthest point sampling under the group distance.

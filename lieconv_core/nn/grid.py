@@ -350,7 +350,9 @@ class _Grid:
                                 xp.where(inf_, big_arr, fill_score)],
                                axis=1)
             cand = xp.concat([pos, xp.take(fpos, cl, axis=0)], axis=1)
-            top = xp.argsort(scores, axis=-1, stable=False)[:, :k]
+            # the k smallest scores are distinct: in-ball priorities (< n) and fill slots (n + j),
+            # at least k of them (every in-ball fill point is also an in-ball candidate)
+            top = ad.smallest_k_distinct(xp, scores, k)
             chosen = ad.take_along_last(xp, cand, top)
             idx_parts.append(xp.reshape(xp.take(self.sidx, xp.reshape(chosen, (-1,)), axis=0),
                                         chosen.shape))
