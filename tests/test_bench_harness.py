@@ -37,3 +37,33 @@ def test_count_gflop_counts_a_matmul(bench_path):
     a, b = torch.ones(64, 32), torch.ones(32, 16)
     assert count_gflop(lambda: a @ b) == pytest.approx(2 * 64 * 32 * 16 / 1e9, rel=0, abs=1e-15)
     assert count_gflop(lambda: a + 1) == 0.0  # elementwise work is not counted
+
+
+def test_training_steps_start_from_one_fixed_state(bench_path):
+    """Runner.step: every step after the first starts from the state the first one left, so the
+    radius controller's update does not compound across timed repeats (each repeat times the same
+    balls). The controller does move r (control), and steps 2 and 3 leave the same radii."""
+    pytest.importorskip("torch")
+    import numpy as np
+    from benchmarks._common import Bench, Runner
+
+    import lieconv_core as lc
+
+    net = lc.LieResNet(chin=2, num_outputs=3, k=16, num_layers=2, nbhd=4, fill=0.9,
+                       group=lc.groups.T(2))
+    gen = np.random.default_rng(0)
+    inputs = (gen.standard_normal((2, 12, 2)), gen.standard_normal((2, 12, 2)),
+              np.ones((2, 12), bool))
+    r = Runner(Bench.get("torch:cpu"), net, inputs, np.array([0, 2]), "xent")
+
+    def radii(state):
+        return [float(blk["conv"]["r"]) for blk in state["blocks"].values()]
+
+    r0 = radii(r.state)
+    r.step()
+    r1 = radii(r.last_state)
+    r.step()
+    r2 = radii(r.last_state)
+    r.step()
+    assert r1 != r0  # the controller moves r
+    assert radii(r.last_state) == r2  # ... but not cumulatively (carried over, r3 != r2)
