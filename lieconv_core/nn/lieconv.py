@@ -6,7 +6,9 @@ One forward pass: (1) subsample queries by farthest point sampling under the gro
 :mod:`lieconv_core.nn.grid`); (3) update r in training mode; (4) gather neighbours and embed only
 the (bs, m, k) selected pairs; (5) weight net with masked batch norm; (6) PointConv contraction
 and output linear, mean-normalised; (7) zero invalid queries. Steps 4-6 run in query chunks of
-bounded size except in training mode with batch norm.
+bounded size except in training mode with batch norm. On host backends, steps 4-5 run on the valid
+pairs only where at most :data:`COMPACT_MAX_FILL` of the slots are valid (sparse balls, padding;
+:attr:`LieConv.compact`), and trailing slots no query uses are dropped.
 
 Dense path: when the neighbourhood size k is at least the number of points n (small clouds such
 as the spring systems and molecules), every point is a candidate of every query, so steps 2 and 4
