@@ -149,10 +149,13 @@ class TorchAdapter(ReferenceAdapter):
         """Training mode: one autograd op (:class:`_MaskedBNSwish`) with a hand-written backward,
         ~7 passes over x forward and ~8 backward where autograd through the reference's
         composition makes ~11 and ~20 (the LieConv weight net runs it on (bs, m, k, 32) arrays);
-        eval mode: the reference's arithmetic ((x − μ)·(w/σ) + b, swish, zero where masked) in
-        one new buffer, updated in place where autograd does not need it (the reference makes six
-        fresh (..., c) arrays; fresh large buffers are page-faulted on every call)."""
+        eval mode without autograd: the reference's arithmetic ((x − μ)·(w/σ) + b, swish, zero
+        where masked) in one new buffer updated in place (the reference makes six fresh (..., c)
+        arrays; fresh large buffers are page-faulted on every call); with autograd, the
+        reference."""
         if not train:
+            if torch.is_grad_enabled() and any(t.requires_grad for t in (x, p["w"], p["b"])):
+                return super().bn_swish(xp, p, s, x, mask, train)
             return self._bn_swish_eval(p, s, x, mask), s
         from lieconv_core.nn.layers import BN_EPS, BN_MOMENTUM
 
@@ -170,9 +173,6 @@ class TorchAdapter(ReferenceAdapter):
         from lieconv_core.nn.layers import BN_EPS
 
         scale = p["w"] / torch.sqrt(s["var"] + BN_EPS)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, p["w"], p["b"])):
-            y = torch.nn.functional.silu((x - s["mean"]) * scale + p["b"])
-            return y if mask is None else y.masked_fill(~mask[..., None], 0)
         y = torch.sub(x, s["mean"]).mul_(scale).add_(p["b"])
         y = torch.nn.functional.silu(y, inplace=True)
         return y if mask is None else y.masked_fill_(~mask[..., None], 0)
