@@ -330,6 +330,21 @@ def test_chunked_apply_matches_unchunked(backend_, bn, train):
         np.testing.assert_allclose(o, outs[0][1], rtol=0, atol=1e-12)
 
 
+def test_automatic_query_chunks_keep_enough_rows_for_the_output_gemm():
+    """chunk_elems None: the adapter's element bound, raised to MIN_CHUNK_ROWS rows (bs·chunk)
+    where it would give fewer; an explicit chunk_elems is honoured exactly."""
+    from lieconv_core.nn.lieconv import MIN_CHUNK_ROWS
+
+    conv = lc.LieConv(256, 256, G.T(3), nbhd=32)
+    assert conv.query_chunk(1, 1000, 32, 1 << 21) == MIN_CHUNK_ROWS  # 256 by the bound alone
+    assert conv.query_chunk(4, 1000, 32, 1 << 21) == MIN_CHUNK_ROWS // 4
+    assert conv.query_chunk(1, 100, 32, 1 << 21) == 100  # never more than m
+    small = lc.LieConv(32, 32, G.T(2), nbhd=25)
+    assert small.query_chunk(25, 883, 25, 1 << 21) == (1 << 21) // (25 * 25 * 32)  # 104 >= 512/25
+    conv.chunk_elems = 1 << 21
+    assert conv.query_chunk(1, 1000, 32) == 256
+
+
 # --- invariance through the grid -----------------------------------------------------------------
 
 def test_t3_layer_invariant_through_grid_path_and_control_fails(monkeypatch):

@@ -41,6 +41,10 @@ R_GAIN = 0.5
 #: on accelerators (2^24: 64 MiB per float32 array); the adapter's ``chunk_elems`` picks per device
 #: (2^21 in host memory, see :data:`lieconv_core.adapter.CHUNK_ELEMS_HOST`)
 CHUNK_ELEMS = CHUNK_ELEMS_DEVICE
+#: automatic query chunks (``chunk_elems`` None) hold at least this many rows (bs·queries): the
+#: output linear is one (rows, 16·chin) @ (16·chin, chout) GEMM per chunk, and narrower ones run
+#: slower (one T(3) cloud, N = 1000, k = 32, C = 256: 256-row chunks 64 ms, 512-row 57 ms)
+MIN_CHUNK_ROWS = 512
 #: automatic compaction (``LieConv.compact`` None): the weight net runs on the valid pairs only
 #: when at most this fraction of the (query, slot) pairs is valid
 COMPACT_MAX_FILL = 0.8
@@ -271,10 +275,14 @@ class LieConv(Model):
     def query_chunk(self, bs: int, m: int, k: int, default: int = CHUNK_ELEMS) -> int:
         """Queries per chunk of the eval-mode / no-BN aggregation: the widest pair arrays,
         (bs, chunk, k, max(32, chin, embed_dim)) weight-net activations and gathered values, hold
-        at most ``chunk_elems`` (``default`` when None) elements (at least one query per chunk)."""
+        at most ``chunk_elems`` elements (at least one query per chunk). With ``chunk_elems``
+        None the bound is ``default`` (the adapter's), raised where needed so that a chunk has at
+        least :data:`MIN_CHUNK_ROWS` rows (bs·chunk) for the output linear's GEMM."""
         width = max(WEIGHTNET_HIDDEN, self.chin, self.group.embed_dim)
-        limit = default if self.chunk_elems is None else int(self.chunk_elems)
-        return max(1, min(m, limit // max(1, bs * k * width)))
+        if self.chunk_elems is not None:
+            return max(1, min(m, int(self.chunk_elems) // max(1, bs * k * width)))
+        step = max(default // max(1, bs * k * width), -(-MIN_CHUNK_ROWS // bs))
+        return max(1, min(m, step))
 
     def _out_linear(self, xp, out: dict, weight_major: bool) -> dict:
         """The output linear for the contraction's layout: channel-major rows (c·cm + a) as
