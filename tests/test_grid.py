@@ -268,6 +268,15 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
     c2 = lift(G.SE2(0.05), x[:, : n // 2, :2], x[:, : n // 2, :1], m[:, : n // 2], 2, rng=3)
     Q2 = P2 = (c2.elems, None, c2.mask)
     assert grid.grid_neighbourhood(np, REF, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False) is not None
+    # bounded groups take the grid from GRID_MIN_PAIRS_BOUNDED pairs on (here 1050² > 2^20)
+    half = tuple(a[:, : n // 2] for a in (c2.elems, c2.mask))
+    Qh = (half[0], None, half[1])
+    assert grid.GRID_MIN_PAIRS_BOUNDED < (n // 2) ** 2 <= grid.GRID_MIN_PAIRS
+    ph = rng.permutation(n // 2)[None]
+    assert grid.grid_neighbourhood(np, REF, G.SE2(0.05), Qh, Qh, 16, 0.05, ph, False) is not None
+    xh = (x[:, : n // 2], None, m[:, : n // 2])
+    assert grid.grid_neighbourhood(np, REF, G.T(3), xh, xh, 16, 0.05, ph,
+                                   False) is None  # Euclidean: below GRID_MIN_PAIRS
     assert grid.grid_neighbourhood(np, REF, G.SO2(), (x[..., :2], x[..., :1], m),
                                    (x[..., :2], x[..., :1], m), 16, 0.05, prio, False) is None
     _assert_same(REF.neighbourhood(np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False),

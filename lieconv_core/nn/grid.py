@@ -47,8 +47,9 @@ included). Invalid queries get the reference's answer without a search.
   (or its Pallas kernel on GPU);
 * ball mode: r is a scalar (a host float is read: one device sync on GPUs, where the torch/cupy
   kernels normally take the search anyway), finite and > 0, and the priorities are a permutation;
-* the dense search would look at more than :data:`GRID_MIN_PAIRS` pairs (bs·m·n) — below that the
-  chunked search is one or two array operations and cheaper than sorting;
+* the dense search would look at more than :data:`GRID_MIN_PAIRS` pairs (bs·m·n;
+  :data:`GRID_MIN_PAIRS_BOUNDED` for bounded, non-Euclidean distances, which cost more per pair)
+  — below that the chunked search is a few array operations and cheaper than sorting;
 * the estimated candidates per query, 3^d · (mean points per occupied cell), are at most
   n / :data:`GRID_MIN_GAIN` — otherwise (r large relative to the extent of the cloud) the grid
   would scan most of the cloud anyway;
@@ -69,6 +70,11 @@ from .._backend import index_dtype
 
 #: auto dispatch: use the grid only when the dense search would look at more pairs (bs·m·n)
 GRID_MIN_PAIRS = 1 << 22
+#: ... for groups with a position bound (SE(2), SE(3)), whose distance costs ~3x the Euclidean
+#: one per pair, the grid pays on smaller searches (RotMNIST SE(2) fourth layer, 25 × 279 × 410
+#: pairs: grid 32 ms, chunked 50 ms; fifth, 25 × 190 × 279: 22 vs 26 ms; sixth, 0.6 M pairs:
+#: 16 vs 14 ms, torch)
+GRID_MIN_PAIRS_BOUNDED = 1 << 20
 #: auto dispatch: use the grid only when the estimated candidates per query are <= n / this
 GRID_MIN_GAIN = 4
 #: at most this many (query, candidate) pairs are held at once (2^19: cache-sized passes; RotMNIST
@@ -150,7 +156,7 @@ def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: 
     if not (1 <= D <= GRID_MAX_DIM and pe.shape[2] == E and pe.shape[0] == bs and m >= 1
             and 1 <= k <= n and qe.dtype == pe.dtype and qe.dtype in (xp.float32, xp.float64)):
         return None
-    if not force and bs * m * n <= GRID_MIN_PAIRS:
+    if not force and bs * m * n <= (GRID_MIN_PAIRS if euclid else GRID_MIN_PAIRS_BOUNDED):
         return None
     rf = math.nan
     if not knn:
@@ -334,7 +340,11 @@ class _Grid:
         big = 3 * n
         big_arr = xp.full((1, 1), big, dtype=it, device=dev)
         fill_score = xp.arange(k, dtype=it, device=dev) + n
-        rows = xp.arange(bs * m, dtype=it, device=dev)
+        # queries in the order of their longest cell row: a chunk pads every row to its longest
+        # one, so chunks of like queries carry less padding (RotMNIST SE(2), first layer: most
+        # queries' rows hold <= 24 points, a few 36, and every FPS-ordered chunk had one of those)
+        _, lens = self._ranges(xp.arange(bs * m, dtype=it, device=dev), 1)
+        rows = xp.astype(xp.argsort(xp.max(lens, axis=1), stable=True), it)
         idx_parts, mask_parts, cnt_parts = [], [], []
         for rows_c, pos, cvalid in self._chunks(rows, 1, chunk_pairs):
             qf, d, _ = self._candidates(group, rows_c, pos, with_index=False)
@@ -357,7 +367,9 @@ class _Grid:
             idx_parts.append(xp.reshape(xp.take(self.sidx, xp.reshape(chosen, (-1,)), axis=0),
                                         chosen.shape))
             mask_parts.append(ad.take_along_last(xp, scores, top) < n)
-        idx, mask, cnt = (_cat(xp, p) for p in (idx_parts, mask_parts, cnt_parts))
+        back = xp.argsort(rows, stable=True)  # chunk order -> query order
+        idx, mask, cnt = (xp.take(_cat(xp, p), back, axis=0)
+                          for p in (idx_parts, mask_parts, cnt_parts))
         return (xp.reshape(idx, (bs, m, k)), xp.reshape(mask, (bs, m, k)),
                 xp.reshape(cnt, (bs, m)))
 
