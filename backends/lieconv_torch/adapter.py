@@ -213,8 +213,7 @@ class _MaskedBNSwish(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, m, eps):
         if m is None:
-            n = torch.clamp(torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device),
-                            min=1)
+            n = torch.tensor(float(max(1, x.shape[0])), dtype=x.dtype, device=x.device)
             mean = torch.sum(x, dim=0) / n
             xm = torch.sub(x, mean)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_compat as aac
 import numpy as np
 
 from .._backend import adapter_for
@@ -28,8 +29,6 @@ def linear_init(gen: np.random.Generator, fan_in: int, fan_out: int) -> dict[str
 
 def linear(p: dict[str, Any], x: Any) -> Any:
     """x @ w + b: (..., in) -> (..., out), through the adapter (torch: bias inside the GEMM)."""
-    import array_api_compat as aac
-
     return adapter_for(aac.array_namespace(x)).linear(p["w"], p["b"], x)
 
 
@@ -59,8 +58,8 @@ def masked_batchnorm(
     if train:
         axes = tuple(range(x.ndim - 1))
         if mask is None:
-            count = xp.asarray(float(math.prod(x.shape[:-1])), dtype=x.dtype, device=_device(x))
-            n = xp.maximum(count, xp.ones_like(count))
+            n = xp.asarray(float(max(1, math.prod(x.shape[:-1]))), dtype=x.dtype,
+                           device=aac.device(x))
             mean = xp.sum(x, axis=axes) / n
             xc = x - mean
             var = xp.sum(xc * xc, axis=axes) / n
@@ -94,12 +93,6 @@ def bn_swish(xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, t
     """swish(masked_batchnorm(x)), new BN state: the adapter's implementation (torch fuses it in
     training mode; see :meth:`lieconv_core.adapter.ReferenceAdapter.bn_swish`)."""
     return adapter_for(xp).bn_swish(xp, p, s, x, mask, train)
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)
 
 
 def masked_pool(xp: Any, x: Any, mask: Any, mean: bool = True) -> Any:
