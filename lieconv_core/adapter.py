@@ -341,10 +341,23 @@ class ReferenceAdapter:
         pair arrays (GPUs)."""
         return True
 
+    def all_true(self, xp: Any, mask: Any) -> bool:
+        """True when every entry of the bool array ``mask`` is True and that is cheap to know
+        (host memory: one reduction); False means "not known" (here never). Backends that would
+        need a device sync or cannot read traced values (jax.jit, GPUs) return False. Lets
+        :func:`lieconv_core.nn.layers.zero_invalid` skip its pass on fully valid clouds."""
+        return bool(xp.all(mask))
+
     # --- dense layers --------------------------------------------------------------------------
     def linear(self, w: Any, b: Any, x: Any) -> Any:
         """x @ w + b: x (..., in), w (in, out), b (out,) -> (..., out)."""
         return x @ w + b
+
+    def matmul(self, xp: Any, a: Any, b: Any) -> Any:
+        """a @ b for stacks of matrices a (..., M, K), b (..., K, N) -> (..., M, N). Backends may
+        choose the result's memory layout (torch: a narrow N computed as (bᵀ aᵀ)ᵀ, also in every
+        derivative)."""
+        return a @ b
 
     # --- elementwise -------------------------------------------------------------------------
     def swish(self, xp: Any, x: Any) -> Any:
@@ -374,7 +387,7 @@ class ReferenceAdapter:
         everywhere (LieConv zeroes padded points): invalid slots are removed by zeroing w only,
         which is n/(m·k) times cheaper than zeroing the gathered values.
         """
-        if nbr_mask is not None:
+        if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
         vals = self.gather(xp, values, nbr_idx)
         if weight_major:
@@ -411,10 +424,10 @@ class ReferenceAdapter:
         product per cloud, with no gather and no per-query products of k-long vectors).
         """
         bs, m, n, cm = w.shape
-        if mask is not None:
+        if mask is not None and not self.all_true(xp, mask):
             w = xp.where(mask[..., None], w, xp.zeros_like(w))
         wt = xp.reshape(xp.permute_dims(w, (0, 1, 3, 2)), (bs, m * cm, n))
-        return xp.reshape(wt @ values, (bs, m, cm, values.shape[-1]))
+        return xp.reshape(self.matmul(xp, wt, values), (bs, m, cm, values.shape[-1]))
 
     def dense_pointconv(self, xp: Any, layers: list, emb: Any, values: Any, mask: Any) -> Any:
         """Weight net and :meth:`dense_contract`: emb (bs, m, n, d) of all pairs ->

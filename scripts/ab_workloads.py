@@ -9,6 +9,8 @@ library in front and once with this one, e.g.
     python scripts/ab_workloads.py new
 
 Prints one line per workload and mode: tag, workload, mode, median seconds, all timed calls.
+``--workloads springs`` times the springs training step of asv_bench/benchmarks/springs.py
+(torch:cpu or jax:cpu; step only).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def main() -> None:
           flush=True)
     b = Bench.get(args.backend)
     for name in args.workloads.split(","):
+        if name == "springs":
+            _springs(args)
+            continue
         for mode in ("fwd", "step"):
             model, inputs, targets, loss = workload(name)
             r = Runner(b, model, inputs, targets, loss)
@@ -49,6 +54,22 @@ def main() -> None:
             ts.sort()
             print(args.tag, name, mode, f"{ts[len(ts) // 2]:.3f}", [round(t, 3) for t in ts],
                   flush=True)
+
+
+def _springs(args: argparse.Namespace) -> None:
+    from benchmarks.springs import _batch, _trainer
+
+    z, sys_, ts_grid = _batch()
+    trainer = _trainer(args.backend)
+    trainer.step(z, sys_, ts_grid)  # warm-up (jax: compile)
+    ts = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        trainer.step(z, sys_, ts_grid)  # returns a float: synchronised
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    print(args.tag, "springs", "step", f"{ts[len(ts) // 2]:.3f}", [round(t, 3) for t in ts],
+          flush=True)
 
 
 if __name__ == "__main__":

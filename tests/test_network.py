@@ -474,6 +474,54 @@ def test_compaction_is_automatic_only_for_sparse_slots(monkeypatch):
     assert conv._compaction(np, ad, mask) is None
 
 
+def test_zero_invalid_skips_its_pass_only_on_fully_valid_masks(monkeypatch):
+    """zero_invalid returns x itself when the adapter knows every entry valid (numpy, torch on
+    CPU), zeros the invalid rows otherwise, and jax never claims to know; a LieResNet with
+    batch norm on fully valid clouds gives bit-identical outputs, BN statistics and input
+    gradients (torch) with the shortcut disabled. Control: one invalid point changes them."""
+    from lieconv_core.adapter import ReferenceAdapter
+    from lieconv_core.nn.layers import zero_invalid
+
+    x = np.arange(12.0).reshape(2, 3, 2)
+    full = np.ones((2, 3), dtype=bool)
+    assert zero_invalid(np, x, full) is x
+    part = full.copy()
+    part[1, 2] = False
+    got = zero_invalid(np, x, part)
+    assert np.all(got[1, 2] == 0) and np.array_equal(got[part], x[part])
+    jax_adapter = pytest.importorskip("lieconv_jax.adapter").ADAPTER
+    assert jax_adapter.all_true(None, full) is False
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xpt
+
+    from lieconv_core._backend import adapter_for
+
+    xt = torch.from_numpy(x)
+    assert zero_invalid(xpt, xt, torch.from_numpy(full)) is xt
+    net = lc.LieResNet(chin=2, num_outputs=3, k=16, nbhd=5, num_layers=2, group=G.T(2),
+                       fill=0.5, bn=True)
+    params, state = net.init(seed=1, dtype="float64", backend="torch")
+    gen = np.random.default_rng(2)
+    coords = torch.from_numpy(gen.normal(size=(3, 8, 2))).requires_grad_()
+    vals = torch.from_numpy(gen.normal(size=(3, 8, 2)))
+
+    def run(mask):
+        out, st = net.apply(params, state, (coords, vals, torch.from_numpy(mask)), train=True,
+                            rng=4)
+        (g,) = torch.autograd.grad(torch.sum(out ** 2), coords)
+        return [out.detach(), g] + list(lc.nn.module.flatten(st).values())
+
+    mask = np.ones((3, 8), dtype=bool)
+    fast = run(mask)
+    monkeypatch.setattr(type(adapter_for(xpt)), "all_true", lambda self, xp, m: False)
+    slow = run(mask)
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+    mask[2, 7] = False
+    assert torch.max(torch.abs(run(mask)[0] - slow[0])) > 1e-6
+    assert ReferenceAdapter().all_true(np, part) is False
+
+
 def test_torch_compacted_weight_net_gradients(torch1):
     """torch, float64, training mode: compacted and all-slot weight nets give the same loss
     gradients for every parameter (1e-10 relative) — the gathers' backward (index_add) and the

@@ -43,6 +43,9 @@ class CupyAdapter(ReferenceAdapter):
     def compact_pairs(self, x: Any) -> bool:
         return False  # GPU: the fused kernels take the whole pair arrays, no host syncs
 
+    def all_true(self, xp: Any, mask: Any) -> bool:
+        return False  # reading it back would synchronise the device
+
     # --- kernel plumbing -------------------------------------------------------------------------
     def _mod(self) -> Any:
         if self._module is None:

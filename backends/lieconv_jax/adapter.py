@@ -40,6 +40,9 @@ class JaxAdapter(ReferenceAdapter):
     def compact_pairs(self, x: Any) -> bool:
         return False  # data-dependent shapes do not trace under jax.jit
 
+    def all_true(self, xp: Any, mask: Any) -> bool:
+        return False  # traced values cannot be read under jax.jit
+
     def _pallas(self, *arrays: Any) -> Any:
         """(module, interpret) when the Pallas kernels apply, else None."""
         if self.kernels == "never":

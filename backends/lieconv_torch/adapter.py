@@ -107,6 +107,9 @@ class TorchAdapter(ReferenceAdapter):
     def compact_pairs(self, x: Any) -> bool:
         return x.device.type == "cpu"  # GPUs: the Triton kernels, no host syncs
 
+    def all_true(self, xp: Any, mask: Any) -> bool:
+        return mask.device.type == "cpu" and bool(torch.all(mask))  # no GPU syncs
+
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return torch.gather(x, -1, idx)
 
@@ -124,7 +127,7 @@ class TorchAdapter(ReferenceAdapter):
         return torch.topk(scores, k, dim=-1, largest=False, sorted=True).indices
 
     def swish(self, xp: Any, x: Any) -> Any:
-        return torch.nn.functional.silu(x)
+        return _swish(x)
 
     def linear(self, w, b, x):
         """addmm: the bias enters the GEMM (no separate pass and (..., out) buffer for it)."""
@@ -132,6 +135,14 @@ class TorchAdapter(ReferenceAdapter):
             return torch.addmm(b, x, w)
         return torch.reshape(torch.addmm(b, torch.reshape(x, (-1, x.shape[-1])), w),
                              (*x.shape[:-1], w.shape[-1]))
+
+    def matmul(self, xp, a, b):
+        """a @ b through :class:`_LayoutMatmul` (the result's layout chosen for speed, in the
+        forward and in every derivative) where some product is narrow; else plain matmul."""
+        if (a.ndim < 2 or a.shape[:-2] != b.shape[:-2]  # broadcasting: plain matmul
+                or min(a.shape[-2], b.shape[-1], a.shape[-1]) >= _NARROW):
+            return torch.matmul(a, b)
+        return _LayoutMatmul.apply(a, b)
 
     def weightnet(self, xp, layers, emb):
         """The reference weight net with the bias added inside the GEMM (addmm) and, where
@@ -141,8 +152,10 @@ class TorchAdapter(ReferenceAdapter):
         h = torch.reshape(emb, (-1, emb.shape[-1]))
         for w, b in layers:
             h = torch.addmm(b, h, w)
-            h = torch.nn.functional.silu(h, inplace=not (torch.is_grad_enabled() and
-                                                         h.requires_grad))
+            if torch.is_grad_enabled() and h.requires_grad:
+                h = _Swish.apply(h)
+            else:
+                h = torch.nn.functional.silu(h, inplace=True)
         return torch.reshape(h, (*lead, h.shape[-1]))
 
     def bn_swish(self, xp, p, s, x, mask, train):
@@ -194,6 +207,90 @@ class TorchAdapter(ReferenceAdapter):
 
     def to_numpy(self, x: Any):
         return x.detach().cpu().numpy()
+
+
+def _swish(x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Swish.apply(x)
+    return torch.nn.functional.silu(x)
+
+
+class _Swish(torch.autograd.Function):
+    """silu(x) whose gradient is :class:`_SwishGrad`, an op with a hand-written derivative: the
+    Hamiltonian models differentiate the network's gradient again (double backprop), where
+    autograd's own derivative of ``silu_backward`` takes ~18 elementwise passes and this one ~8
+    (springs training step, torch:cpu: ~0.4 s of ~4.4 s; docs/benchmarks.md)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.nn.functional.silu(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return _SwishGrad.apply(g, x)
+
+
+class _SwishGrad(torch.autograd.Function):
+    """g·swish'(x), with swish'(x) = s(1 + x(1 − s)) and swish''(x) = s(1 − s)(2 + x(1 − 2s)),
+    s = sigmoid(x). Its backward is in place where nothing differentiates it again, and the same
+    formulas as differentiable ops under ``create_graph`` (third and higher derivatives)."""
+
+    @staticmethod
+    def forward(ctx, g, x):
+        ctx.save_for_backward(g, x)
+        return torch.ops.aten.silu_backward(g, x)
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, x = ctx.saved_tensors
+        need_g, need_x = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            s = torch.sigmoid(x)
+            d2 = s * (1 - s) * (2 + x * (1 - 2 * s))
+            return (_SwishGrad.apply(gg, x) if need_g else None,
+                    gg * g * d2 if need_x else None)
+        dg = torch.ops.aten.silu_backward(gg, x) if need_g else None
+        dx = None
+        if need_x:
+            s = torch.sigmoid(x)
+            dx = torch.mul(s, -2).add_(1).mul_(x).add_(2)  # 2 + x(1 − 2s)
+            dx.mul_(s).mul_(s.neg_().add_(1)).mul_(gg).mul_(g)  # · s(1 − s) · gg · g
+        return dg, dx
+
+
+#: a product dimension below this is "narrow" (BLAS vectorises along the result's contiguous dim)
+_NARROW = 16
+
+
+def _matmul_wide_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with the result's contiguous dimension the wider of M and N: CPU BLAS vectorises
+    along it: a (200, 96, 96) @ (200, 96, 6) product takes ~0.45 ms computed as
+    ((200, 6, 96) @ (200, 96, 96))ᵀ against 1.2–6 ms directly, depending on the operands'
+    strides (2 threads, torch 2.13; docs/benchmarks.md)."""
+    if b.shape[-1] < _NARROW and b.shape[-1] < a.shape[-2]:
+        return torch.matmul(b.mT, a.mT).mT
+    return torch.matmul(a, b)
+
+
+class _LayoutMatmul(torch.autograd.Function):
+    """a @ b whose forward and gradients (themselves _LayoutMatmul products, so derivatives of
+    every order) all go through :func:`_matmul_wide_rows`. Autograd's own matmul backward computes
+    ∂a = g @ bᵀ with the contraction dimension last: narrow in LieConv's dense contraction
+    (n = 6 points per spring system), where that layout is 3–10x slower."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _matmul_wide_rows(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ga = _LayoutMatmul.apply(g, b.mT) if ctx.needs_input_grad[0] else None
+        gb = _LayoutMatmul.apply(a.mT, g) if ctx.needs_input_grad[1] else None
+        return ga, gb
 
 
 class _MaskedBNSwish(torch.autograd.Function):

@@ -83,9 +83,16 @@ def masked_batchnorm(
     # the per-channel scale is folded first: one pass over x (and one in the backward) instead of
     # a division by the (c,) standard deviation and a multiplication by the (c,) weight
     y = xc * (p["w"] / xp.sqrt(var + BN_EPS)) + p["b"]
-    if mask is None:
-        return y, new_s
-    return xp.where(mask[..., None], y, xp.zeros_like(y)), new_s
+    return zero_invalid(xp, y, mask), new_s
+
+
+def zero_invalid(xp: Any, x: Any, mask: Any) -> Any:
+    """x (..., c) with zeros where mask (...) is False — or x itself, with no pass over it (and
+    none in its derivatives), when the adapter knows every entry valid
+    (:meth:`~lieconv_core.adapter.ReferenceAdapter.all_true`; spring systems, unpadded clouds)."""
+    if mask is None or adapter_for(xp).all_true(xp, mask):
+        return x
+    return xp.where(mask[..., None], x, xp.zeros_like(x))
 
 
 def bn_swish(xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, train: bool
@@ -99,7 +106,7 @@ def masked_pool(xp: Any, x: Any, mask: Any, mean: bool = True) -> Any:
     """Global pooling over axis 1: x (bs, n, c), mask (bs, n) -> (bs, c). An all-masked cloud pools
     to zeros."""
     w = xp.astype(mask, x.dtype)[..., None]
-    total = xp.sum(xp.where(mask[..., None], x, xp.zeros_like(x)), axis=1)
+    total = xp.sum(zero_invalid(xp, x, mask), axis=1)
     if not mean:
         return total
     count = xp.sum(w, axis=1)

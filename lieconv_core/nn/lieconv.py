@@ -28,7 +28,7 @@ from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups.base import Group
-from .layers import BN_EPS, bn_init, bn_swish, linear, linear_init
+from .layers import BN_EPS, bn_init, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
 
 #: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
@@ -198,7 +198,7 @@ class LieConv(Model):
         if ctx.train and not self.knn:
             new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
         # padded points may hold anything (NaN included): the aggregation needs finite values
-        values = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
+        values = zero_invalid(xp, cloud.values, cloud.mask)
         if self.bn and ctx.train:
             # batch-norm statistics over all valid pairs: one pass over all queries, unchunked
             comp = self._compaction(xp, ad, nbr_mask)
@@ -240,7 +240,7 @@ class LieConv(Model):
         if self.mean:
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
-        out = xp.where(query.mask[..., None], out, xp.zeros_like(out))
+        out = zero_invalid(xp, out, query.mask)
         return query._replace(values=out), new_state
 
     def pairs(self, xp: Any, cloud: Cloud) -> tuple[Any, Any] | None:

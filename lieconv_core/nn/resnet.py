@@ -12,7 +12,7 @@ from ..cloud import Cloud, lift_unchecked, validate_inputs
 from ..groups import SE3
 from ..groups.base import Group
 from ..random import as_draws
-from .layers import bn_init, bn_swish, linear, linear_init, masked_pool, swish
+from .layers import bn_init, bn_swish, linear, linear_init, masked_pool, swish, zero_invalid
 from .lieconv import LieConv
 from .module import Ctx, Model
 
@@ -71,7 +71,7 @@ class BottleBlock:
             v = xp.concat([v[..., : self.chin] + shortcut, v[..., self.chin:]], axis=-1)
         else:
             v = v + shortcut
-        v = xp.where(out.mask[..., None], v, xp.zeros_like(v))
+        v = zero_invalid(xp, v, out.mask)
         return out._replace(values=v), new_state
 
 
@@ -152,9 +152,8 @@ class LieResNet(Model):
 
         xp = xp or array_namespace(cloud.elems, cloud.values, cloud.mask)
         ctx = self.context(xp, train, as_draws(rng))
-        zero_pad = xp.where(cloud.mask[..., None], cloud.values, xp.zeros_like(cloud.values))
-        v = linear(params["lin_in"], zero_pad)
-        cloud = cloud._replace(values=xp.where(cloud.mask[..., None], v, xp.zeros_like(v)))
+        v = linear(params["lin_in"], zero_invalid(xp, cloud.values, cloud.mask))
+        cloud = cloud._replace(values=zero_invalid(xp, v, cloud.mask))
         new_state: dict[str, Any] = {"blocks": {}}
         pairs = None  # all-pairs logs of the current elements, shared while nothing subsamples
         for i, block in enumerate(self.blocks):
@@ -171,7 +170,7 @@ class LieResNet(Model):
         v = _act(xp, params, state, "bn", cloud.values, cloud.mask, ctx, new_state, self.bn)
         v = linear(params["lin_out"], v)
         if not self.pool:
-            return xp.where(cloud.mask[..., None], v, xp.zeros_like(v)), new_state
+            return zero_invalid(xp, v, cloud.mask), new_state
         return masked_pool(xp, v, cloud.mask, mean=self.mean), new_state
 
 
