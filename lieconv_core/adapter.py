@@ -341,6 +341,13 @@ class ReferenceAdapter:
         pair arrays (GPUs)."""
         return True
 
+    def tracing(self) -> bool:
+        """True while a compiler traces the code (torch.compile): no host reads of array values
+        then (they would split the compiled graph); data checks are skipped and data-dependent
+        shortcuts (compaction, :meth:`all_true`) are off. jax's tracers need no hook: reading
+        one raises, and the callers treat that as "unknown"."""
+        return False
+
     def all_true(self, xp: Any, mask: Any) -> bool:
         """True when every entry of the bool array ``mask`` is True and that is cheap to know
         (host memory: one reduction); False means "not known" (here never). Backends that would

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._backend import array_namespace
+from ._backend import adapter_for, array_namespace
 from .groups.base import Group, repeat_samples
 from .random import as_draws
 
@@ -61,7 +61,7 @@ def validate_inputs(group: Group, coords: Any, values: Any, mask: Any, chin: int
         )
     if mask.dtype != xp.bool:
         raise TypeError(f"mask must be a bool array, got {mask.dtype}")
-    if check_finite:
+    if check_finite and not adapter_for(xp).tracing():
         finite = xp.all(xp.isfinite(coords), axis=-1)
         if _concrete_any(xp.any(mask & ~finite)):
             raise ValueError("coords contain NaN or inf at valid (unmasked) points")

@@ -317,3 +317,37 @@ def test_first_k_then_rest_is_the_stable_argsort_order(xp):
         np.testing.assert_array_equal(got, want, err_msg=f"n={n} k={k}")
         native = first_k_then_rest(xp, asarray(xp, sel), k, adapter_for(xp).search_rows)
         np.testing.assert_array_equal(to_numpy(native), want, err_msg=f"adapter n={n} k={k}")
+
+
+def test_torch_compile_smoke_dense_network_in_one_graph(monkeypatch):
+    """The optional torch.compile path: a FunctionalModule of a dense-path LieResNet (every
+    point a neighbour, as for molecules and spring systems) in eval mode compiles into one graph
+    with no breaks and, through inductor, gives eager's numbers (float64, 1e-10). Control: with
+    the adapter's ``tracing`` hook off, the host reads (input checks, all-valid shortcut) split
+    the graph."""
+    torch = pytest.importorskip("torch")
+    import torch._dynamo as dynamo
+    from lieconv_torch import FunctionalModule
+    from lieconv_torch.adapter import TorchAdapter
+
+    net = lc.LieResNet(chin=2, num_outputs=2, k=8, num_layers=2, nbhd=None, group=G.T(3),
+                       knn=True, fill=1.0)
+    params, state = net.init(seed=0, dtype="float64", backend="torch")
+    module = FunctionalModule(net, params, state, dtype="float64").eval()
+    gen = np.random.default_rng(0)
+    inputs = (torch.asarray(gen.normal(size=(2, 5, 3))), torch.asarray(gen.normal(size=(2, 5, 2))),
+              torch.ones((2, 5), dtype=torch.bool))
+    with torch.no_grad():
+        want = module(*inputs)
+        dynamo.reset()
+        explained = dynamo.explain(module)(*inputs)
+        assert explained.graph_count == 1 and explained.graph_break_count == 0, \
+            explained.break_reasons
+        got = torch.compile(module)(*inputs)  # inductor: fused loops, sums in another order
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        monkeypatch.setattr(TorchAdapter, "tracing", lambda self: False)
+        monkeypatch.setattr(TorchAdapter, "all_true",
+                            lambda self, xp, m: m.device.type == "cpu" and bool(torch.all(m)))
+        dynamo.reset()
+        assert dynamo.explain(module)(*inputs).graph_break_count > 0
+    dynamo.reset()

@@ -82,13 +82,33 @@ def median_time(fn: Any, b: Bench, repeats: int = 3) -> float:
     return statistics.median(ts)
 
 
-def gemm_gflops(b: Bench, n: int = 2048, dtype: str = "float32") -> float:
-    """Measured dense GEMM rate (n×n @ n×n) in GFLOP/s on this backend and device."""
+def interleaved_medians(fns: list, b: Bench, rounds: int = 7) -> list[float]:
+    """Median wall time (s, synchronised, after one warm-up each) of every fn, timed in turns —
+    fn0, fn1, …, fn0, fn1, … — so that a slow phase of a shared machine that outlasts one round
+    slows them all alike and their ratios stay put."""
+    for fn in fns:
+        b.sync(fn())
+    ts: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, acc in zip(fns, ts):
+            t0 = time.perf_counter()
+            b.sync(fn())
+            acc.append(time.perf_counter() - t0)
+    return [statistics.median(acc) for acc in ts]
+
+
+def gemm_fn(b: Bench, n: int = 2048, dtype: str = "float32") -> Any:
+    """A closure of one dense (n×n) @ (n×n) product on this backend and device (2·n³ FLOPs)."""
     gen = np.random.default_rng(0)
     x = b.asarray(gen.standard_normal((n, n)), dtype)
     y = b.asarray(gen.standard_normal((n, n)), dtype)
     mm = b.jit(lambda u, v: u @ v)
-    t = median_time(lambda: mm(x, y), b, repeats=5)
+    return lambda: mm(x, y)
+
+
+def gemm_gflops(b: Bench, n: int = 2048, dtype: str = "float32") -> float:
+    """Measured dense GEMM rate (n×n @ n×n) in GFLOP/s on this backend and device."""
+    t = median_time(gemm_fn(b, n, dtype), b, repeats=5)
     return 2 * n**3 / t / 1e9
 
 

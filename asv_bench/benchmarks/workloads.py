@@ -78,3 +78,36 @@ class WorkloadFlops:
         return count_gflop(r.step)
 
     track_train_step_gflop.unit = "GFLOP"
+
+
+class CompiledForward:
+    """The optional torch.compile path: the eval-mode forward of the QM9-like workloads through
+    ``torch.compile`` (inductor; compiled in setup, ~40–70 s each on 2 cores), next to
+    ``Forward``'s eager time. QM9-like T(3) takes the dense path and compiles into one graph;
+    SE(3) has graph breaks at its random lift and neighbour draws (host draws). Fixed draws
+    (rng=0) on every call, so that the compiled code is reused (a new seed is a new constant)."""
+
+    params = (["torch:cpu"], ["qm9_T3", "qm9_SE3"])
+    param_names = ["backend", "workload"]
+    timeout = 1800
+    number = 1
+    repeat = (1, 5, 60.0)
+    warmup_time = 0
+
+    def setup(self, spec, name):
+        self.b = Bench.get(spec)
+        import torch
+
+        model, inputs, targets, loss = workload(name)
+        r = Runner(self.b, model, inputs, targets, loss)
+        fn = torch.compile(lambda p, s, x: model.apply(p, s, x, train=False, rng=0)[0])
+        self.call = lambda: fn(r.params, r.state, r.inputs)
+        with torch.no_grad():
+            for _ in range(2):
+                self.call()
+
+    def time_forward(self, spec, name):
+        import torch
+
+        with torch.no_grad():
+            run_synced(self.call, self.b)

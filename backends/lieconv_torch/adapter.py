@@ -105,10 +105,16 @@ class TorchAdapter(ReferenceAdapter):
         return CHUNK_PAIRS_HOST if x.device.type == "cpu" else CHUNK_PAIRS
 
     def compact_pairs(self, x: Any) -> bool:
-        return x.device.type == "cpu"  # GPUs: the Triton kernels, no host syncs
+        # GPUs: the Triton kernels, no host syncs; torch.compile: no data-dependent shapes
+        return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+    def tracing(self) -> bool:
+        return torch.compiler.is_compiling()
 
     def all_true(self, xp: Any, mask: Any) -> bool:
-        return mask.device.type == "cpu" and bool(torch.all(mask))  # no GPU syncs
+        # no GPU syncs, no host reads inside a compiled graph
+        return (mask.device.type == "cpu" and not torch.compiler.is_compiling()
+                and bool(torch.all(mask)))
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return torch.gather(x, -1, idx)
