@@ -83,14 +83,15 @@ def median_time(fn: Any, b: Bench, repeats: int = 3) -> float:
 
 
 def interleaved_medians(fns: list, b: Bench, rounds: int = 7) -> list[float]:
-    """Median wall time (s, synchronised, after one warm-up each) of every fn, timed in turns —
-    fn0, fn1, …, fn0, fn1, … — so that a slow phase of a shared machine that outlasts one round
-    slows them all alike and their ratios stay put."""
-    for fn in fns:
-        b.sync(fn())
+    """Median wall time (s, synchronised) of every fn, timed in turns — fn0, fn1, …, fn0, fn1, …
+    — so that a slow phase of a shared machine that outlasts one round slows them all alike and
+    their ratios stay put. Each timed call follows an untimed call of the same fn, so that none is
+    timed with caches full of another's data (a 2048³ GEMM evicts a layer's weights: without the
+    warm call the layer below timed 10–20% slower)."""
     ts: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for fn, acc in zip(fns, ts):
+            b.sync(fn())
             t0 = time.perf_counter()
             b.sync(fn())
             acc.append(time.perf_counter() - t0)

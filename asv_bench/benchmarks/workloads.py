@@ -96,6 +96,8 @@ class CompiledForward:
 
     def setup(self, spec, name):
         self.b = Bench.get(spec)
+        if self.b.name != "torch":  # direct.py --backends may hand it any spec
+            raise NotImplementedError("torch.compile is torch's")
         import torch
 
         model, inputs, targets, loss = workload(name)
