@@ -350,9 +350,10 @@ class ReferenceAdapter:
 
     def all_true(self, xp: Any, mask: Any) -> bool:
         """True when every entry of the bool array ``mask`` is True and that is cheap to know
-        (host memory: one reduction); False means "not known" (here never). Backends that would
-        need a device sync or cannot read traced values (jax.jit, GPUs) return False. Lets
-        :func:`lieconv_core.nn.layers.zero_invalid` skip its pass on fully valid clouds."""
+        (host memory: one reduction). False when some entry is False — or, on backends that
+        would need a device sync or cannot read traced values (jax.jit, GPUs, torch.compile),
+        always. Lets :func:`lieconv_core.nn.layers.zero_invalid` skip its pass on fully valid
+        clouds."""
         return bool(xp.all(mask))
 
     # --- dense layers --------------------------------------------------------------------------

@@ -144,7 +144,8 @@ class TorchAdapter(ReferenceAdapter):
 
     def matmul(self, xp, a, b):
         """a @ b through :class:`_LayoutMatmul` (the result's layout chosen for speed, in the
-        forward and in every derivative) where some product is narrow; else plain matmul."""
+        forward and in every derivative) where some product is narrow; else plain matmul. A
+        narrow K counts too: it is the N of the gradient product g @ bᵀ."""
         if (a.ndim < 2 or a.shape[:-2] != b.shape[:-2]  # broadcasting: plain matmul
                 or min(a.shape[-2], b.shape[-1], a.shape[-1]) >= _NARROW):
             return torch.matmul(a, b)
@@ -225,7 +226,7 @@ class _Swish(torch.autograd.Function):
     """silu(x) whose gradient is :class:`_SwishGrad`, an op with a hand-written derivative: the
     Hamiltonian models differentiate the network's gradient again (double backprop), where
     autograd's own derivative of ``silu_backward`` takes ~18 elementwise passes and this one ~8
-    (springs training step, torch:cpu: ~0.4 s of ~4.4 s; docs/benchmarks.md)."""
+    (part of the springs-step A/B in docs/benchmarks.md)."""
 
     @staticmethod
     def forward(ctx, x):
