@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lieconv_core._numpy_fast import blocked_contract
 from lieconv_core.adapter import (
     CHUNK_ELEMS_DEVICE,
     CHUNK_ELEMS_HOST,
@@ -97,6 +98,21 @@ class TorchAdapter(ReferenceAdapter):
         if mod is not None and emb.dtype == values.dtype:
             return mod.pointconv(layers, emb, values, nbr_idx, nbr_mask)
         return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
+
+    def contract(self, xp, w, values, nbr_idx, nbr_mask, weight_major=False):
+        """CPU without autograd: :func:`lieconv_core._numpy_fast.blocked_contract` on the
+        tensors (the neighbour values gathered in cache-sized blocks, never as one (bs, m, k, c)
+        array; torch's own gather and batched products); else the reference."""
+        if (values.device.type != "cpu" or w.dtype != values.dtype or self.tracing()
+                or (torch.is_grad_enabled() and (w.requires_grad or values.requires_grad))):
+            return super().contract(xp, w, values, nbr_idx, nbr_mask, weight_major)
+        if nbr_mask is not None and not self.all_true(xp, nbr_mask):
+            w = torch.where(nbr_mask[..., None], w, torch.zeros_like(w))
+        partial = blocked_contract(
+            w, values, nbr_idx, weight_major, lambda shape: torch.empty(shape, dtype=w.dtype),
+            lambda src, idx, out: torch.index_select(src, 0, idx, out=out),
+            lambda a, b, out: torch.matmul(a, b, out=out))
+        return torch.reshape(partial, (*partial.shape[:2], -1))
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_HOST if x.device.type == "cpu" else CHUNK_ELEMS_DEVICE
