@@ -79,7 +79,8 @@ def search_rows(xp: Any, counts: Any, targets: Any) -> Any:
     return xp.reshape(xp.astype(at, idt), tuple(targets.shape)) - row * n
 
 
-def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None) -> Any:
+def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
+                      all_true: Callable | None = None, counts: bool = False) -> Any:
     """Positions (*B, k) of the first k entries of each row of ``sel`` (*B, n) in the order "True
     entries left to right, then False entries left to right" — i.e. ``argsort(where(sel, 0, 1),
     stable=True)[..., :k]`` — in O(n) per row (k <= n).
@@ -89,6 +90,10 @@ def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None)
     b >= j. Slot t (1-based) is the t-th True entry while t <= a[-1], else the (t − a[-1])-th
     False one: one row-wise search per half (``search``, default :func:`search_rows`; adapters
     pass a native batched one); int32 counts where they fit (half the memory traffic of int64).
+
+    ``all_true`` (an adapter's :meth:`ReferenceAdapter.all_true`): when it finds that every row
+    holds at least k True entries, the False half (b and its search) is skipped — the same
+    positions. ``counts``: return (positions, a[-1] (*B,): the number of True entries per row).
     """
     lead = tuple(sel.shape[:-1])
     n = sel.shape[-1]
@@ -97,14 +102,18 @@ def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None)
     idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
     a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1, dtype=idt), (rows, n))
     tot = a[:, -1:]
-    b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
     t = xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
-    true_slot = t <= tot
-    t_true = xp.where(true_slot, t, tot)  # (clipped: the other half answers those slots)
-    t_false = xp.where(true_slot, xp.ones_like(t_true), t - tot)
     search = search_rows if search is None else search
-    pos = xp.where(true_slot, search(xp, a, t_true), search(xp, b, t_false))
-    return xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
+    if all_true is not None and all_true(xp, tot >= k):
+        pos = search(xp, a, xp.broadcast_to(t, (rows, k)))  # every slot is a True entry
+    else:
+        b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
+        true_slot = t <= tot
+        t_true = xp.where(true_slot, t, tot)  # (clipped: the other half answers those slots)
+        t_false = xp.where(true_slot, xp.ones_like(t_true), t - tot)
+        pos = xp.where(true_slot, search(xp, a, t_true), search(xp, b, t_false))
+    pos = xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
+    return (pos, xp.reshape(tot, lead)) if counts else pos
 
 
 class ReferenceAdapter:
@@ -282,20 +291,25 @@ class ReferenceAdapter:
             dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
         else:
             dist = lambda sl: pair_dist[:, sl, :]  # noqa: E731
+        # all points and queries valid (host-checked where cheap): the ball test alone decides
+        all_valid = not knn and self.all_true(xp, pmask) and self.all_true(xp, qmask)
         for s in range(0, m, step):
             sl = slice(s, min(m, s + step))
             d = dist(sl)
-            valid = pmask[:, None, :] & qmask[:, sl, None]
             if knn:
+                valid = pmask[:, None, :] & qmask[:, sl, None]
                 score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
                 pos = self.topk_smallest(xp, score, k)
                 sel = valid
                 idx = pos
             else:
-                sel = valid & (d < r)  # columns in priority order
-                pos = first_k_then_rest(xp, sel, k, self.search_rows)
+                sel = d < r  # columns in priority order
+                if not all_valid:
+                    sel = (pmask[:, None, :] & qmask[:, sl, None]) & sel
+                pos, inball = first_k_then_rest(xp, sel, k, self.search_rows, self.all_true,
+                                                counts=True)
                 idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
-                count_parts.append(xp.sum(xp.astype(sel, d.dtype), axis=-1))
+                count_parts.append(xp.astype(inball, d.dtype))
             idx_parts.append(idx)
             valid_parts.append(self.take_along_last(xp, sel, pos))
         cat = (lambda parts: xp.concat(parts, axis=1)) if len(idx_parts) > 1 else (lambda p: p[0])

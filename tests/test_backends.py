@@ -319,6 +319,29 @@ def test_first_k_then_rest_is_the_stable_argsort_order(xp):
         np.testing.assert_array_equal(to_numpy(native), want, err_msg=f"adapter n={n} k={k}")
 
 
+def test_first_k_then_rest_shortcut_and_counts(xp):
+    """With an ``all_true`` check, rows that all hold at least k True entries skip the False
+    half: the same positions as without it; ``counts`` returns the True entries per row. The
+    check is host-evaluated here, so the shortcut runs on every backend (jax's adapter never
+    takes it under jit)."""
+    from lieconv_core.adapter import first_k_then_rest
+
+    rng = np.random.default_rng(4)
+    seen = []
+
+    def all_true(xp_, m):
+        seen.append(bool(np.all(to_numpy(m))))
+        return seen[-1]
+
+    for n, k, p in ((40, 4, 0.95), (40, 15, 0.3), (12, 12, 1.0), (9, 3, 0.0)):
+        sel = rng.random((3, 5, n)) < p
+        want = np.argsort(np.where(sel, 0, 1), axis=-1, kind="stable")[..., :k]
+        pos, cnt = first_k_then_rest(xp, asarray(xp, sel), k, all_true=all_true, counts=True)
+        np.testing.assert_array_equal(to_numpy(pos), want, err_msg=f"n={n} k={k} p={p}")
+        np.testing.assert_array_equal(to_numpy(cnt), sel.sum(-1))
+    assert seen == [True, False, True, False]  # the shortcut ran where every row had k entries
+
+
 def test_torch_compile_smoke_dense_network_in_one_graph(monkeypatch):
     """The optional torch.compile path: a FunctionalModule of a dense-path LieResNet (every
     point a neighbour, as for molecules and spring systems) in eval mode compiles into one graph
