@@ -90,3 +90,20 @@ def blocked_contract(w: Any, values: Any, nbr_idx: Any, weight_major: bool,
             else:
                 matmul(vals.swapaxes(1, 2), w[i, a:b], out[i, a:b])
     return out
+
+
+def weightnet(layers: list, emb: np.ndarray) -> np.ndarray:
+    """:meth:`lieconv_core.adapter.ReferenceAdapter.weightnet` on numpy arrays: per layer
+    swish(h @ W + b) with swish(x) = x·(1 + tanh(x/2))·0.5, evaluated in the reference's order
+    (bit-identical) but with the bias and swish applied in place — one temporary per layer
+    instead of five new arrays."""
+    h = emb
+    for w, b in layers:
+        h = np.matmul(h, w)
+        np.add(h, b, out=h)
+        t = np.multiply(h, h.dtype.type(0.5))
+        np.tanh(t, out=t)
+        np.add(1, t, out=t)
+        np.multiply(h, t, out=h)
+        np.multiply(h, h.dtype.type(0.5), out=h)
+    return h

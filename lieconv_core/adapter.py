@@ -441,6 +441,12 @@ class ReferenceAdapter:
 
     def weightnet(self, xp: Any, layers: list, emb: Any) -> Any:
         """swish(L3(swish(L2(swish(L1(emb)))))): emb (..., d) -> (..., cm)."""
+        from array_api_compat import is_numpy_namespace
+
+        if is_numpy_namespace(xp) and all(t.dtype == emb.dtype for wb in layers for t in wb):
+            from ._numpy_fast import weightnet  # the same arithmetic, in place
+
+            return weightnet(layers, emb)
         h = emb
         for w, b in layers:
             h = self.swish(xp, h @ w + b)

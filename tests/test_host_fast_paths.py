@@ -1,7 +1,8 @@
-"""The host contraction without autograd (:func:`lieconv_core._numpy_fast.blocked_contract`:
-neighbour values gathered in cache-sized blocks) on numpy and CPU torch: the array-API
-reference's numbers for every block split, layout, index dtype and mask, and the reference path
-wherever torch's autograd needs the gathered values."""
+"""Host fast paths of :mod:`lieconv_core._numpy_fast` against the portable array-API reference
+(array_api_strict, which takes none of them): the contraction without autograd (neighbour values
+gathered in cache-sized blocks; numpy and CPU torch) for every block split, layout, index dtype
+and mask, with torch keeping the reference path wherever autograd needs the gathered values; and
+numpy's in-place weight net, bit for bit."""
 
 from __future__ import annotations
 
@@ -80,3 +81,26 @@ def test_torch_contract_keeps_the_reference_path_under_autograd(torch1, monkeypa
         torch.sum(torch.sin(ad.contract(xp, wg, vg, idx, mask))).backward()
         grads.append((wg.grad, vg.grad))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_weightnet_is_the_reference_bit_for_bit(dtype):
+    import array_api_compat.numpy as xp
+    import array_api_strict as strict
+
+    from lieconv_core.adapter import ReferenceAdapter
+
+    g = np.random.default_rng(5)
+    widths = [4, 32, 32, 16]
+    layers = [(g.standard_normal((a, b)).astype(dtype), g.standard_normal(b).astype(dtype))
+              for a, b in zip(widths[:-1], widths[1:])]
+    emb = (3 * g.standard_normal((2, 7, 5, 4))).astype(dtype)
+    before = emb.copy()
+    got = ReferenceAdapter().weightnet(xp, layers, emb)
+    want = ReferenceAdapter().weightnet(
+        strict, [(strict.asarray(w), strict.asarray(b)) for w, b in layers], strict.asarray(emb))
+    np.testing.assert_array_equal(got, np.asarray(want))
+    np.testing.assert_array_equal(emb, before)  # the input is not overwritten
+    # control: another bias in the last layer changes the output
+    layers[-1] = (layers[-1][0], layers[-1][1] + 1)
+    assert not np.allclose(ReferenceAdapter().weightnet(xp, layers, emb), got)
