@@ -56,6 +56,11 @@ def euclidean_fps(elems: np.ndarray, mask: np.ndarray, m: int, start: np.ndarray
 CONTRACT_BLOCK_BYTES = 1 << 20
 
 
+def contract_block(k: int, c: int, itemsize: int) -> int:
+    """Queries per block of :func:`blocked_contract` (k neighbours, c channels)."""
+    return max(1, CONTRACT_BLOCK_BYTES // max(1, k * c * itemsize))
+
+
 def blocked_contract(w: Any, values: Any, nbr_idx: Any, weight_major: bool,
                      empty: Callable, take_rows: Callable, matmul: Callable) -> Any:
     """The contraction of :meth:`lieconv_core.adapter.ReferenceAdapter.contract` with w already
@@ -77,7 +82,7 @@ def blocked_contract(w: Any, values: Any, nbr_idx: Any, weight_major: bool,
     bs, m, k, cm = w.shape
     c = values.shape[2]
     out = empty((bs, m, cm, c) if weight_major else (bs, m, c, cm))
-    step = max(1, CONTRACT_BLOCK_BYTES // max(1, k * c * w.itemsize))
+    step = contract_block(k, c, w.itemsize)
     buf = empty((min(step, m) * k, c))
     for i in range(bs):
         for a in range(0, m, step):

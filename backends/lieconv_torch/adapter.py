@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lieconv_core._numpy_fast import blocked_contract
+from lieconv_core._numpy_fast import blocked_contract, contract_block
 from lieconv_core.adapter import (
     CHUNK_ELEMS_DEVICE,
     CHUNK_ELEMS_HOST,
@@ -100,18 +100,17 @@ class TorchAdapter(ReferenceAdapter):
         return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
 
     def contract(self, xp, w, values, nbr_idx, nbr_mask, weight_major=False):
-        """CPU without autograd: :func:`lieconv_core._numpy_fast.blocked_contract` on the
-        tensors (the neighbour values gathered in cache-sized blocks, never as one (bs, m, k, c)
-        array; torch's own gather and batched products); else the reference."""
-        if (values.device.type != "cpu" or w.dtype != values.dtype or self.tracing()
-                or (torch.is_grad_enabled() and (w.requires_grad or values.requires_grad))):
+        """CPU: :func:`_blocked_contract` (the neighbour values gathered in cache-sized blocks,
+        never as one (bs, m, k, c) array), under autograd as :class:`_BlockedContract` (which
+        saves w and values, not the gathered values); GPUs and torch.compile: the reference."""
+        if values.device.type != "cpu" or w.dtype != values.dtype or self.tracing():
             return super().contract(xp, w, values, nbr_idx, nbr_mask, weight_major)
         if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = torch.where(nbr_mask[..., None], w, torch.zeros_like(w))
-        partial = blocked_contract(
-            w, values, nbr_idx, weight_major, lambda shape: torch.empty(shape, dtype=w.dtype),
-            lambda src, idx, out: torch.index_select(src, 0, idx, out=out),
-            lambda a, b, out: torch.matmul(a, b, out=out))
+        if torch.is_grad_enabled() and (w.requires_grad or values.requires_grad):
+            partial = _BlockedContract.apply(w, values, nbr_idx, weight_major)
+        else:
+            partial = _blocked_contract(w, values, nbr_idx, weight_major)
         return torch.reshape(partial, (*partial.shape[:2], -1))
 
     def chunk_elems(self, x: Any) -> int:
@@ -281,6 +280,85 @@ class _SwishGrad(torch.autograd.Function):
             dx = torch.mul(s, -2).add_(1).mul_(x).add_(2)  # 2 + x(1 − 2s)
             dx.mul_(s).mul_(s.neg_().add_(1)).mul_(gg).mul_(g)  # · s(1 − s) · gg · g
         return dg, dx
+
+
+def _blocked_contract(w: torch.Tensor, values: torch.Tensor, nbr_idx: torch.Tensor,
+                      weight_major: bool) -> torch.Tensor:
+    """:func:`lieconv_core._numpy_fast.blocked_contract` with torch's gather and batched
+    products: (bs, m, cm, c) weight-major, else (bs, m, c, cm)."""
+    return blocked_contract(
+        w, values, nbr_idx, weight_major, lambda shape: torch.empty(shape, dtype=w.dtype),
+        lambda src, idx, out: torch.index_select(src, 0, idx, out=out),
+        lambda a, b, out: torch.matmul(a, b, out=out))
+
+
+class _BlockedContract(torch.autograd.Function):
+    """:func:`_blocked_contract` under autograd (CPU). Saves w, values and the indices — not the
+    (bs, m, k, c) gathered values autograd would keep — and computes the gradients block by
+    block too: per query, with P = valsᵀ w (channel-major) or wᵀ vals (weight-major),
+    ∂w = vals ∂Pᵀ-or-∂P (k × cm) and ∂vals = w ∂P-or-∂Pᵀ (k × c), the latter added into ∂values
+    at the neighbour rows (index_add_). Under create_graph the same formulas run as
+    differentiable ops on the whole gathered array, so higher derivatives work."""
+
+    @staticmethod
+    def forward(ctx, w, values, nbr_idx, weight_major):
+        w, values = w.contiguous(), values.contiguous()
+        ctx.save_for_backward(w, values, nbr_idx)
+        ctx.weight_major = weight_major
+        return _blocked_contract(w, values, nbr_idx, weight_major)
+
+    @staticmethod
+    def backward(ctx, g):
+        w, values, idx = ctx.saved_tensors
+        need_w, need_v = ctx.needs_input_grad[:2]
+        g = g.contiguous()
+        if torch.is_grad_enabled():
+            gw, gv = _contract_grads(w, values, idx, g, ctx.weight_major, need_w, need_v)
+        else:
+            gw, gv = _blocked_contract_grads(w, values, idx, g, ctx.weight_major, need_w, need_v)
+        return gw, gv, None, None
+
+
+def _contract_grads(w, values, idx, g, weight_major, need_w, need_v):
+    """Gradients of the contraction (see :class:`_BlockedContract`) as differentiable ops."""
+    bs, n, c = values.shape
+    flat = idx + (torch.arange(bs, dtype=idx.dtype) * n)[:, None, None]
+    vals = torch.reshape(values, (bs * n, c))[flat]  # (bs, m, k, c)
+    gw = vals @ (g.mT if weight_major else g) if need_w else None
+    gv = None
+    if need_v:
+        gvals = w @ (g if weight_major else g.mT)
+        gv = torch.zeros((bs * n, c), dtype=values.dtype).index_add(
+            0, torch.reshape(flat, (-1,)), torch.reshape(gvals, (-1, c)))
+        gv = torch.reshape(gv, (bs, n, c))
+    return gw, gv
+
+
+def _blocked_contract_grads(w, values, idx, g, weight_major, need_w, need_v):
+    """Gradients of the contraction (see :class:`_BlockedContract`), one block of queries at a
+    time: the block's neighbour values are gathered into a reused buffer, as in the forward."""
+    bs, m, k, cm = w.shape
+    c = values.shape[2]
+    step = contract_block(k, c, w.element_size())
+    rows = min(step, m) * k
+    gw = torch.empty_like(w) if need_w else None
+    gv = torch.zeros_like(values) if need_v else None
+    vbuf = torch.empty((rows, c), dtype=w.dtype) if need_w else None
+    gbuf = torch.empty((rows, c), dtype=w.dtype) if need_v else None
+    for i in range(bs):
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            sel = torch.reshape(idx[i, a:b], (-1,))
+            gb = g[i, a:b]
+            if need_w:
+                vals = torch.index_select(values[i], 0, sel, out=vbuf[:(b - a) * k])
+                torch.matmul(torch.reshape(vals, (b - a, k, c)), gb.mT if weight_major else gb,
+                             out=gw[i, a:b])
+            if need_v:
+                gvals = torch.reshape(gbuf[:(b - a) * k], (b - a, k, c))
+                torch.matmul(w[i, a:b], gb if weight_major else gb.mT, out=gvals)
+                gv[i].index_add_(0, sel, torch.reshape(gvals, (-1, c)))
+    return gw, gv
 
 
 #: a product dimension below this is "narrow" (BLAS vectorises along the result's contiguous dim)
