@@ -1,7 +1,8 @@
 """numpy fast paths of reference operations: the same arithmetic as the array-API version (so the
 same results, bit for bit), written with in-place ufuncs on preallocated buffers where the
 array-API version allocates a new array per operation. Used by :class:`ReferenceAdapter` for
-numpy arrays and by the torch adapter for CPU tensors (zero-copy views)."""
+numpy arrays and by the torch adapter for CPU tensors (zero-copy views; :func:`blocked_contract`
+takes the tensors themselves, with torch's gather and products)."""
 
 from __future__ import annotations
 
@@ -72,8 +73,8 @@ def blocked_contract(w: Any, values: Any, nbr_idx: Any, weight_major: bool,
     ``weight_major``, else (bs, m, c, cm); the same per-query products as the reference. The
     reference gathers all (bs, m, k, c) values first: at k = 32, C = 256 a fresh 16 MiB array per
     512-query chunk, which glibc often returns to the kernel after each call, so that every call
-    page-faults it in again (~4000 faults, 10–20 ms per layer forward on a 2-core VM), and the
-    product then reads it from memory instead of cache.
+    page-faults it in again (~4,000 faults per chunk, 10–20 ms per layer forward on a 2-core VM),
+    and the product then reads it from memory instead of cache.
 
     Written once for numpy arrays and CPU torch tensors (both have ``reshape``, ``swapaxes`` and
     slicing): ``empty(shape)`` allocates in w's dtype, ``take_rows(src, idx, out)`` gathers rows

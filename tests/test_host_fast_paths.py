@@ -66,8 +66,9 @@ def test_blocked_contract_gives_the_reference_numbers(monkeypatch, backend, bloc
 
 @pytest.mark.parametrize("block_bytes", [1, 3 * 5 * 7 * 8, 1 << 20])
 @pytest.mark.parametrize("weight_major", [False, True])
+@pytest.mark.parametrize("idx_dtype", ["int32", "int64"])
 def test_torch_contract_gradients_are_the_reference_gradients(torch1, monkeypatch, block_bytes,
-                                                              weight_major):
+                                                              weight_major, idx_dtype):
     """Under autograd the torch adapter's contraction is one autograd op (_BlockedContract) with
     blocked gradients: the reference's values and gradients (first order, 1e-13), derivatives of
     every order (gradcheck, gradgradcheck through its create_graph formulas), and a loss built
@@ -80,7 +81,7 @@ def test_torch_contract_gradients_are_the_reference_gradients(torch1, monkeypatc
 
     monkeypatch.setattr(nf, "CONTRACT_BLOCK_BYTES", block_bytes)
     xp = ta.xp_torch()
-    w, values, idx, mask = (torch.asarray(a) for a in _case(seed=1))
+    w, values, idx, mask = (torch.asarray(a) for a in _case(seed=1, idx_dtype=idx_dtype))
     ref = ReferenceAdapter()
 
     def run(ad, order):
