@@ -1,5 +1,6 @@
-"""The asv benchmark modules import and enumerate their parameters, and the FLOP counter behind
-the ``track_*_gflop`` benchmarks counts a known product exactly."""
+"""The asv benchmark modules import and enumerate their parameters, the FLOP counter behind
+the ``track_*_gflop`` benchmarks counts a known product exactly, and the page-fault counter
+behind ``Layer.track_page_faults`` sees fresh memory."""
 
 from __future__ import annotations
 
@@ -67,3 +68,18 @@ def test_training_steps_start_from_one_fixed_state(bench_path):
     r.step()
     assert r1 != r0  # the controller moves r
     assert radii(r.last_state) == r2  # ... but not cumulatively (carried over, r3 != r2)
+
+
+def test_minor_faults_counts_fresh_pages(bench_path):
+    """A call that maps and touches 64 MiB afresh (glibc serves it with its own mmap: it is above
+    the largest heap threshold) faults at least once per 2 MiB (numpy asks for transparent huge
+    pages; once per 4 KiB page without them); a call that allocates nothing does not fault
+    (control)."""
+    pytest.importorskip("resource")
+    import numpy as np
+    from benchmarks._common import Bench, minor_faults
+
+    b = Bench.get("numpy")
+    assert minor_faults(lambda: np.ones(1 << 24, np.float32).sum(), b, calls=3) >= (1 << 26) // (2 << 20)
+    x = np.ones(1000)
+    assert minor_faults(lambda: x.sum(), b, calls=3) <= 16

@@ -82,6 +82,24 @@ def median_time(fn: Any, b: Bench, repeats: int = 3) -> float:
     return statistics.median(ts)
 
 
+def minor_faults(fn: Any, b: Bench, calls: int = 7) -> float:
+    """Median number of minor page faults of one synchronised fn() call, after one warm call:
+    pages the allocator maps fresh for the call's temporaries (each a kernel entry and a 4 KiB
+    page zeroed; ~1–3 µs apiece on a VM). getrusage counts the whole process, so this is for
+    host (CPU) work. Platforms without ``resource`` (Windows): NotImplementedError."""
+    try:
+        import resource
+    except ImportError as exc:  # pragma: no cover - not on Linux/macOS
+        raise NotImplementedError("page-fault counts need the resource module") from exc
+    b.sync(fn())
+    counts = []
+    for _ in range(calls):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        b.sync(fn())
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return float(statistics.median(counts))
+
+
 def interleaved_medians(fns: list, b: Bench, rounds: int = 7) -> list[float]:
     """Median wall time (s, synchronised) of every fn, timed in turns — fn0, fn1, …, fn0, fn1, …
     — so that a slow phase of a shared machine that outlasts one round slows them all alike and

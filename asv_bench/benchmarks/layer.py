@@ -23,6 +23,7 @@ from ._common import (
     interleaved_medians,
     layer_flops,
     median_time,
+    minor_faults,
     point_cloud,
     run_synced,
 )
@@ -120,6 +121,14 @@ class Layer(_Layer):
         return 100 * (layer_flops(N, K, C, 3) / t_layer) / (2 * 2048**3 / t_gemm)
 
     track_gemm_fraction.unit = "%"
+
+    def track_page_faults(self, spec):
+        """Minor page faults of one forward (median of 7 warm calls): the layer's temporaries
+        that the allocator maps fresh on every call. A large count costs time the FLOP formula
+        does not see (host memory; on GPUs this counts the host side only)."""
+        return minor_faults(self.fwd, self.b)
+
+    track_page_faults.unit = "faults"
 
 
 class LayerBackward(_Layer):
