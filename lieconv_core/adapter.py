@@ -420,7 +420,8 @@ class ReferenceAdapter:
                 w, values, nbr_idx, weight_major, lambda shape: np.empty(shape, w.dtype),
                 lambda src, idx, out: np.take(src, idx, axis=0, out=out),
                 lambda a, b, out: np.matmul(a, b, out=out))
-            return np.reshape(partial, (*partial.shape[:2], -1))
+            bs, m, a, c = partial.shape
+            return np.reshape(partial, (bs, m, a * c))
         vals = self.gather(xp, values, nbr_idx)
         if weight_major:
             partial = xp.matrix_transpose(w) @ vals  # (bs, m, cm, c)

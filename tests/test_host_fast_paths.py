@@ -151,3 +151,27 @@ def test_numpy_weightnet_is_the_reference_bit_for_bit(dtype):
     # control: another bias in the last layer changes the output
     layers[-1] = (layers[-1][0], layers[-1][1] + 1)
     assert not np.allclose(ReferenceAdapter().weightnet(xp, layers, emb), got)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("m", [0, 1])
+def test_blocked_contract_edge_sizes(backend, m):
+    """No queries, or one: the reference's shapes and values (no reshape of an empty array with
+    an inferred axis), and gradients of the right shape under torch's autograd."""
+    import array_api_strict as strict
+
+    from lieconv_core.adapter import ReferenceAdapter
+
+    ad, xp, asarray, _ = _spec(backend)
+    w, values, idx, _ = _case(m=m)
+    got = ad.contract(xp, asarray(w), asarray(values), asarray(idx), None)
+    want = ReferenceAdapter().contract(strict, strict.asarray(w), strict.asarray(values),
+                                       strict.asarray(idx), None)
+    assert tuple(got.shape) == tuple(want.shape) == (2, m, 7 * 3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-13, atol=1e-13)
+    if backend == "torch":
+        import torch
+
+        wg, vg = asarray(w).requires_grad_(True), asarray(values).requires_grad_(True)
+        torch.sum(ad.contract(xp, wg, vg, asarray(idx), None)).backward()
+        assert wg.grad.shape == wg.shape and vg.grad.shape == vg.shape

@@ -111,7 +111,8 @@ class TorchAdapter(ReferenceAdapter):
             partial = _BlockedContract.apply(w, values, nbr_idx, weight_major)
         else:
             partial = _blocked_contract(w, values, nbr_idx, weight_major)
-        return torch.reshape(partial, (*partial.shape[:2], -1))
+        bs, m, a, c = partial.shape
+        return torch.reshape(partial, (bs, m, a * c))
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_HOST if x.device.type == "cpu" else CHUNK_ELEMS_DEVICE
