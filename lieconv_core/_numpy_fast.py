@@ -62,39 +62,40 @@ def contract_block(k: int, c: int, itemsize: int) -> int:
     return max(1, CONTRACT_BLOCK_BYTES // max(1, k * c * itemsize))
 
 
-def blocked_contract(w: Any, values: Any, nbr_idx: Any, weight_major: bool,
+def blocked_contract(w: Any, src: Any, flat: Any, weight_major: bool,
                      empty: Callable, take_rows: Callable, matmul: Callable) -> Any:
     """The contraction of :meth:`lieconv_core.adapter.ReferenceAdapter.contract` with w already
     zero at invalid slots, for host arrays without autograd: the neighbour values of a block of
     queries are gathered into one reused buffer of about :data:`CONTRACT_BLOCK_BYTES` and
     multiplied into the block's rows of the result at once.
 
-    w (bs, m, k, cm), values (bs, n, c), nbr_idx (bs, m, k) -> (bs, m, cm, c) with
-    ``weight_major``, else (bs, m, c, cm); the same per-query products as the reference. The
-    reference gathers all (bs, m, k, c) values first: at k = 32, C = 256 a fresh 16 MiB array per
+    w (rows, k, cm) (rows = bs·m queries of all clouds), src (bs·n, c) the values of all clouds'
+    points, flat (rows, k) neighbour rows of src (indices offset by cloud) -> (rows, cm, c) with
+    ``weight_major``, else (rows, c, cm); the same per-query products as the reference. Blocks
+    run across clouds, so a batch of small clouds takes a few large products. The reference
+    gathers all (bs, m, k, c) values first: at k = 32, C = 256 a fresh 16 MiB array per
     512-query chunk, which glibc often returns to the kernel after each call, so that every call
     page-faults it in again (~4,000 faults per chunk, 10–20 ms per layer forward on a 2-core VM),
     and the product then reads it from memory instead of cache.
 
     Written once for numpy arrays and CPU torch tensors (both have ``reshape``, ``swapaxes`` and
     slicing): ``empty(shape)`` allocates in w's dtype, ``take_rows(src, idx, out)`` gathers rows
-    of src (n, c) into out, ``matmul(a, b, out)`` multiplies stacks of matrices into out.
+    of src into out, ``matmul(a, b, out)`` multiplies stacks of matrices into out.
     """
-    bs, m, k, cm = w.shape
-    c = values.shape[2]
-    out = empty((bs, m, cm, c) if weight_major else (bs, m, c, cm))
+    rows, k, cm = w.shape
+    c = src.shape[1]
+    out = empty((rows, cm, c) if weight_major else (rows, c, cm))
     step = contract_block(k, c, w.itemsize)
-    buf = empty((min(step, m) * k, c))
-    for i in range(bs):
-        for a in range(0, m, step):
-            b = min(m, a + step)
-            vals = buf[:(b - a) * k]
-            take_rows(values[i], nbr_idx[i, a:b].reshape(-1), vals)
-            vals = vals.reshape(b - a, k, c)
-            if weight_major:
-                matmul(w[i, a:b].swapaxes(1, 2), vals, out[i, a:b])
-            else:
-                matmul(vals.swapaxes(1, 2), w[i, a:b], out[i, a:b])
+    buf = empty((min(step, rows) * k, c))
+    for a in range(0, rows, step):
+        b = min(rows, a + step)
+        vals = buf[:(b - a) * k]
+        take_rows(src, flat[a:b].reshape(-1), vals)
+        vals = vals.reshape(b - a, k, c)
+        if weight_major:
+            matmul(w[a:b].swapaxes(1, 2), vals, out[a:b])
+        else:
+            matmul(vals.swapaxes(1, 2), w[a:b], out[a:b])
     return out
 
 

@@ -416,12 +416,16 @@ class ReferenceAdapter:
         if is_numpy_namespace(xp) and w.dtype == values.dtype:
             from ._numpy_fast import blocked_contract  # the same products, gathered in blocks
 
+            bs, m, k, cm = w.shape
+            n, c = values.shape[1], values.shape[2]
+            flat = nbr_idx + np.reshape(np.arange(bs, dtype=nbr_idx.dtype) * n, (bs, 1, 1))
             partial = blocked_contract(
-                w, values, nbr_idx, weight_major, lambda shape: np.empty(shape, w.dtype),
+                np.reshape(w, (bs * m, k, cm)), np.reshape(values, (bs * n, c)),
+                np.reshape(flat, (bs * m, k)), weight_major,
+                lambda shape: np.empty(shape, w.dtype),
                 lambda src, idx, out: np.take(src, idx, axis=0, out=out),
                 lambda a, b, out: np.matmul(a, b, out=out))
-            bs, m, a, c = partial.shape
-            return np.reshape(partial, (bs, m, a * c))
+            return np.reshape(partial, (bs, m, cm * c))
         vals = self.gather(xp, values, nbr_idx)
         if weight_major:
             partial = xp.matrix_transpose(w) @ vals  # (bs, m, cm, c)

@@ -96,9 +96,12 @@ def test_torch_contract_gradients_are_the_reference_gradients(torch1, monkeypatc
     for order in (1, 2):
         torch.testing.assert_close(run(ta.ADAPTER, order), run(ref, order), rtol=1e-13,
                                    atol=1e-13)
-    small = [torch.asarray(a) for a in _case(seed=2, bs=2, m=3, n=4, k=3, c=2, cm=2)]
-    f = lambda w_, v_: ta._BlockedContract.apply(w_, v_, small[2], weight_major)  # noqa: E731
-    args = (small[0].requires_grad_(True), small[1].requires_grad_(True))
+    # the op itself on (rows, k, cm) weights, (bs·n, c) values and offset rows
+    sw, sv, sidx, _ = (torch.asarray(a) for a in _case(seed=2, bs=2, m=3, n=4, k=3, c=2, cm=2))
+    flat = torch.reshape(ta._offset_rows(sidx, 4), (6, 3))
+    f = lambda w_, v_: ta._BlockedContract.apply(w_, v_, flat, weight_major)  # noqa: E731
+    args = (torch.reshape(sw, (6, 3, 2)).requires_grad_(True),
+            torch.reshape(sv, (8, 2)).requires_grad_(True))
     assert torch.autograd.gradcheck(f, args)
     assert torch.autograd.gradgradcheck(f, args)
 

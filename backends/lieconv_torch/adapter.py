@@ -107,12 +107,16 @@ class TorchAdapter(ReferenceAdapter):
             return super().contract(xp, w, values, nbr_idx, nbr_mask, weight_major)
         if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = torch.where(nbr_mask[..., None], w, torch.zeros_like(w))
-        if torch.is_grad_enabled() and (w.requires_grad or values.requires_grad):
-            partial = _BlockedContract.apply(w, values, nbr_idx, weight_major)
+        bs, m, k, cm = w.shape
+        n, c = values.shape[1], values.shape[2]
+        w = torch.reshape(w, (bs * m, k, cm))
+        src = torch.reshape(values, (bs * n, c))
+        flat = torch.reshape(_offset_rows(nbr_idx, n), (bs * m, k))
+        if torch.is_grad_enabled() and (w.requires_grad or src.requires_grad):
+            partial = _BlockedContract.apply(w, src, flat, weight_major)
         else:
-            partial = _blocked_contract(w, values, nbr_idx, weight_major)
-        bs, m, a, c = partial.shape
-        return torch.reshape(partial, (bs, m, a * c))
+            partial = _blocked_contract(w, src, flat, weight_major)
+        return torch.reshape(partial, (bs, m, cm * c))
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_HOST if x.device.type == "cpu" else CHUNK_ELEMS_DEVICE
@@ -283,82 +287,83 @@ class _SwishGrad(torch.autograd.Function):
         return dg, dx
 
 
-def _blocked_contract(w: torch.Tensor, values: torch.Tensor, nbr_idx: torch.Tensor,
+def _offset_rows(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """Neighbour indices (bs, ...) into one cloud's n points -> rows of the (bs·n, ·) stack."""
+    shape = (idx.shape[0],) + (1,) * (idx.ndim - 1)
+    return idx + torch.reshape(torch.arange(idx.shape[0], dtype=idx.dtype) * n, shape)
+
+
+def _blocked_contract(w: torch.Tensor, src: torch.Tensor, flat: torch.Tensor,
                       weight_major: bool) -> torch.Tensor:
     """:func:`lieconv_core._numpy_fast.blocked_contract` with torch's gather and batched
-    products: (bs, m, cm, c) weight-major, else (bs, m, c, cm)."""
+    products: w (rows, k, cm), src (N, c), flat (rows, k) -> (rows, cm, c) weight-major, else
+    (rows, c, cm)."""
     return blocked_contract(
-        w, values, nbr_idx, weight_major, lambda shape: torch.empty(shape, dtype=w.dtype),
-        lambda src, idx, out: torch.index_select(src, 0, idx, out=out),
+        w, src, flat, weight_major, lambda shape: torch.empty(shape, dtype=w.dtype),
+        lambda s, idx, out: torch.index_select(s, 0, idx, out=out),
         lambda a, b, out: torch.matmul(a, b, out=out))
 
 
 class _BlockedContract(torch.autograd.Function):
-    """:func:`_blocked_contract` under autograd (CPU). Saves w, values and the indices — not the
-    (bs, m, k, c) gathered values autograd would keep — and computes the gradients block by
+    """:func:`_blocked_contract` under autograd (CPU). Saves w, the values and the indices — not
+    the (rows, k, c) gathered values autograd would keep — and computes the gradients block by
     block too: per query, with P = valsᵀ w (channel-major) or wᵀ vals (weight-major),
-    ∂w = vals ∂Pᵀ-or-∂P (k × cm) and ∂vals = w ∂P-or-∂Pᵀ (k × c), the latter added into ∂values
-    at the neighbour rows (index_add_). Under create_graph the same formulas run as
-    differentiable ops on the whole gathered array, so higher derivatives work."""
+    ∂w = vals ∂Pᵀ-or-∂P (k × cm) and ∂vals = w ∂P-or-∂Pᵀ (k × c), the latter added into the
+    values' gradient at the neighbour rows (index_add_). Under create_graph the same formulas run
+    as differentiable ops on the whole gathered array, so higher derivatives work."""
 
     @staticmethod
-    def forward(ctx, w, values, nbr_idx, weight_major):
-        w, values = w.contiguous(), values.contiguous()
-        ctx.save_for_backward(w, values, nbr_idx)
+    def forward(ctx, w, src, flat, weight_major):
+        w, src = w.contiguous(), src.contiguous()
+        ctx.save_for_backward(w, src, flat)
         ctx.weight_major = weight_major
-        return _blocked_contract(w, values, nbr_idx, weight_major)
+        return _blocked_contract(w, src, flat, weight_major)
 
     @staticmethod
     def backward(ctx, g):
-        w, values, idx = ctx.saved_tensors
+        w, src, flat = ctx.saved_tensors
         need_w, need_v = ctx.needs_input_grad[:2]
         g = g.contiguous()
-        if torch.is_grad_enabled():
-            gw, gv = _contract_grads(w, values, idx, g, ctx.weight_major, need_w, need_v)
-        else:
-            gw, gv = _blocked_contract_grads(w, values, idx, g, ctx.weight_major, need_w, need_v)
+        grads = _contract_grads if torch.is_grad_enabled() else _blocked_contract_grads
+        gw, gv = grads(w, src, flat, g, ctx.weight_major, need_w, need_v)
         return gw, gv, None, None
 
 
-def _contract_grads(w, values, idx, g, weight_major, need_w, need_v):
+def _contract_grads(w, src, flat, g, weight_major, need_w, need_v):
     """Gradients of the contraction (see :class:`_BlockedContract`) as differentiable ops."""
-    bs, n, c = values.shape
-    flat = idx + (torch.arange(bs, dtype=idx.dtype) * n)[:, None, None]
-    vals = torch.reshape(values, (bs * n, c))[flat]  # (bs, m, k, c)
+    vals = src[flat]  # (rows, k, c)
     gw = vals @ (g.mT if weight_major else g) if need_w else None
     gv = None
     if need_v:
         gvals = w @ (g if weight_major else g.mT)
-        gv = torch.zeros((bs * n, c), dtype=values.dtype).index_add(
-            0, torch.reshape(flat, (-1,)), torch.reshape(gvals, (-1, c)))
-        gv = torch.reshape(gv, (bs, n, c))
+        gv = torch.zeros_like(src).index_add(0, torch.reshape(flat, (-1,)),
+                                             torch.reshape(gvals, (-1, src.shape[1])))
     return gw, gv
 
 
-def _blocked_contract_grads(w, values, idx, g, weight_major, need_w, need_v):
+def _blocked_contract_grads(w, src, flat, g, weight_major, need_w, need_v):
     """Gradients of the contraction (see :class:`_BlockedContract`), one block of queries at a
     time: the block's neighbour values are gathered into a reused buffer, as in the forward."""
-    bs, m, k, cm = w.shape
-    c = values.shape[2]
+    rows, k, cm = w.shape
+    c = src.shape[1]
     step = contract_block(k, c, w.element_size())
-    rows = min(step, m) * k
+    n_buf = min(step, rows) * k
     gw = torch.empty_like(w) if need_w else None
-    gv = torch.zeros_like(values) if need_v else None
-    vbuf = torch.empty((rows, c), dtype=w.dtype) if need_w else None
-    gbuf = torch.empty((rows, c), dtype=w.dtype) if need_v else None
-    for i in range(bs):
-        for a in range(0, m, step):
-            b = min(m, a + step)
-            sel = torch.reshape(idx[i, a:b], (-1,))
-            gb = g[i, a:b]
-            if need_w:
-                vals = torch.index_select(values[i], 0, sel, out=vbuf[:(b - a) * k])
-                torch.matmul(torch.reshape(vals, (b - a, k, c)), gb.mT if weight_major else gb,
-                             out=gw[i, a:b])
-            if need_v:
-                gvals = torch.reshape(gbuf[:(b - a) * k], (b - a, k, c))
-                torch.matmul(w[i, a:b], gb if weight_major else gb.mT, out=gvals)
-                gv[i].index_add_(0, sel, torch.reshape(gvals, (-1, c)))
+    gv = torch.zeros_like(src) if need_v else None
+    vbuf = torch.empty((n_buf, c), dtype=w.dtype) if need_w else None
+    gbuf = torch.empty((n_buf, c), dtype=w.dtype) if need_v else None
+    for a in range(0, rows, step):
+        b = min(rows, a + step)
+        sel = torch.reshape(flat[a:b], (-1,))
+        gb = g[a:b]
+        if need_w:
+            vals = torch.index_select(src, 0, sel, out=vbuf[:(b - a) * k])
+            torch.matmul(torch.reshape(vals, (b - a, k, c)), gb.mT if weight_major else gb,
+                         out=gw[a:b])
+        if need_v:
+            gvals = torch.reshape(gbuf[:(b - a) * k], (b - a, k, c))
+            torch.matmul(w[a:b], gb if weight_major else gb.mT, out=gvals)
+            gv.index_add_(0, sel, torch.reshape(gvals, (-1, c)))
     return gw, gv
 
 
