@@ -116,6 +116,14 @@ def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
     return (pos, xp.reshape(tot, lead)) if counts else pos
 
 
+def offset_rows(xp: Any, idx: Any, n: int) -> Any:
+    """Indices idx (bs, ...) into each cloud's n points -> rows of the (bs·n, ...) stack of all
+    clouds (cloud b's indices shifted by b·n)."""
+    bs = idx.shape[0]
+    offsets = xp.arange(bs, dtype=idx.dtype, device=_device(idx)) * n
+    return idx + xp.reshape(offsets, (bs,) + (1,) * (idx.ndim - 1))
+
+
 class ReferenceAdapter:
     """Pure array-API implementations of the contract."""
 
@@ -127,8 +135,7 @@ class ReferenceAdapter:
         bs, n = x.shape[0], x.shape[1]
         rest = tuple(x.shape[2:])
         idx_shape = tuple(idx.shape[1:])
-        offsets = xp.arange(bs, dtype=idx.dtype, device=_device(idx)) * n
-        flat = xp.reshape(idx + xp.reshape(offsets, (bs,) + (1,) * len(idx_shape)), (-1,))
+        flat = xp.reshape(offset_rows(xp, idx, n), (-1,))
         out = xp.take(xp.reshape(x, (bs * n, *rest)), flat, axis=0)
         return xp.reshape(out, (bs, *idx_shape, *rest))
 
@@ -418,10 +425,9 @@ class ReferenceAdapter:
 
             bs, m, k, cm = w.shape
             n, c = values.shape[1], values.shape[2]
-            flat = nbr_idx + np.reshape(np.arange(bs, dtype=nbr_idx.dtype) * n, (bs, 1, 1))
             partial = blocked_contract(
                 np.reshape(w, (bs * m, k, cm)), np.reshape(values, (bs * n, c)),
-                np.reshape(flat, (bs * m, k)), weight_major,
+                np.reshape(offset_rows(xp, nbr_idx, n), (bs * m, k)), weight_major,
                 lambda shape: np.empty(shape, w.dtype),
                 lambda src, idx, out: np.take(src, idx, axis=0, out=out),
                 lambda a, b, out: np.matmul(a, b, out=out))

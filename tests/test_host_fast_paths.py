@@ -77,7 +77,7 @@ def test_torch_contract_gradients_are_the_reference_gradients(torch1, monkeypatc
     import torch
 
     import lieconv_core._numpy_fast as nf
-    from lieconv_core.adapter import ReferenceAdapter
+    from lieconv_core.adapter import ReferenceAdapter, offset_rows
 
     monkeypatch.setattr(nf, "CONTRACT_BLOCK_BYTES", block_bytes)
     xp = ta.xp_torch()
@@ -98,7 +98,7 @@ def test_torch_contract_gradients_are_the_reference_gradients(torch1, monkeypatc
                                    atol=1e-13)
     # the op itself on (rows, k, cm) weights, (bs·n, c) values and offset rows
     sw, sv, sidx, _ = (torch.asarray(a) for a in _case(seed=2, bs=2, m=3, n=4, k=3, c=2, cm=2))
-    flat = torch.reshape(ta._offset_rows(sidx, 4), (6, 3))
+    flat = torch.reshape(offset_rows(ta.xp_torch(), sidx, 4), (6, 3))
     f = lambda w_, v_: ta._BlockedContract.apply(w_, v_, flat, weight_major)  # noqa: E731
     args = (torch.reshape(sw, (6, 3, 2)).requires_grad_(True),
             torch.reshape(sv, (8, 2)).requires_grad_(True))

@@ -16,6 +16,7 @@ from lieconv_core.adapter import (
     CHUNK_PAIRS,
     CHUNK_PAIRS_HOST,
     ReferenceAdapter,
+    offset_rows,
 )
 
 #: LIECONV_TORCH_KERNELS: "auto" (default: Triton kernels for CUDA tensors of supported groups),
@@ -111,7 +112,7 @@ class TorchAdapter(ReferenceAdapter):
         n, c = values.shape[1], values.shape[2]
         w = torch.reshape(w, (bs * m, k, cm))
         src = torch.reshape(values, (bs * n, c))
-        flat = torch.reshape(_offset_rows(nbr_idx, n), (bs * m, k))
+        flat = torch.reshape(offset_rows(xp, nbr_idx, n), (bs * m, k))
         if torch.is_grad_enabled() and (w.requires_grad or src.requires_grad):
             partial = _BlockedContract.apply(w, src, flat, weight_major)
         else:
@@ -285,12 +286,6 @@ class _SwishGrad(torch.autograd.Function):
             dx = torch.mul(s, -2).add_(1).mul_(x).add_(2)  # 2 + x(1 − 2s)
             dx.mul_(s).mul_(s.neg_().add_(1)).mul_(gg).mul_(g)  # · s(1 − s) · gg · g
         return dg, dx
-
-
-def _offset_rows(idx: torch.Tensor, n: int) -> torch.Tensor:
-    """Neighbour indices (bs, ...) into one cloud's n points -> rows of the (bs·n, ·) stack."""
-    shape = (idx.shape[0],) + (1,) * (idx.ndim - 1)
-    return idx + torch.reshape(torch.arange(idx.shape[0], dtype=idx.dtype) * n, shape)
 
 
 def _blocked_contract(w: torch.Tensor, src: torch.Tensor, flat: torch.Tensor,
