@@ -281,7 +281,7 @@ class ReferenceAdapter:
         n = pmask.shape[1]
         chunk_pairs = self.chunk_pairs(pmask) if chunk_pairs is None else chunk_pairs
         step = max(1, chunk_pairs // max(1, bs * n))
-        idx_parts, valid_parts, count_parts = [], [], []
+        step = -(-m // max(1, -(-m // step)))  # equal chunks (the last one no longer)
         if not knn:
             # Ball mode wants the stable order of key = (prio if in ball else prio + n): in-ball
             # points by priority, then the others by priority. With the points' columns put in
@@ -295,33 +295,30 @@ class ReferenceAdapter:
                 pair_dist = self.take_along_last(
                     xp, pair_dist, xp.broadcast_to(order[:, None, :], tuple(pair_dist.shape)))
         if pair_dist is None:
-            dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
+            qarrays, dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
         else:
-            dist = lambda sl: pair_dist[:, sl, :]  # noqa: E731
+            qarrays, dist = (pair_dist,), lambda d: d
         # all points and queries valid (host-checked where cheap): the ball test alone decides
         all_valid = not knn and self.all_true(xp, pmask) and self.all_true(xp, qmask)
-        for s in range(0, m, step):
-            sl = slice(s, min(m, s + step))
-            d = dist(sl)
+
+        def chunk(qm, *qa):
+            """One chunk of queries (mask (bs, s) and the distance inputs, sliced along the query
+            axis) -> idx (bs, s, k), valid (bs, s, k), in-ball counts (bs, s) or None."""
+            d = dist(*qa)
             if knn:
-                valid = pmask[:, None, :] & qmask[:, sl, None]
+                valid = pmask[:, None, :] & qm[:, :, None]
                 score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
                 pos = self.topk_smallest(xp, score, k)
-                sel = valid
-                idx = pos
-            else:
-                sel = d < r  # columns in priority order
-                if not all_valid:
-                    sel = (pmask[:, None, :] & qmask[:, sl, None]) & sel
-                pos, inball = first_k_then_rest(xp, sel, k, self.search_rows, self.all_true,
-                                                counts=True)
-                idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
-                count_parts.append(xp.astype(inball, d.dtype))
-            idx_parts.append(idx)
-            valid_parts.append(self.take_along_last(xp, sel, pos))
-        cat = (lambda parts: xp.concat(parts, axis=1)) if len(idx_parts) > 1 else (lambda p: p[0])
-        counts = cat(count_parts) if count_parts else None
-        return cat(idx_parts), cat(valid_parts), counts
+                return pos, self.take_along_last(xp, valid, pos), None
+            sel = d < r  # columns in priority order
+            if not all_valid:
+                sel = (pmask[:, None, :] & qm[:, :, None]) & sel
+            pos, inball = first_k_then_rest(xp, sel, k, self.search_rows, self.all_true,
+                                            counts=True)
+            idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
+            return idx, self.take_along_last(xp, sel, pos), xp.astype(inball, d.dtype)
+
+        return self.map_query_chunks(xp, chunk, (qmask, *qarrays), step)
 
     def dense_neighbourhood(self, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
                             knn: bool, pair_dist: Any = None) -> tuple[Any, Any]:
@@ -339,8 +336,11 @@ class ReferenceAdapter:
         valid = qmask[:, :, None] & pmask[:, None, :]
         if knn:
             return valid, None
-        d = (_pair_distances(xp, group, (qe, qq), (pe, pq))(slice(None)) if pair_dist is None
-             else pair_dist)
+        if pair_dist is None:
+            qarrays, dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
+            d = dist(*qarrays)
+        else:
+            d = pair_dist
         sel = valid & (d < r)
         return sel, xp.sum(xp.astype(sel, d.dtype), axis=-1)
 
@@ -353,6 +353,17 @@ class ReferenceAdapter:
         """Default bound on the pair-array elements of one LieConv query chunk for arrays on x's
         device (:data:`CHUNK_ELEMS_HOST` here: numpy and array_api_strict live in host memory)."""
         return CHUNK_ELEMS_HOST
+
+    def map_query_chunks(self, xp: Any, fn: Callable, arrays: tuple, step: int) -> Any:
+        """fn over consecutive chunks of ``step`` queries, concatenated along the query axis:
+        ``arrays`` hold the query axis at position 1 (None entries pass through as None);
+        fn(*chunk_arrays) -> an array (bs, s, ...) or a tuple of such arrays and Nones. Here a
+        Python loop (chunks may differ in shape: compaction); jax maps the equal chunks with one
+        ``lax.map`` so that XLA keeps one chunk's temporaries live at a time."""
+        m = next(a for a in arrays if a is not None).shape[1]
+        parts = [fn(*(None if a is None else a[:, s:s + step, ...] for a in arrays))
+                 for s in range(0, m, step)]
+        return concat_parts(xp, parts)
 
     def compact_pairs(self, x: Any) -> bool:
         """Whether LieConv may run its weight net on the valid (query, neighbour) pairs only
@@ -503,8 +514,17 @@ class ReferenceAdapter:
             return np.from_dlpack(x)
 
 
-def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> Callable:
-    """sl -> group distances (bs, |sl|, n) of the queries ``sl`` to every point.
+def concat_parts(xp: Any, parts: list) -> Any:
+    """Results of consecutive query chunks (each an array (bs, s, ...) or a tuple of arrays and
+    Nones) concatenated along axis 1."""
+    if isinstance(parts[0], tuple):
+        return tuple(None if p[0] is None else concat_parts(xp, list(p)) for p in zip(*parts))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+
+
+def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> tuple[tuple, Callable]:
+    """(per-query arrays (bs, m, ·), f): f(*those arrays, or their slices along the query axis)
+    -> group distances (bs, s, n) of those queries to every point.
 
     query = (elems (bs, m, E), q or None), points likewise. For Euclidean groups the coordinates
     are used as contiguous (bs, ·) components, so the distances are a few elementwise ops on
@@ -515,10 +535,10 @@ def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> Callabl
 
     (qe, qq), (pe, pq) = query, points
     if euclidean_distance(group) and pe.shape[-1] <= 4:
-        comps = [(qe[..., i], pe[..., i]) for i in range(pe.shape[-1])]
-        return lambda sl: sqrt_sum_squares(xp, (qc[:, sl, None] - pc[:, None, :]
-                                                for qc, pc in comps))
-    qf, pf = group.distance_features(xp, qe), group.distance_features(xp, pe)  # once per search
-    return lambda sl: group.feature_distance(
-        xp, qf[:, sl, None, :], None if qq is None else qq[:, sl, None, :],
+        pcomps = [pe[..., i] for i in range(pe.shape[-1])]
+        return tuple(qe[..., i] for i in range(pe.shape[-1])), lambda *qcomps: sqrt_sum_squares(
+            xp, (qc[:, :, None] - pc[:, None, :] for qc, pc in zip(qcomps, pcomps)))
+    pf = group.distance_features(xp, pe)  # features once per search
+    return (group.distance_features(xp, qe), qq), lambda qf, qqs: group.feature_distance(
+        xp, qf[:, :, None, :], None if qqs is None else qqs[:, :, None, :],
         pf[:, None, :, :], None if pq is None else pq[:, None, :, :])

@@ -205,7 +205,7 @@ class LieConv(Model):
             if comp is None:
                 emb = self._embed(xp, ad, query, cloud, nbr_idx, pairs=pairs)
             else:
-                emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], slice(None), pairs)
+                emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], pairs)
             out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
                                                    nbr_mask, ctx, comp)
         else:
@@ -215,28 +215,33 @@ class LieConv(Model):
                       for i in range(3)]
             m = nbr_mask.shape[1]
             step = self.query_chunk(bs, m, nbr_mask.shape[2], ad.chunk_elems(values))
+            step = -(-m // max(1, -(-m // step)))  # equal chunks (the last one no longer)
             out_lin = self._out_linear(xp, params["out"], dense)
-            out_wm = None  # the weight-major output linear, for compacted chunks
-            parts = []
-            for s in range(0, m, step):
-                sl = slice(s, min(m, s + step))
-                cmask = nbr_mask[:, sl, :]
+            wm = {}  # the weight-major output linear, for compacted chunks
+
+            def chunk(qe, qq, idx, cmask, log):
+                """One chunk of queries (elements, orbits, neighbour indices, pair mask and pair
+                logs, each sliced along the query axis) -> output values (bs, s, chout)."""
+                qc, pc = Cloud(qe, qq, None, None), None if log is None else (log, None)
                 comp = self._compaction(xp, ad, cmask)
                 if comp is not None:
-                    emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], sl, pairs)
+                    emb = self._embed_valid(xp, qc, cloud, idx, comp[0], pc)
                     w = _expand(xp, ad.weightnet(xp, layers, emb), comp[1], tuple(cmask.shape))
-                    partial = self._contract_wm(xp, ad, w, values, nbr_idx, sl)
-                    out_wm = out_wm or self._out_linear(xp, params["out"], True)
-                    parts.append(linear(out_wm, partial))
-                    continue
-                emb = self._embed(xp, ad, query, cloud, nbr_idx, sl, pairs)
+                    partial = self._contract_wm(xp, ad, w, values, idx)
+                    if not wm:
+                        wm.update(self._out_linear(xp, params["out"], True))
+                    return linear(wm, partial)
+                emb = self._embed(xp, ad, qc, cloud, idx, pc)
                 if dense:
                     partial = ad.dense_pointconv(xp, layers, emb, values, cmask)
                     partial = xp.reshape(partial, (*partial.shape[:2], -1))
                 else:
-                    partial = ad.pointconv(xp, layers, emb, values, nbr_idx[:, sl, :], cmask)
-                parts.append(linear(out_lin, partial))
-            out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+                    partial = ad.pointconv(xp, layers, emb, values, idx, cmask)
+                return linear(out_lin, partial)
+
+            out = ad.map_query_chunks(
+                xp, chunk, (query.elems, query.q, nbr_idx, nbr_mask,
+                            None if pairs is None else pairs[0]), step)
         if self.mean:
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
@@ -295,34 +300,30 @@ class LieConv(Model):
         w = xp.reshape(xp.permute_dims(w, (1, 0, 2)), (WEIGHTNET_OUT * self.chin, self.chout))
         return {"w": w, "b": out["b"]}
 
-    def _embed(self, xp, ad, query, cloud, nbr_idx, sl=slice(None), pairs=None):
-        """Pair embeddings (bs, |sl|, k, embed_dim) of the queries ``sl`` and their neighbours;
-        nbr_idx None (dense): of the queries ``sl`` and every point, (bs, |sl|, n, embed_dim).
-        With ``pairs`` (see :meth:`pairs`) the logs are read from there."""
+    def _embed(self, xp, ad, query, cloud, nbr_idx, pairs=None):
+        """Pair embeddings (bs, s, k, embed_dim) of the queries (query.elems/q (bs, s, ·)) and
+        their neighbours nbr_idx (bs, s, k); nbr_idx None (dense): of the queries and every
+        point, (bs, s, n, embed_dim). With ``pairs`` (log (bs, s, n, lie_dim), from
+        :meth:`pairs`, sliced to the queries) the logs are read from there."""
+        qu = None if query.q is None else query.q[:, :, None, :]
         if pairs is not None:
-            log = pairs[0][:, sl, ...]
-            qu = None if query.q is None else query.q[:, sl, None, :]
+            log = pairs[0]
             if nbr_idx is None:
                 return self.group.embed_from_log(
                     xp, log, qu, None if cloud.q is None else cloud.q[:, None, :, :])
             bs, s, n, dl = log.shape
-            idx = nbr_idx[:, sl, :]
-            k = idx.shape[-1]
-            a = ad.gather(xp, xp.reshape(log, (bs * s, n, dl)), xp.reshape(idx, (bs * s, k)))
+            k = nbr_idx.shape[-1]
+            a = ad.gather(xp, xp.reshape(log, (bs * s, n, dl)), xp.reshape(nbr_idx, (bs * s, k)))
             return self.group.embed_from_log(
                 xp, xp.reshape(a, (bs, s, k, dl)), qu,
-                None if cloud.q is None else ad.gather(xp, cloud.q, idx))
+                None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
         if nbr_idx is None:
             return self.group.pair_embed(
-                xp, query.elems[:, sl, None, :],
-                None if query.q is None else query.q[:, sl, None, :],
+                xp, query.elems[:, :, None, :], qu,
                 cloud.elems[:, None, :, :], None if cloud.q is None else cloud.q[:, None, :, :])
-        idx = nbr_idx[:, sl, :]
         return self.group.pair_embed(
-            xp, query.elems[:, sl, None, :],
-            None if query.q is None else query.q[:, sl, None, :],
-            ad.gather(xp, cloud.elems, idx),
-            None if cloud.q is None else ad.gather(xp, cloud.q, idx))
+            xp, query.elems[:, :, None, :], qu, ad.gather(xp, cloud.elems, nbr_idx),
+            None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
 
     def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx, comp=None):
         """Training mode with batch norm: weight net on the pair embeddings (bs, m, k, d) with
@@ -343,19 +344,19 @@ class LieConv(Model):
         if comp is not None:
             h = _expand(xp, h, comp[1], tuple(nbr_mask.shape))
         # masked BN leaves w exactly zero at invalid slots (mask None: no zeroing pass)
-        partial = self._contract_wm(xp, ad, h, values, nbr_idx, slice(None))
+        partial = self._contract_wm(xp, ad, h, values, nbr_idx)
         return linear(self._out_linear(xp, params["out"], True), partial), new_wn
 
     @staticmethod
-    def _contract_wm(xp, ad, w, values, nbr_idx, sl):
+    def _contract_wm(xp, ad, w, values, nbr_idx):
         """Weight-major P (bs, s, 16·chin) of weights w (bs, s, k, 16) that are already zero at
-        invalid slots (the weight-major contraction, output a·chin + c, gives autograd contiguous
-        gradients for the gathered values; the channel-major one copies a transposed
-        (bs, s, k, chin) array)."""
+        invalid slots, neighbours nbr_idx (bs, s, k) or None (dense) (the weight-major
+        contraction, output a·chin + c, gives autograd contiguous gradients for the gathered
+        values; the channel-major one copies a transposed (bs, s, k, chin) array)."""
         if nbr_idx is None:
             partial = ad.dense_contract(xp, w, values, None)
         else:
-            partial = ad.contract(xp, w, values, nbr_idx[:, sl, :], None, weight_major=True)
+            partial = ad.contract(xp, w, values, nbr_idx, None, weight_major=True)
         return xp.reshape(partial, (*partial.shape[:2], -1))
 
     def _compaction(self, xp, ad, nbr_mask):
@@ -374,29 +375,26 @@ class LieConv(Model):
             return None
         return xp.nonzero(flat)[0], xp.where(flat, pos - 1, xp.full_like(pos, nv))
 
-    def _embed_valid(self, xp, query, cloud, nbr_idx, sel, sl, pairs):
-        """Embeddings (V, embed_dim) of the pairs at flat positions ``sel`` of the (bs, |sl|, kk)
-        slots of the queries ``sl`` (kk = k, or n on the dense path, where slot j is point j);
-        the logs come from ``pairs`` (:meth:`pairs`) when given."""
+    def _embed_valid(self, xp, query, cloud, nbr_idx, sel, pairs):
+        """Embeddings (V, embed_dim) of the pairs at flat positions ``sel`` of the (bs, s, kk)
+        slots of the queries (query.elems/q (bs, s, ·); kk = k, or n on the dense path, where
+        slot j is point j); the logs come from ``pairs`` (:meth:`pairs`, sliced to the queries)
+        when given."""
         bs, n = cloud.mask.shape
-        s = query.mask[:, sl].shape[1]
+        s = query.elems.shape[1]
         kk = n if nbr_idx is None else nbr_idx.shape[2]
         qrow = sel // kk  # row of the query in (bs·s)
         b = qrow // s
-        j = sel % kk if nbr_idx is None else xp.take(xp.reshape(nbr_idx[:, sl, :], (-1,)), sel,
-                                                     axis=0)
+        j = sel % kk if nbr_idx is None else xp.take(xp.reshape(nbr_idx, (-1,)), sel, axis=0)
         prow = b * n + j  # row of the neighbour in (bs·n)
 
         def rows(a, r):
             return None if a is None else xp.take(xp.reshape(a, (-1, a.shape[-1])), r, axis=0)
 
-        qu = rows(None if query.q is None else query.q[:, sl, :], qrow)
-        qv = rows(cloud.q, prow)
-        if pairs is not None:  # queries are the points (no subsampling)
-            i = qrow % s + (sl.start or 0)
-            return self.group.embed_from_log(xp, rows(pairs[0], (b * n + i) * n + j), qu, qv)
-        return self.group.pair_embed(xp, rows(query.elems[:, sl, :], qrow), qu,
-                                     rows(cloud.elems, prow), qv)
+        qu, qv = rows(query.q, qrow), rows(cloud.q, prow)
+        if pairs is not None:  # queries are the points (no subsampling): log (bs, s, n, ·)
+            return self.group.embed_from_log(xp, rows(pairs[0], qrow * n + j), qu, qv)
+        return self.group.pair_embed(xp, rows(query.elems, qrow), qu, rows(cloud.elems, prow), qv)
 
     @staticmethod
     def _folded(xp, layer, bn_state):
