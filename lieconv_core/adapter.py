@@ -80,7 +80,8 @@ def search_rows(xp: Any, counts: Any, targets: Any) -> Any:
 
 
 def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
-                      all_true: Callable | None = None, counts: bool = False) -> Any:
+                      all_true: Callable | None = None, counts: bool = False,
+                      cumsum: Callable | None = None) -> Any:
     """Positions (*B, k) of the first k entries of each row of ``sel`` (*B, n) in the order "True
     entries left to right, then False entries left to right" — i.e. ``argsort(where(sel, 0, 1),
     stable=True)[..., :k]`` — in O(n) per row (k <= n).
@@ -94,13 +95,15 @@ def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
     ``all_true`` (an adapter's :meth:`ReferenceAdapter.all_true`): when it finds that every row
     holds at least k True entries, the False half (b and its search) is skipped — the same
     positions. ``counts``: return (positions, a[-1] (*B,): the number of True entries per row).
+    ``cumsum`` (an adapter's :meth:`ReferenceAdapter.count_true`) computes a.
     """
     lead = tuple(sel.shape[:-1])
     n = sel.shape[-1]
     rows = math.prod(lead)
     dev = _device(sel)
     idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
-    a = xp.reshape(xp.cumulative_sum(xp.astype(sel, idt), axis=-1, dtype=idt), (rows, n))
+    a = xp.reshape((ReferenceAdapter.count_true if cumsum is None else cumsum)(xp, sel, idt),
+                   (rows, n))
     tot = a[:, -1:]
     t = xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
     search = search_rows if search is None else search
@@ -147,6 +150,12 @@ class ReferenceAdapter:
         offsets = xp.reshape(xp.arange(rows, dtype=idx.dtype, device=_device(idx)) * n, (*lead, 1))
         flat = xp.reshape(idx + offsets, (-1,))
         return xp.reshape(xp.take(xp.reshape(x, (-1,)), flat, axis=0), (*lead, k))
+
+    @staticmethod
+    def count_true(xp: Any, sel: Any, dtype: Any) -> Any:
+        """Running count of True entries along the last axis of the bool array ``sel``, as
+        integers of ``dtype`` (the cumulative sum of the ball search)."""
+        return xp.cumulative_sum(xp.astype(sel, dtype), axis=-1, dtype=dtype)
 
     def search_rows(self, xp: Any, counts: Any, targets: Any) -> Any:
         """:func:`search_rows`: row-wise ``searchsorted`` of non-decreasing integer rows."""
@@ -314,7 +323,7 @@ class ReferenceAdapter:
             if not all_valid:
                 sel = (pmask[:, None, :] & qm[:, :, None]) & sel
             pos, inball = first_k_then_rest(xp, sel, k, self.search_rows, self.all_true,
-                                            counts=True)
+                                            counts=True, cumsum=self.count_true)
             idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
             return idx, self.take_along_last(xp, sel, pos), xp.astype(inball, d.dtype)
 

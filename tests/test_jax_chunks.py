@@ -1,6 +1,7 @@
-"""jax on CPU maps LieConv's query chunks and the neighbour search's chunks with one lax.map
-(``JaxAdapter.map_query_chunks``): same numbers and gradients as the unrolled loop and as numpy,
-the map really is in the program, and it keeps XLA's temporary buffer small."""
+"""jax's CPU paths: LieConv's query chunks and the neighbour search's chunks under one lax.map
+(``JaxAdapter.map_query_chunks``) — same numbers and gradients as the unrolled loop and as numpy,
+the map really is in the program, and it keeps XLA's temporary buffer small — and the ball
+search's running counts by blocked products (``JaxAdapter.count_true``), exact."""
 
 from __future__ import annotations
 
@@ -158,3 +159,23 @@ def test_mapped_chunks_keep_xla_temporaries_small(monkeypatch):
     monkeypatch.setattr(JaxAdapter, "map_query_chunks", ReferenceAdapter.map_query_chunks)
     unrolled = temp_bytes()
     assert mapped < 32 * 2**20 < unrolled
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 31), (2, 5, 64), (4, 1000), (1, 70001)])
+def test_blocked_count_true_is_exact(shape):
+    """JaxAdapter.count_true on CPU (32-wide blocks: a product with a triangular matrix of ones
+    plus the block totals' running sum, in float32) = the cumulative sum, bit for bit: ragged
+    last blocks, leading axes, and counts up to 70,001 (all True: float32 holds them exactly)."""
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    sel = rng.random(shape) < 0.3
+    if shape[-1] > 10_000:
+        sel[...] = True
+    ref = np.cumsum(sel, axis=-1, dtype=np.int32)
+    f = jax.jit(lambda s: JaxAdapter().count_true(jnp, s, jnp.int32))
+    got = np.asarray(f(jnp.asarray(sel)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, ref)
+    # the blocked product is what ran (control: the reference is a plain cumulative sum)
+    assert "dot_general" in str(jax.make_jaxpr(f)(jnp.asarray(sel)))
+    assert "dot_general" not in str(jax.make_jaxpr(
+        lambda s: ReferenceAdapter.count_true(jnp, s, jnp.int32))(jnp.asarray(sel)))

@@ -23,6 +23,8 @@ from lieconv_core.adapter import (
 #: LIECONV_JAX_KERNELS: "auto" (default: Pallas kernels when jax's default backend is a GPU),
 #: "never", or "interpret" (Pallas kernels through the interpreter on any backend: tests; slow)
 _KERNELS_ENV = "LIECONV_JAX_KERNELS"
+#: block width of :meth:`JaxAdapter.count_true` on CPU
+_COUNT_BLOCK = 32
 
 
 def _on_cpu(x: Any) -> bool:
@@ -77,6 +79,26 @@ class JaxAdapter(ReferenceAdapter):
             return out
         rest = fn(*(None if a is None else a[:, n * step:] for a in arrays))
         return concat_parts(xp, [out, rest])
+
+    def count_true(self, xp, sel, dtype):
+        """On CPU, by 32-wide blocks: the running counts within each block are one matrix
+        product with a triangular matrix of ones, plus the running total of the block sums —
+        exact in float32 (integers below 2^24) and ~4× faster than XLA:CPU's cumulative sum
+        on the layer's (1000, 1000) in-ball mask (7.2 -> 1.8 ms)."""
+        n = sel.shape[-1]
+        if not _on_cpu(sel) or n >= 2**24:
+            return super().count_true(xp, sel, dtype)
+        b = _COUNT_BLOCK
+        nb = -(-n // b)
+        f = sel.astype(jnp.float32)
+        f = jnp.pad(f, [(0, 0)] * (f.ndim - 1) + [(0, nb * b - n)])
+        f = jnp.reshape(f, (*f.shape[:-1], nb, b))
+        upper = jnp.triu(jnp.ones((b, b), jnp.float32))  # upper[i, j] = 1 for i <= j
+        inner = jnp.matmul(f, upper, precision=jax.lax.Precision.HIGHEST)
+        tot = inner[..., -1]
+        before = jnp.cumulative_sum(tot, axis=-1) - tot  # of the earlier blocks
+        out = jnp.reshape(inner + before[..., None], (*sel.shape[:-1], nb * b))
+        return out[..., :n].astype(dtype)
 
     def chunk_pairs(self, x: Any) -> int:
         # jitted: the search's elementwise passes fuse, so the host's cache-sized chunks do not
