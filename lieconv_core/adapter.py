@@ -290,7 +290,6 @@ class ReferenceAdapter:
         n = pmask.shape[1]
         chunk_pairs = self.chunk_pairs(pmask) if chunk_pairs is None else chunk_pairs
         step = max(1, chunk_pairs // max(1, bs * n))
-        step = -(-m // max(1, -(-m // step)))  # equal chunks (the last one no longer)
         if not knn:
             # Ball mode wants the stable order of key = (prio if in ball else prio + n): in-ball
             # points by priority, then the others by priority. With the points' columns put in
@@ -364,12 +363,14 @@ class ReferenceAdapter:
         return CHUNK_ELEMS_HOST
 
     def map_query_chunks(self, xp: Any, fn: Callable, arrays: tuple, step: int) -> Any:
-        """fn over consecutive chunks of ``step`` queries, concatenated along the query axis:
-        ``arrays`` hold the query axis at position 1 (None entries pass through as None);
-        fn(*chunk_arrays) -> an array (bs, s, ...) or a tuple of such arrays and Nones. Here a
-        Python loop (chunks may differ in shape: compaction); jax maps the equal chunks with one
-        ``lax.map`` so that XLA keeps one chunk's temporaries live at a time."""
+        """fn over consecutive chunks of at most ``step`` queries (:func:`equal_step`),
+        concatenated along the query axis: ``arrays`` hold the query axis at position 1 (None
+        entries pass through as None); fn(*chunk_arrays) -> an array (bs, s, ...) or a tuple of
+        such arrays and Nones. Here a Python loop (chunks may differ in shape: compaction); jax
+        maps the equal chunks with one ``lax.map`` so that XLA keeps one chunk's temporaries live
+        at a time."""
         m = next(a for a in arrays if a is not None).shape[1]
+        step = equal_step(m, step)
         parts = [fn(*(None if a is None else a[:, s:s + step, ...] for a in arrays))
                  for s in range(0, m, step)]
         return concat_parts(xp, parts)
@@ -521,6 +522,12 @@ class ReferenceAdapter:
             return np.asarray(x)
         except Exception:  # array_api_strict has no __array__; DLPack works everywhere
             return np.from_dlpack(x)
+
+
+def equal_step(m: int, step: int) -> int:
+    """Chunk length for m queries in chunks of at most ``step``: as few chunks as that allows,
+    of equal length (the last one no longer)."""
+    return -(-m // max(1, -(-m // max(1, step))))
 
 
 def concat_parts(xp: Any, parts: list) -> Any:

@@ -17,6 +17,7 @@ from lieconv_core.adapter import (
     CHUNK_PAIRS,
     ReferenceAdapter,
     concat_parts,
+    equal_step,
     fps_start,
 )
 
@@ -33,6 +34,7 @@ def _on_cpu(x: Any) -> bool:
         return all(d.platform == "cpu" for d in x.devices())
     except jax.errors.ConcretizationTypeError:
         return jax.default_backend() == "cpu"
+
 
 class JaxAdapter(ReferenceAdapter):
     name = "jax"
@@ -56,6 +58,7 @@ class JaxAdapter(ReferenceAdapter):
         any shorter last chunk after it. Devices: the unrolled loop."""
         first = next(a for a in arrays if a is not None)
         m = first.shape[1]
+        step = equal_step(m, step)
         n = m // step
         if n < 2 or not _on_cpu(first):
             return super().map_query_chunks(xp, fn, arrays, step)

@@ -215,7 +215,6 @@ class LieConv(Model):
                       for i in range(3)]
             m = nbr_mask.shape[1]
             step = self.query_chunk(bs, m, nbr_mask.shape[2], ad.chunk_elems(values))
-            step = -(-m // max(1, -(-m // step)))  # equal chunks (the last one no longer)
             out_lin = self._out_linear(xp, params["out"], dense)
             wm = {}  # the weight-major output linear, for compacted chunks
 
