@@ -144,7 +144,8 @@ def test_mapped_search_chunks_match_reference(knn, jax_x64):
 def test_mapped_chunks_keep_xla_temporaries_small(monkeypatch):
     """The benchmark layer (N = 1000, k = 32, C = 256, float32): with the mapped chunks XLA's
     temporary buffer stays under glibc's 32 MiB mmap threshold (so it is not mapped fresh, page
-    faults and all, on every call); the unrolled loop of the same chunks needs more (control)."""
+    faults and all, on every call); the unrolled loop of the same chunks needs far more (control;
+    48.8 against 25.5 MiB with jax 0.10)."""
     conv = LieConv(256, 256, G.T(3), nbhd=32, mean=True)
     params, state = conv.init_host(np.random.default_rng(0))
     rng = np.random.default_rng(1)
@@ -158,7 +159,8 @@ def test_mapped_chunks_keep_xla_temporaries_small(monkeypatch):
     mapped = temp_bytes()
     monkeypatch.setattr(JaxAdapter, "map_query_chunks", ReferenceAdapter.map_query_chunks)
     unrolled = temp_bytes()
-    assert mapped < 32 * 2**20 < unrolled
+    assert mapped < 32 * 2**20
+    assert unrolled > 1.5 * mapped
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 31), (2, 5, 64), (4, 1000), (1, 70001)])
