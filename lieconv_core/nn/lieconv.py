@@ -185,6 +185,7 @@ class LieConv(Model):
         dense = k >= n if self.dense is None else bool(self.dense)
         pairs = pairs if idx is None else None
         pd = {} if pairs is None else {"pair_dist": pairs[1]}
+        log = None if pairs is None else pairs[0]  # pair logs, read by the embeddings
         if dense:
             # every point is a candidate: a (bs, m, n) pair mask instead of indices
             nbr_idx = None
@@ -203,9 +204,9 @@ class LieConv(Model):
             # batch-norm statistics over all valid pairs: one pass over all queries, unchunked
             comp = self._compaction(xp, ad, nbr_mask)
             if comp is None:
-                emb = self._embed(xp, ad, query, cloud, nbr_idx, pairs=pairs)
+                emb = self._embed(xp, ad, query, cloud, nbr_idx, log)
             else:
-                emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], pairs)
+                emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], log)
             out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
                                                    nbr_mask, ctx, comp)
         else:
@@ -218,19 +219,19 @@ class LieConv(Model):
             out_lin = self._out_linear(xp, params["out"], dense)
             wm = {}  # the weight-major output linear, for compacted chunks
 
-            def chunk(qe, qq, idx, cmask, log):
+            def chunk(qe, qq, idx, cmask, clog):
                 """One chunk of queries (elements, orbits, neighbour indices, pair mask and pair
                 logs, each sliced along the query axis) -> output values (bs, s, chout)."""
-                qc, pc = Cloud(qe, qq, None, None), None if log is None else (log, None)
+                qc = Cloud(qe, qq, None, None)
                 comp = self._compaction(xp, ad, cmask)
                 if comp is not None:
-                    emb = self._embed_valid(xp, qc, cloud, idx, comp[0], pc)
+                    emb = self._embed_valid(xp, qc, cloud, idx, comp[0], clog)
                     w = _expand(xp, ad.weightnet(xp, layers, emb), comp[1], tuple(cmask.shape))
                     partial = self._contract_wm(xp, ad, w, values, idx)
                     if not wm:
                         wm.update(self._out_linear(xp, params["out"], True))
                     return linear(wm, partial)
-                emb = self._embed(xp, ad, qc, cloud, idx, pc)
+                emb = self._embed(xp, ad, qc, cloud, idx, clog)
                 if dense:
                     partial = ad.dense_pointconv(xp, layers, emb, values, cmask)
                     partial = xp.reshape(partial, (*partial.shape[:2], -1))
@@ -238,9 +239,8 @@ class LieConv(Model):
                     partial = ad.pointconv(xp, layers, emb, values, idx, cmask)
                 return linear(out_lin, partial)
 
-            out = ad.map_query_chunks(
-                xp, chunk, (query.elems, query.q, nbr_idx, nbr_mask,
-                            None if pairs is None else pairs[0]), step)
+            out = ad.map_query_chunks(xp, chunk, (query.elems, query.q, nbr_idx, nbr_mask, log),
+                                      step)
         if self.mean:
             cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
@@ -299,14 +299,13 @@ class LieConv(Model):
         w = xp.reshape(xp.permute_dims(w, (1, 0, 2)), (WEIGHTNET_OUT * self.chin, self.chout))
         return {"w": w, "b": out["b"]}
 
-    def _embed(self, xp, ad, query, cloud, nbr_idx, pairs=None):
+    def _embed(self, xp, ad, query, cloud, nbr_idx, log=None):
         """Pair embeddings (bs, s, k, embed_dim) of the queries (query.elems/q (bs, s, ·)) and
         their neighbours nbr_idx (bs, s, k); nbr_idx None (dense): of the queries and every
-        point, (bs, s, n, embed_dim). With ``pairs`` (log (bs, s, n, lie_dim), from
+        point, (bs, s, n, embed_dim). With ``log`` (bs, s, n, lie_dim) (the pair logs of
         :meth:`pairs`, sliced to the queries) the logs are read from there."""
         qu = None if query.q is None else query.q[:, :, None, :]
-        if pairs is not None:
-            log = pairs[0]
+        if log is not None:
             if nbr_idx is None:
                 return self.group.embed_from_log(
                     xp, log, qu, None if cloud.q is None else cloud.q[:, None, :, :])
@@ -374,11 +373,11 @@ class LieConv(Model):
             return None
         return xp.nonzero(flat)[0], xp.where(flat, pos - 1, xp.full_like(pos, nv))
 
-    def _embed_valid(self, xp, query, cloud, nbr_idx, sel, pairs):
+    def _embed_valid(self, xp, query, cloud, nbr_idx, sel, log):
         """Embeddings (V, embed_dim) of the pairs at flat positions ``sel`` of the (bs, s, kk)
         slots of the queries (query.elems/q (bs, s, ·); kk = k, or n on the dense path, where
-        slot j is point j); the logs come from ``pairs`` (:meth:`pairs`, sliced to the queries)
-        when given."""
+        slot j is point j); the logs come from ``log`` (bs, s, n, lie_dim) (:meth:`pairs`, sliced
+        to the queries) when given."""
         bs, n = cloud.mask.shape
         s = query.elems.shape[1]
         kk = n if nbr_idx is None else nbr_idx.shape[2]
@@ -391,8 +390,8 @@ class LieConv(Model):
             return None if a is None else xp.take(xp.reshape(a, (-1, a.shape[-1])), r, axis=0)
 
         qu, qv = rows(query.q, qrow), rows(cloud.q, prow)
-        if pairs is not None:  # queries are the points (no subsampling): log (bs, s, n, ·)
-            return self.group.embed_from_log(xp, rows(pairs[0], qrow * n + j), qu, qv)
+        if log is not None:  # queries are the points (no subsampling)
+            return self.group.embed_from_log(xp, rows(log, qrow * n + j), qu, qv)
         return self.group.pair_embed(xp, rows(query.elems, qrow), qu, rows(cloud.elems, prow), qv)
 
     @staticmethod
