@@ -104,7 +104,7 @@ def weightnet(layers: list, emb: np.ndarray) -> np.ndarray:
     swish(h @ W + b) with swish(x) = x·(1 + tanh(x/2))·0.5, evaluated in the reference's order
     (bit-identical) but with the bias and swish applied in place — one temporary per layer
     instead of five new arrays."""
-    h = emb
+    h = np.reshape(emb, (-1, emb.shape[-1]))  # one GEMM, not one per leading index
     for w, b in layers:
         h = np.matmul(h, w)
         np.add(h, b, out=h)
@@ -113,4 +113,4 @@ def weightnet(layers: list, emb: np.ndarray) -> np.ndarray:
         np.add(1, t, out=t)
         np.multiply(h, t, out=h)
         np.multiply(h, h.dtype.type(0.5), out=h)
-    return h
+    return np.reshape(h, (*emb.shape[:-1], h.shape[-1]))
