@@ -109,7 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="substring a benchmark label must contain")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="write the rows to this JSON file (must be new)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="call lieconv_core.malloc.keep_freed_memory() first (glibc keeps freed "
+                         "memory for reuse: no page faults for repeated large temporaries); "
+                         "process-wide, so every row of the run has it")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        from lieconv_core.malloc import keep_freed_memory
+
+        if not keep_freed_memory():
+            ap.error("--keep-freed-memory: the C library is not glibc")
+        print("# keep_freed_memory(): applied", flush=True)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
     if args.json and Path(args.json).exists():
@@ -117,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     backends = args.backends.split(",") if args.backends else None
     rows = run(args.bench.split(","), backends, args.repeat, args.only)
     if args.json:
+        for r in rows:
+            r["keep_freed_memory"] = args.keep_freed_memory
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 1 if any("error" in r for r in rows) else 0
 
