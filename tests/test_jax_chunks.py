@@ -231,3 +231,37 @@ def test_topk_smallest_matches_stable_sort(shape, k, jax_x64):
     # control: top_k of the plainly negated scores puts -0.0 (negated: +0.0) before 0.0
     naive = np.asarray(jax.lax.top_k(-x, k)[1])
     assert (naive != want).any()
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_fused_bn_swish_matches_reference(masked, jax_x64):
+    """JaxAdapter.bn_swish in training mode (one custom_vjp op) = the reference's masked batch
+    norm + swish: outputs and new running statistics, gradients with respect to x and the affine
+    parameters, and a second derivative (reverse over reverse), float64, with invalid rows."""
+    rng = np.random.default_rng(7 + masked)
+    x = jnp.asarray(rng.standard_normal((3, 5, 4, 6)) * 2 + 0.5)
+    mask = jnp.asarray(rng.random((3, 5, 4)) < 0.7) if masked else None
+    p = {"w": jnp.asarray(rng.uniform(0.5, 1.5, 6)), "b": jnp.asarray(rng.standard_normal(6))}
+    s = {"mean": jnp.asarray(rng.standard_normal(6)), "var": jnp.asarray(rng.uniform(1, 2, 6))}
+    r = jnp.asarray(rng.standard_normal(x.shape))
+
+    def run(ad):
+        def loss(x, w, b):
+            out, _ = ad.bn_swish(jnp, {"w": w, "b": b}, s, x, mask, True)
+            return jnp.sum(out * r)
+
+        out, new_s = ad.bn_swish(jnp, p, s, x, mask, True)
+        grads = jax.grad(loss, argnums=(0, 1, 2))(x, p["w"], p["b"])
+        second = jax.grad(lambda x: jnp.sum(jax.grad(loss, argnums=1)(x, p["w"], p["b"]) ** 2))(x)
+        return out, new_s["mean"], new_s["var"], *grads, second
+
+    got, want = run(JaxAdapter()), run(ReferenceAdapter())
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-10, atol=1e-12)
+    if masked:
+        assert not np.asarray(got[0])[~np.asarray(mask)].any()  # invalid rows are zeros
+    # the fused op is what ran (control: the reference has no custom_vjp)
+    jaxpr = str(jax.make_jaxpr(lambda x: JaxAdapter().bn_swish(jnp, p, s, x, mask, True))(x))
+    assert "custom_vjp" in jaxpr
+    assert "custom_vjp" not in str(jax.make_jaxpr(
+        lambda x: ReferenceAdapter().bn_swish(jnp, p, s, x, mask, True))(x))

@@ -175,6 +175,28 @@ class JaxAdapter(ReferenceAdapter):
     def swish(self, xp: Any, x: Any) -> Any:
         return jax.nn.silu(x)
 
+    def bn_swish(self, xp, p, s, x, mask, train):
+        """Training mode: one ``custom_vjp`` op (:func:`_masked_bn_swish`) whose backward is the
+        batch-norm gradient restricted to valid rows, so that XLA gets two reductions and one
+        elementwise pass each way. Autodiff through the reference's composition made XLA
+        materialise the broadcast mask and ~20 separate passes over the weight net's
+        (bs, m, k, 32) activations (a RotMNIST T(2) training step: the largest fusions of its
+        profile). Eval mode: the reference. The running statistics are not differentiated
+        (as in torch's fused op)."""
+        if not train:
+            return super().bn_swish(xp, p, s, x, mask, train)
+        from lieconv_core.nn.layers import BN_EPS, BN_MOMENTUM
+
+        c = x.shape[-1]
+        x2 = jnp.reshape(x, (-1, c))
+        m = (jnp.ones((x2.shape[0], 1), x.dtype) if mask is None
+             else jnp.reshape(mask, (-1, 1)).astype(x.dtype))
+        y, mean, var, n = _masked_bn_swish(x2, p["w"], p["b"], m, BN_EPS)
+        unbiased = var * n / jnp.maximum(n - 1, jnp.ones_like(n))
+        new_s = {"mean": (1 - BN_MOMENTUM) * s["mean"] + BN_MOMENTUM * mean,
+                 "var": (1 - BN_MOMENTUM) * s["var"] + BN_MOMENTUM * unbiased}
+        return jnp.reshape(y, x.shape), new_s
+
     def grad(self, f: Callable) -> Callable:
         return jax.grad(f)
 
@@ -189,6 +211,48 @@ class JaxAdapter(ReferenceAdapter):
         import numpy as np
 
         return np.asarray(x)
+
+
+def _bn_swish_forward(x, w, b, m, eps):
+    """y = swish((x − μ)·(w/√(σ² + eps)) + b)·m with μ, σ² the mean and biased variance over the
+    rows where m = 1, in the reference's order of operations. x (N, c), m (N, 1) 0/1."""
+    n = jnp.maximum(jnp.sum(m), jnp.ones((), x.dtype))
+    mean = jnp.sum(x * m, axis=0) / n
+    xc = x - mean
+    xm = xc * m
+    var = jnp.sum(xm * xm, axis=0) / n
+    scale = w / jnp.sqrt(var + eps)
+    pre = xc * scale + b
+    return jax.nn.silu(pre) * m, (mean, var, n, scale, pre)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _masked_bn_swish(x, w, b, m, eps):
+    """(y, μ, σ², n) of :func:`_bn_swish_forward`; the gradient flows through y only (μ, σ², n
+    are running-statistics inputs, not differentiated)."""
+    y, (mean, var, n, _, _) = _bn_swish_forward(x, w, b, m, eps)
+    return y, mean, var, n
+
+
+def _masked_bn_swish_fwd(x, w, b, m, eps):
+    y, (mean, var, n, scale, pre) = _bn_swish_forward(x, w, b, m, eps)
+    return (y, mean, var, n), (x, m, mean, var, n, scale, pre)
+
+
+def _masked_bn_swish_bwd(eps, res, cts):
+    x, m, mean, var, n, scale, pre = res
+    sig = jax.nn.sigmoid(pre)
+    g = cts[0] * m * (sig * (1 + pre * (1 - sig)))  # swish', zero on invalid rows
+    gb = jnp.sum(g, axis=0)
+    xc = x - mean
+    gxc = jnp.sum(g * xc, axis=0)  # Σ g·(x − μ) over valid rows
+    inv2 = 1 / (var + eps)
+    # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere
+    gx = (g - gb / n - xc * (gxc * inv2 / n)) * scale * m
+    return gx, gxc * jnp.sqrt(inv2), gb, jnp.zeros_like(m)
+
+
+_masked_bn_swish.defvjp(_masked_bn_swish_fwd, _masked_bn_swish_bwd)
 
 
 def _gather(x: Any, idx: Any) -> Any:
