@@ -1,8 +1,9 @@
 """jax's CPU paths: LieConv's query chunks and the neighbour search's chunks under one lax.map
 (``JaxAdapter.map_query_chunks``) — same numbers and gradients as the unrolled loop and as numpy,
 the map really is in the program, and it keeps XLA's temporary buffer small — and the ball
-search's running counts by blocked products (``JaxAdapter.count_true``), exact; and the linear
-layers' weight gradients without a transposed copy of their input."""
+search's running counts by blocked products (``JaxAdapter.count_true``), exact; the linear
+layers' weight gradients without a transposed copy of their input; the kNN selection by
+``lax.top_k`` (the stable sort's indices); the fused training-mode batch norm + swish."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ class JaxAdapter(ReferenceAdapter):
         return jax.lax.top_k(neg, k)[1].astype(index_dtype(jnp))
 
     def smallest_k_distinct(self, xp, scores, k):
-        return self.topk_smallest(xp, scores, k)
+        return self.topk_smallest(xp, scores, k)  # already a partial selection
 
     def chunk_pairs(self, x: Any) -> int:
         # jitted: the search's elementwise passes fuse, so the host's cache-sized chunks do not
