@@ -2,7 +2,7 @@
 (array_api_strict, which takes none of them): the contraction without autograd (neighbour values
 gathered in cache-sized blocks; numpy and CPU torch) for every block split, layout, index dtype
 and mask, with torch keeping the reference path wherever autograd needs the gathered values; and
-numpy's in-place weight net, bit for bit."""
+numpy's in-place weight net, bit for bit; torch's kNN selection by topk of distinct keys."""
 
 from __future__ import annotations
 
@@ -178,3 +178,25 @@ def test_blocked_contract_edge_sizes(backend, m):
         wg, vg = asarray(w).requires_grad_(True), asarray(values).requires_grad_(True)
         torch.sum(ad.contract(xp, wg, vg, asarray(idx), None)).backward()
         assert wg.grad.shape == wg.shape and vg.grad.shape == vg.shape
+
+
+@pytest.mark.parametrize("shape,k", [((3, 300), 7), ((2, 4, 1000), 32), ((2, 256), 256)])
+def test_torch_topk_smallest_keys_match_stable_sort(shape, k):
+    """TorchAdapter.topk_smallest on CPU float32 rows of >= 256 scores (topk of distinct int64
+    keys: order-preserving bits times 2^32 plus the index) = the stable sort, index for index:
+    heavy ties, +inf, negative scores, and 0.0 next to -0.0."""
+    torch = pytest.importorskip("torch")
+    import lieconv_torch.adapter as ta
+
+    rng = np.random.default_rng(shape[-1] + k)
+    s = (np.round(rng.standard_normal(shape) * 4) / 4).astype(np.float32)  # ties, negatives
+    s[..., ::5] = np.inf
+    s[..., 1::7] = 0.0
+    s[..., 3::7] = -0.0
+    want = np.argsort(s, axis=-1, kind="stable")[..., :k]
+    got = ta.TorchAdapter().topk_smallest(None, torch.from_numpy(s), k).numpy()
+    np.testing.assert_array_equal(got, want)
+    # control: the keys are what makes topk's ties canonical — topk of the raw scores is not
+    # the stable order here
+    raw = torch.topk(torch.from_numpy(s), k, dim=-1, largest=False, sorted=True).indices
+    assert (raw.numpy() != want).any()

@@ -146,8 +146,19 @@ class TorchAdapter(ReferenceAdapter):
                                   out_int32=counts.dtype == torch.int32)
 
     def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
-        # torch.topk does not promise an order among ties; a stable sort does (lower index first)
-        return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
+        """torch.topk does not promise an order among ties; a stable sort does (lower index
+        first). On CPU, float32 rows of at least :data:`_TOPK_MIN_N` scores take topk of
+        distinct int64 keys instead — the score's bits mapped to an order-preserving int32
+        (zeros made +0.0 first), times 2^32, plus the index — whose order is the stable
+        sort's: (1000, 4000) rows, k = 32: 138 -> 31 ms."""
+        n = scores.shape[-1]
+        if scores.dtype != torch.float32 or scores.device.type != "cpu" or n < _TOPK_MIN_N:
+            return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
+        bits = torch.where(scores == 0, torch.zeros_like(scores), scores).view(torch.int32)
+        # negative floats order backwards as integers: flip their magnitude bits
+        key = torch.bitwise_xor(bits, torch.bitwise_and(bits >> 31, 0x7FFFFFFF)).to(torch.int64)
+        key = key.mul_(1 << 32).add_(torch.arange(n, device=scores.device))
+        return torch.topk(key, k, dim=-1, largest=False, sorted=True).indices
 
     def smallest_k_distinct(self, xp: Any, scores: Any, k: int) -> Any:
         # a partial selection: ~3x faster than a full sort of 100-wide rows on CPU
@@ -362,6 +373,8 @@ def _blocked_contract_grads(w, src, flat, g, weight_major, need_w, need_v):
     return gw, gv
 
 
+#: rows at least this long take topk_smallest's key selection (at 100, as fast as the sort)
+_TOPK_MIN_N = 256
 #: a product dimension below this is "narrow" (BLAS vectorises along the result's contiguous dim)
 _NARROW = 16
 
