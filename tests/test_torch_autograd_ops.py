@@ -45,6 +45,47 @@ def test_layout_matmul_values_and_derivatives_of_every_order(torch1, sa, sb):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("sa,sb", [((5, 12, 3), (5, 3, 12)), ((4, 3), (3, 9))])
+def test_narrow_contraction_gradients_as_one_op_to_third_order(torch1, monkeypatch, sa, sb):
+    """With a narrow K and both inputs differentiated under create_graph, _LayoutMatmul's
+    gradients come from one op (_MatmulGrads, whose own derivative w.r.t. g is one product over
+    the joined K axis); the loss built from both gradients, its gradient and a third derivative
+    equal autograd's through plain matmul (1e-12). Control: without create_graph the gradients
+    are plain products (the op only serves double backprop)."""
+    from lieconv_torch.adapter import _LayoutMatmul, _MatmulGrads
+
+    a = torch.randn(sa, generator=_gen(3), dtype=torch.float64, requires_grad=True)
+    b = torch.randn(sb, generator=_gen(4), dtype=torch.float64, requires_grad=True)
+
+    def derivatives(mm):
+        y = torch.tanh(mm(a, b))
+        ga, gb = torch.autograd.grad(torch.sum(y ** 3), (a, b), create_graph=True)
+        loss = torch.sum(ga * ga) + torch.sum(torch.sin(gb))
+        da, db = torch.autograd.grad(loss, (a, b), create_graph=True)
+        third = torch.autograd.grad(torch.sum(da ** 2) + torch.sum(db * b), (a, b))
+        return ga, (loss, da, db, *third)
+
+    ga, got = derivatives(_LayoutMatmul.apply)
+    assert ga.grad_fn.name() == "_MatmulGradsBackward"
+    _, want = derivatives(torch.matmul)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    calls = []
+    forward = _MatmulGrads.forward
+    monkeypatch.setattr(_MatmulGrads, "forward",
+                        staticmethod(lambda ctx, *xs: calls.append(1) or forward(ctx, *xs)))
+    plain = torch.autograd.grad(torch.sum(_LayoutMatmul.apply(a, b) ** 2), (a, b))
+    assert not calls
+    torch.testing.assert_close(plain[0], 2 * (a @ b) @ b.mT, rtol=1e-12, atol=1e-12)
+    torch.autograd.grad(torch.sum(_LayoutMatmul.apply(a, b) ** 2), (a, b), create_graph=True)
+    assert calls == [1]
+    wide_a = torch.randn(5, 12, 20, dtype=torch.float64, requires_grad=True)
+    wide_b = torch.randn(5, 20, 3, dtype=torch.float64, requires_grad=True)
+    gw, _ = torch.autograd.grad(torch.sum(_LayoutMatmul.apply(wide_a, wide_b) ** 2),
+                                (wide_a, wide_b), create_graph=True)
+    assert gw.grad_fn.name() != "_MatmulGradsBackward"  # K = 20 is not narrow
+
+
 def test_layout_matmul_computes_narrow_products_transposed(torch1):
     """Narrow N comes back as a transposed view (the faster layout), the others contiguous;
     control: the adapter routes broadcasting and wide products to plain matmul."""
