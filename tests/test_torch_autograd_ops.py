@@ -107,6 +107,53 @@ def test_layout_matmul_computes_narrow_products_transposed(torch1):
     torch.testing.assert_close(_LayoutMatmul.apply(a, b), a @ b, rtol=1e-13, atol=1e-13)
 
 
+def test_wide_linear_weight_gradients_in_out_in_layout(torch1):
+    """A wide weight (in >= 8·out) that autograd differentiates enters the adapter's linear
+    column-major, so both of its gradient products under double backprop (the forward's and the
+    inner gradient's) are (out, in) products, gᵀ @ x; the loss, and its gradients, equal plain
+    addmm's (float64, 1e-12). Control: plain addmm makes (in, out) products; a narrow weight takes
+    the plain path; without grad the values equal addmm's."""
+    from lieconv_torch.adapter import ADAPTER
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Products(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                self.shapes.append(tuple(out.shape))
+            return out
+
+    n, i, o = 10, 64, 4
+    x = torch.randn(n, i, generator=_gen(5), dtype=torch.float64, requires_grad=True)
+    w = torch.randn(i, o, generator=_gen(6), dtype=torch.float64, requires_grad=True)
+    b = torch.randn(o, generator=_gen(7), dtype=torch.float64, requires_grad=True)
+
+    def run(linear):
+        y = torch.tanh(linear(w, b, x))
+        (gx,) = torch.autograd.grad(torch.sum(y ** 3), x, create_graph=True)
+        loss = torch.sum(gx * gx) + torch.sum(y)
+        with Products() as rec:
+            grads = torch.autograd.grad(loss, (x, w, b))
+        return (loss, *grads), rec.shapes
+
+    got, got_shapes = run(ADAPTER.linear)
+    want, want_shapes = run(lambda w, b, x: torch.addmm(b, x, w))
+    for g, v in zip(got, want):
+        torch.testing.assert_close(g, v, rtol=1e-12, atol=1e-12)
+    assert got_shapes.count((o, i)) == 2 and (i, o) not in got_shapes
+    assert want_shapes.count((i, o)) == 2 and (o, i) not in want_shapes  # control
+    narrow = torch.randn(i, 16, dtype=torch.float64, requires_grad=True)
+    assert ADAPTER.linear(narrow, torch.zeros(16, dtype=torch.float64), x).grad_fn.name() \
+        == "AddmmBackward0"
+    with torch.no_grad():
+        torch.testing.assert_close(ADAPTER.linear(w, b, x), torch.addmm(b, x, w),
+                                   rtol=1e-13, atol=1e-13)
+
+
 def test_swish_derivatives_of_every_order(torch1):
     """_Swish = silu in value; its gradient op _SwishGrad has exact first, second and third
     derivatives (gradcheck / gradgradcheck of both ops, float64), and a double-backprop loss gives
