@@ -84,3 +84,74 @@ def test_minor_faults_counts_fresh_pages(bench_path):
     assert fresh >= (1 << 26) // (2 << 20)
     x = np.ones(1000)
     assert minor_faults(lambda: x.sum(), b, calls=3) <= 16
+
+
+_FAKE_ORIGINAL = {
+    "lie_conv/__init__.py": "",
+    "lie_conv/lieGroups.py": "class T:\n    def __init__(self, d):\n        self.d = d\n",
+    "lie_conv/dynamicsTrainer.py": '''
+import torch
+SEEN = {}
+class HLieResNet(torch.nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        SEEN["model"] = kw
+        self.w = torch.nn.Parameter(torch.ones(()))
+class IntegratedDynamicsTrainer:
+    def __init__(self, model, dataloaders, opt_constr, lr_sched):
+        self.model, self.opt = model, opt_constr(model.parameters())
+    def step(self, minibatch):
+        SEEN["batch"] = minibatch
+        (z0, sysp, ts), target = minibatch
+        loss = self.model.w * torch.mean((z0[:, None, :] - target) ** 2)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+''',
+}
+
+
+def test_original_springs_step_is_skipped_without_a_source_and_gets_its_layout(
+        bench_path, tmp_path, monkeypatch):
+    """SpringsOriginal is skipped (NotImplementedError naming the variable or the directory)
+    without LIECONV_ORIGINAL_SRC or with a directory holding no lie_conv; with a stand-in of the
+    original's API it builds HLieResNet(T(2), k=384, 4 layers) and passes the batch in the
+    original's layout: z0 = [q flattened, p flattened] of the first time point, targets (bs, T,
+    2·n·d) in the same order, ts (bs, T)."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    from benchmarks import springs
+
+    monkeypatch.delenv(springs.ORIGINAL_ENV, raising=False)
+    with pytest.raises(NotImplementedError, match=springs.ORIGINAL_ENV):
+        springs._original_step(None, None, None)
+    monkeypatch.setenv(springs.ORIGINAL_ENV, str(tmp_path / "empty"))
+    with pytest.raises(NotImplementedError, match="no lie_conv package"):
+        springs._original_step(None, None, None)
+    for rel, text in _FAKE_ORIGINAL.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setenv(springs.ORIGINAL_ENV, str(tmp_path))
+    assert "lie_conv" not in sys.modules
+    bs, steps, n, d = 3, 5, 6, 2
+    z = np.random.default_rng(0).standard_normal((bs, steps, 2, n, d)).astype(np.float32)
+    sysp = np.ones((bs, n, 2), np.float32)
+    ts = np.linspace(0, 0.04, steps)
+    try:
+        step = springs._original_step(z, sysp, ts)
+        assert isinstance(step(), float)
+        seen = sys.modules["lie_conv.dynamicsTrainer"].SEEN
+    finally:
+        for name in [m for m in sys.modules if m == "lie_conv" or m.startswith("lie_conv.")]:
+            del sys.modules[name]
+    model = seen["model"]
+    assert (model["k"], model["num_layers"], model["group"].d, model["d"]) == (384, 4, 2, 2)
+    (z0, got_sys, got_ts), target = seen["batch"]
+    assert tuple(z0.shape) == (bs, 2 * n * d) and tuple(target.shape) == (bs, steps, 2 * n * d)
+    q1, p1 = z[1, 0, 0], z[1, 0, 1]
+    np.testing.assert_array_equal(z0[1].numpy(), np.concatenate([q1.ravel(), p1.ravel()]))
+    np.testing.assert_array_equal(target[1, 3].numpy(),
+                                  np.concatenate([z[1, 3, 0].ravel(), z[1, 3, 1].ravel()]))
+    assert tuple(got_ts.shape) == (bs, steps) and got_ts.dtype == torch.float32
+    assert str(tmp_path) not in sys.path
