@@ -33,6 +33,10 @@ CHUNK_PAIRS = 1 << 21
 #: numpy than with 2^24); on accelerators, with caching allocators and launch costs, 2^24.
 CHUNK_ELEMS_HOST = 1 << 21
 CHUNK_ELEMS_DEVICE = 1 << 24
+#: a linear layer is "wide" where in >= WIDE_IN·out (LieConv's output linear, 16·chin -> chout):
+#: the torch and jax adapters differentiate its weight as an (out, in) product, gᵀ @ x, which CPU
+#: BLAS runs faster than xᵀ @ g for such shapes (docs/benchmarks.md)
+WIDE_IN = 8
 
 
 #: distances are rounded to multiples of 1/QUANT[dtype] before FPS and kNN comparisons, so that

@@ -16,6 +16,7 @@ from lieconv_core.adapter import (
     CHUNK_ELEMS_DEVICE,
     CHUNK_ELEMS_HOST,
     CHUNK_PAIRS,
+    WIDE_IN,
     ReferenceAdapter,
     concat_parts,
     equal_step,
@@ -27,8 +28,6 @@ from lieconv_core.adapter import (
 _KERNELS_ENV = "LIECONV_JAX_KERNELS"
 #: block width of :meth:`JaxAdapter.count_true` on CPU
 _COUNT_BLOCK = 32
-#: :meth:`JaxAdapter.linear` takes its (out, in) weight layout where in >= _WIDE_IN·out
-_WIDE_IN = 8
 
 
 def _on_cpu(x: Any) -> bool:
@@ -178,16 +177,16 @@ class JaxAdapter(ReferenceAdapter):
         return jax.nn.silu(x)
 
     def linear(self, w, b, x):
-        """On CPU, where the input is much wider than the output (in >= 8·out: LieConv's output
-        linear, 16·chin -> chout), ``x @ w`` as x times the transpose of wᵀ, a separate (out, in)
-        array behind an optimization barrier. XLA:CPU then computes the weight gradient as
+        """On CPU, where the input is much wider than the output (in >= WIDE_IN·out: LieConv's
+        output linear, 16·chin -> chout), ``x @ w`` as x times the transpose of wᵀ, a separate
+        (out, in) array behind an optimization barrier. XLA:CPU then computes the weight gradient as
         gᵀ @ x, an (out, in) result — 77–93 GFLOP/s on the springs model's (1200, 1536) rows —
         instead of xᵀ @ g, (in, out), at 56 GFLOP/s, in first and second derivatives alike; the
         barrier keeps XLA from folding the transpose back into the product. Springs training
         step A/B: −5 to −11% (4 runs); forwards within 2% (docs/benchmarks.md). Elsewhere:
         the reference."""
         i, o = w.shape
-        if i < _WIDE_IN * o or x.dtype != w.dtype or not _on_cpu(x):
+        if i < WIDE_IN * o or x.dtype != w.dtype or not _on_cpu(x):
             return super().linear(w, b, x)
         wt = jax.lax.optimization_barrier(jnp.transpose(w))
         y = jax.lax.dot_general(jnp.reshape(x, (-1, i)), wt, (((1,), (1,)), ((), ()))) + b

@@ -15,6 +15,7 @@ from lieconv_core.adapter import (
     CHUNK_ELEMS_HOST,
     CHUNK_PAIRS,
     CHUNK_PAIRS_HOST,
+    WIDE_IN,
     ReferenceAdapter,
     offset_rows,
 )
@@ -170,14 +171,14 @@ class TorchAdapter(ReferenceAdapter):
     def linear(self, w, b, x):
         """addmm: the bias enters the GEMM (no separate pass and (..., out) buffer for it).
 
-        A wide weight (in >= :data:`_WIDE_IN`·out: LieConv's output linear) that autograd
-        differentiates enters as a column-major copy, w = (wᵀ contiguous)ᵀ: autograd gives a
+        A wide weight (in >= :data:`~lieconv_core.adapter.WIDE_IN`·out: LieConv's output linear)
+        that autograd differentiates enters column-major, w = (wᵀ contiguous)ᵀ: autograd gives a
         weight gradient the layout of the weight, so it then computes gᵀ @ x, an (out, in)
         product, instead of xᵀ @ g — in the forward's backward and in the inner gradient's, under
         double backprop. (1200, 1536) rows → 96: 1.24 against 1.53 ms (2 threads, torch 2.13,
         Intel Xeon); springs training step A/B −4% (docs/benchmarks.md). The copy is out·in
         elements, small next to x."""
-        if (w.shape[0] >= _WIDE_IN * w.shape[1] and w.requires_grad
+        if (w.shape[0] >= WIDE_IN * w.shape[1] and w.requires_grad
                 and torch.is_grad_enabled()):
             w = w.t().contiguous().t()
         if x.ndim == 2:
@@ -388,8 +389,6 @@ def _blocked_contract_grads(w, src, flat, g, weight_major, need_w, need_v):
 _TOPK_MIN_N = 256
 #: a product dimension below this is "narrow" (BLAS vectorises along the result's contiguous dim)
 _NARROW = 16
-#: :meth:`TorchAdapter.linear` differentiates weights with in >= _WIDE_IN·out in (out, in) layout
-_WIDE_IN = 8
 
 
 def _matmul_wide_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
