@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as _device
 
 from ._backend import index_dtype
 from .groups.base import sqrt_sum_squares
@@ -50,12 +51,6 @@ def quantize(xp: Any, d: Any) -> Any:
     """Round distances to the grid 1/QUANT[d.dtype] (see QUANT); inf stays inf."""
     scale = QUANT["float32" if d.dtype == xp.float32 else "float64"]
     return xp.floor(d * scale + 0.5)
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)
 
 
 def fps_start(xp: Any, mask: Any, u: Any, dtype: Any) -> tuple[Any, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as _device
 
 from .._backend import adapter_for, array_namespace, backend_name, default_device, namespace_for
 from ..groups import by_name
@@ -35,12 +36,6 @@ from ..nn.resnet import LieResNet
 from .integrators import odeint
 
 N_PARTICLES, DIM = 6, 2
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)
 
 
 class DynamicsModel:

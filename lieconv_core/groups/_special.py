@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import device as _device
+
 # Threshold on theta (not theta²): below it the Taylor series through theta^14 is exact to float64
 # rounding (next term < 1e-17 relative); above it the closed forms lose at most ~10·eps/theta^2
 # (≈1e-14 in float64, ≈5e-7 in float32) to cancellation.
@@ -88,12 +90,6 @@ def hat3(xp: Any, w: Any) -> Any:
 def eye_like(xp: Any, x: Any, n: int) -> Any:
     """Identity (n, n) with the dtype and device of x."""
     return xp.eye(n, dtype=x.dtype, device=_device(x))
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)
 
 
 def so3_exp(xp: Any, w: Any) -> Any:

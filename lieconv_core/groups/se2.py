@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import device as _dev
+
 from ._special import cosc, sinc, wrap_angle
 from .base import Group, norm, sqrt_sum_squares, uniform_angle
 
@@ -175,9 +177,3 @@ def _angle(xp: Any, e: Any) -> Any:
 def _translation_difference(u: Any, v: Any) -> tuple[Any, Any]:
     """t_u − t_v (two components) of flattened 3x3 elements."""
     return u[..., 2] - v[..., 2], u[..., 5] - v[..., 5]
-
-
-def _dev(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)

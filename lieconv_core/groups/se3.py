@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as _dev
+
 from ._special import (
     cosc,
     coscc,
@@ -123,9 +125,3 @@ class SE3(Group):
 
     def __repr__(self) -> str:
         return f"SE3(alpha={self.alpha})"
-
-
-def _dev(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import device as _dev
+
 from ._special import eye_like, hat3, so3_exp, so3_log, so3_log_parts, transpose_product
 from .base import Group, norm
 
@@ -113,9 +115,3 @@ class SO3(Group):
 
     def __repr__(self) -> str:
         return f"SO3(alpha={self.alpha})"
-
-
-def _dev(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)

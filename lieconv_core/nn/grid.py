@@ -65,6 +65,7 @@ import math
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as _device
 
 from .._backend import index_dtype
 
@@ -113,12 +114,6 @@ def cell_bound(group: Any) -> float | None:
         return 1.0
     c = group.position_bound()
     return float(c) if c is not None and c > 0 else None
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)
 
 
 def _to_device(xp: Any, host: np.ndarray, dtype: Any, dev: Any) -> Any:

@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as _device
 
 from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
@@ -432,9 +433,3 @@ def _expand(xp: Any, w: Any, expand: Any, shape: tuple) -> Any:
     (``expand`` from :meth:`LieConv._compaction`)."""
     zero = xp.zeros((1, w.shape[-1]), dtype=w.dtype, device=_device(w))
     return xp.reshape(xp.take(xp.concat([w, zero], axis=0), expand, axis=0), (*shape, w.shape[-1]))
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat as aac
-
-    return aac.device(x)
