@@ -37,7 +37,17 @@ class PortableDraws:
     """
 
     def __init__(self, seed: int | np.random.Generator | None = 0):
-        self.gen = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._seed = seed
+        self._gen = seed if isinstance(seed, np.random.Generator) else None
+
+    @property
+    def gen(self) -> np.random.Generator:
+        """The generator, made from the seed at the first draw: a network that draws nothing
+        (kNN / all-point neighbourhoods, no subsampling) then runs no numpy at all, which lets
+        torch.compile trace it in one graph."""
+        if self._gen is None:
+            self._gen = np.random.default_rng(self._seed)
+        return self._gen
 
     @staticmethod
     def _to(xp: Any, arr: np.ndarray, dtype: Any, device: Any) -> Any:

@@ -192,3 +192,46 @@ def test_torch_module_wrappers(torch1):
     dz = dm(torch1.tensor(z0), torch1.tensor(sys))
     assert dz.shape == (2, 2, 6, 2)
     np.testing.assert_allclose(dz[:, 0].detach().numpy(), z0[:, 1] / sys[..., :1], rtol=1e-12)
+
+
+def test_torch_compiled_training_step_in_one_graph_gives_eager_numbers(torch1):
+    """TorchTrainer(compile=True) runs the loss and the parameter gradients of a Hamiltonian
+    training step (gradients of the vector field's gradient) as one torch.compile-d
+    torch.func.grad_and_value under functional_mode: dynamo sees one graph with no breaks, and
+    three steps give the eager trainer's losses and parameters (float64, 1e-12). Control:
+    outside functional_mode the adapter's autograd-based gradient (and its custom autograd ops)
+    stop torch.func."""
+    import torch
+    import torch._dynamo as dynamo
+    from lieconv_torch.adapter import functional_mode
+    from lieconv_torch.train import TorchTrainer
+    from torch._dynamo.testing import CompileCounter
+
+    sp = S.make_splits(n_train=4, n_val=1, n_test=1)["train"]
+    z, sys, ts = sp.z[:, :2], sp.sys, sp.ts[:2]  # one RK4 step: the smallest graph
+    model = make_model("hlieconv", group="T2", k=8, num_layers=1)
+    host = model.init_host(np.random.default_rng(0))
+    eager = TorchTrainer(model, host, 1e-2, 10, dtype="float64")
+    compiled = TorchTrainer(model, host, 1e-2, 10, dtype="float64", compile=True)
+    losses = []
+    for _ in range(3):
+        want, got = eager.step(z, sys, ts), compiled.step(z, sys, ts)
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+        losses.append(want)
+    pe, pc = eager.params_host(), compiled.params_host()
+    for name in pe:
+        np.testing.assert_allclose(pc[name], pe[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+    zt, st = torch.asarray(z), torch.asarray(sys)
+    params = model.init(0, "float64", backend="torch")
+    grid = [float(t) for t in ts]  # host floats, as the trainer passes them
+    fn = torch.func.grad_and_value(lambda p: model.loss(p, zt, st, grid))
+    counter = CompileCounter()  # a backend that counts the graphs dynamo hands it
+    dynamo.reset()
+    with functional_mode():  # fullgraph: a graph break would raise
+        traced = torch.compile(fn, backend=counter, fullgraph=True)(params)
+    dynamo.reset()
+    assert counter.frame_count == 1 and counter.op_count > 100
+    assert float(traced[1]) == pytest.approx(losses[0], rel=1e-12, abs=0)  # the same initial params
+    with pytest.raises(RuntimeError, match="functorch"):
+        fn(params)

@@ -25,7 +25,7 @@ SPECS = ["torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu"]
 ORIGINAL_ENV = "LIECONV_ORIGINAL_SRC"
 
 
-def _trainer(spec: str, k: int = 384, num_layers: int = 4):
+def _trainer(spec: str, k: int = 384, num_layers: int = 4, compile: bool = False):
     backend, _, device = spec.partition(":")
     try:
         if backend == "torch":
@@ -44,7 +44,8 @@ def _trainer(spec: str, k: int = 384, num_layers: int = 4):
         raise NotImplementedError(f"{spec}: {exc}") from exc
     model = make_model("hlieconv", group="T2", k=k, num_layers=num_layers)
     host = model.init_host(np.random.default_rng(0))
-    return cls(model, host, 1e-3, 10_000, dtype="float32", device=dev)
+    kw = {"compile": True} if compile else {}
+    return cls(model, host, 1e-3, 10_000, dtype="float32", device=dev, **kw)
 
 
 def _batch():
@@ -86,6 +87,25 @@ class SpringsTrainStep:
         return 100 * (gflop * 1e9 / (2 * 2048**3 / t_gemm)) / t_step
 
     track_flop_bound_fraction.unit = "%"
+
+
+class SpringsCompiledTrainStep:
+    """:class:`SpringsTrainStep` on torch:cpu with ``TorchTrainer(compile=True)``: the loss and
+    its parameter gradients as one ``torch.compile``-d ``torch.func`` function. ``setup``
+    compiles (about 5 minutes with a cold inductor cache, half a minute warm)."""
+
+    number = 1
+    repeat = 3
+    warmup_time = 0.0
+    timeout = 3600
+
+    def setup(self):
+        self.z, self.sys, self.ts = _batch()
+        self.trainer = _trainer("torch:cpu", compile=True)
+        self.trainer.step(self.z, self.sys, self.ts)  # compiles
+
+    def time_train_step(self):
+        self.trainer.step(self.z, self.sys, self.ts)
 
 
 def _step_gflop() -> float:
@@ -192,12 +212,23 @@ class SpringsOriginal:
     def track_speedup_torch(self):
         """Original step time / this library's torch:cpu step time, timed in turns in one
         process (:func:`interleaved_medians`), so that a slow phase of the machine slows both."""
+        return self._speedup(_trainer("torch:cpu"))
+
+    track_speedup_torch.unit = "x"
+
+    def track_speedup_torch_compiled(self):
+        """As :meth:`track_speedup_torch`, for ``TorchTrainer(compile=True)`` (compiled first,
+        untimed)."""
+        trainer = _trainer("torch:cpu", compile=True)
+        trainer.step(self.z, self.sys, self.ts)
+        return self._speedup(trainer)
+
+    track_speedup_torch_compiled.unit = "x"
+
+    def _speedup(self, trainer) -> float:
         from ._common import Bench, interleaved_medians
 
-        trainer = _trainer("torch:cpu")
         ours = lambda: trainer.step(self.z, self.sys, self.ts)  # noqa: E731
         t_orig, t_ours = interleaved_medians([self.original, ours], Bench.get("torch:cpu"),
                                              rounds=3)
         return t_orig / t_ours
-
-    track_speedup_torch.unit = "x"

@@ -3,6 +3,7 @@ kernels of :mod:`lieconv_torch.kernels`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,8 @@ class TorchAdapter(ReferenceAdapter):
             raise ValueError(f"kernels must be 'auto', 'never' or 'interpret', got {kernels!r}")
         self.kernels = kernels
         self._mod: Any = None
+        #: True inside :func:`functional_mode`: gradients by ``torch.func``, plain torch ops
+        self.functional = False
 
     # --- kernel dispatch -----------------------------------------------------------------------
     def _launchers(self, *tensors: Any) -> Any:
@@ -81,7 +84,7 @@ class TorchAdapter(ReferenceAdapter):
         from lieconv_core.nn.grid import euclidean_distance
 
         if (euclidean_distance(group) and elems.shape[-1] <= 4 and elems.device.type == "cpu"
-                and not elems.requires_grad):
+                and not elems.requires_grad and not self.functional):
             return _euclidean_fps(xp, elems, mask, m, u)
         return super().fps(xp, group, elems, q, mask, m, u)
 
@@ -105,7 +108,8 @@ class TorchAdapter(ReferenceAdapter):
         """CPU: :func:`_blocked_contract` (the neighbour values gathered in cache-sized blocks,
         never as one (bs, m, k, c) array), under autograd as :class:`_BlockedContract` (which
         saves w and values, not the gathered values); GPUs and torch.compile: the reference."""
-        if values.device.type != "cpu" or w.dtype != values.dtype or self.tracing():
+        if (values.device.type != "cpu" or w.dtype != values.dtype or self.tracing()
+                or self.functional):
             return super().contract(xp, w, values, nbr_idx, nbr_mask, weight_major)
         if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = torch.where(nbr_mask[..., None], w, torch.zeros_like(w))
@@ -166,7 +170,7 @@ class TorchAdapter(ReferenceAdapter):
         return torch.topk(scores, k, dim=-1, largest=False, sorted=True).indices
 
     def swish(self, xp: Any, x: Any) -> Any:
-        return _swish(x)
+        return torch.nn.functional.silu(x) if self.functional else _swish(x)
 
     def linear(self, w, b, x):
         """addmm: the bias enters the GEMM (no separate pass and (..., out) buffer for it).
@@ -190,7 +194,7 @@ class TorchAdapter(ReferenceAdapter):
         """a @ b through :class:`_LayoutMatmul` (the result's layout chosen for speed, in the
         forward and in every derivative) where some product is narrow; else plain matmul. A
         narrow K counts too: it is the N of the gradient product g @ bᵀ."""
-        if (a.ndim < 2 or a.shape[:-2] != b.shape[:-2]  # broadcasting: plain matmul
+        if (self.functional or a.ndim < 2 or a.shape[:-2] != b.shape[:-2]  # broadcasting: plain
                 or min(a.shape[-2], b.shape[-1], a.shape[-1]) >= _NARROW):
             return torch.matmul(a, b)
         return _LayoutMatmul.apply(a, b)
@@ -199,6 +203,8 @@ class TorchAdapter(ReferenceAdapter):
         """The reference weight net with the bias added inside the GEMM (addmm) and, where
         autograd does not need the pre-activation, swish in place: two passes over the
         (·, 32) activations per layer instead of three, and no new buffer for the swish."""
+        if self.functional:
+            return super().weightnet(xp, layers, emb)
         lead = emb.shape[:-1]
         h = torch.reshape(emb, (-1, emb.shape[-1]))
         for w, b in layers:
@@ -217,6 +223,8 @@ class TorchAdapter(ReferenceAdapter):
         where masked) in one new buffer updated in place (the reference makes six fresh (..., c)
         arrays; fresh large buffers are page-faulted on every call); with autograd, the
         reference."""
+        if self.functional:
+            return super().bn_swish(xp, p, s, x, mask, train)
         if not train:
             if torch.is_grad_enabled() and any(t.requires_grad for t in (x, p["w"], p["b"])):
                 return super().bn_swish(xp, p, s, x, mask, train)
@@ -244,6 +252,9 @@ class TorchAdapter(ReferenceAdapter):
     def grad(self, f: Callable) -> Callable:
         """grad of a scalar function of one tensor, differentiable again (create_graph=True)."""
 
+        if self.functional:
+            return lambda x, *args: torch.func.grad(f)(x, *args)
+
         def g(x: torch.Tensor, *args: Any) -> torch.Tensor:
             with torch.enable_grad():
                 x = x if x.requires_grad else x.detach().requires_grad_(True)
@@ -258,6 +269,20 @@ class TorchAdapter(ReferenceAdapter):
 
     def to_numpy(self, x: Any):
         return x.detach().cpu().numpy()
+
+
+@contextlib.contextmanager
+def functional_mode():
+    """Within it the adapter differentiates with ``torch.func.grad`` and uses plain torch ops
+    instead of its custom autograd ops (which ``torch.func`` transforms cannot take), so that a
+    whole training step — gradients of gradients included — is one function of the parameters
+    for ``torch.func.grad_and_value`` and ``torch.compile`` (:class:`lieconv_torch.train.
+    TorchTrainer` with ``compile=True``); AOTAutograd cannot compile double backward."""
+    old, ADAPTER.functional = ADAPTER.functional, True
+    try:
+        yield ADAPTER
+    finally:
+        ADAPTER.functional = old
 
 
 def _swish(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lieconv_core.nn.module import flatten
+from lieconv_core.nn.module import flatten, unflatten
 
 from .nn import DynamicsModule, torch_dtype
 
@@ -39,8 +39,17 @@ class TorchTrainer:
     backend = "torch"
 
     def __init__(self, model: Any, params: dict, lr: float, total_steps: int,
-                 dtype: str = "float32", device: Any = "cpu", opt_state: dict | None = None):
+                 dtype: str = "float32", device: Any = "cpu", opt_state: dict | None = None,
+                 compile: bool = False):
+        """``compile``: run :meth:`step`'s loss and parameter gradients as one
+        ``torch.compile``-d ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.
+        functional_mode`), compiled at the first step of each time grid; inductor fuses the
+        elementwise work of the double backprop. The first step then takes minutes (the springs
+        model at the paper's size: 326 s with a cold inductor cache, 28 s warm), the later ones
+        less than eager's (docs/benchmarks.md); the same numbers up to float rounding."""
         self.model, self.lr, self.total_steps = model, float(lr), int(total_steps)
+        self.compile = bool(compile)
+        self._compiled: dict[tuple, Any] = {}
         self.dtype, self.device = torch_dtype(dtype), torch.device(device)
         self.module = DynamicsModule(model, params, dtype, self.device)
         self.named = self.module.named_flat()
@@ -55,12 +64,39 @@ class TorchTrainer:
     def step(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
         for group in self.opt.param_groups:
             group["lr"] = cosine_lr(self.lr, self.count, self.total_steps)
-        loss = self.model.loss(self.module.tree(), self._t(z), self._t(sys), ts)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.compile:
+            loss = self._compiled_grads(self._t(z), self._t(sys), ts)
+        else:
+            loss = self.model.loss(self.module.tree(), self._t(z), self._t(sys), ts)
+            loss.backward()
         self.opt.step()
         self.count += 1
         return float(loss.detach())
+
+    def _compiled_grads(self, z: torch.Tensor, sys: torch.Tensor, ts: Any) -> torch.Tensor:
+        """The loss, with the parameters' gradients set, from the compiled function of the time
+        grid ``ts`` (compiled on its first use)."""
+        from .adapter import functional_mode
+
+        key = tuple(float(t) for t in ts)
+        fn = self._compiled.get(key)
+        if fn is None:
+            model = self.model
+
+            def loss_fn(params: dict, zz: torch.Tensor, ss: torch.Tensor) -> torch.Tensor:
+                return model.loss(params, zz, ss, list(key))
+
+            fn = self._compiled[key] = torch.compile(torch.func.grad_and_value(loss_fn))
+            with torch.no_grad():  # fills the model's and the backend's caches outside the graph
+                self.model.loss(self.module.tree(), z, sys, list(key))
+        params = {k: v.detach() for k, v in self.named.items()}
+        with functional_mode():
+            grads, loss = fn(unflatten(params), z, sys)
+        flat = flatten(grads)
+        for name, p in self.named.items():
+            p.grad = flat[name]
+        return loss
 
     def eval_loss(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
         with torch.no_grad():  # the vector field still gets its own grad (enable_grad inside)
