@@ -84,10 +84,11 @@ def _trainer(backend: str, model: Any, params_flat: dict, dtype: str,
 
 # --- train ---------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import fit
+    from .train import check_compile, fit
 
     _check_choice(args.model, tuple(MODELS), "model")
     _check_choice(args.group, GROUP_CHOICES, "group")
+    check_compile(args.backend, args.compile)
     _setup_backend(args.backend, args.dtype, args.threads, args.device)
     model = make_model(args.model, group=args.group, k=args.k, num_layers=args.num_layers)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.model] * (
@@ -98,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                batch_size=args.batch_size, lr=lr, seed=args.seed, dtype=args.dtype,
                resume=args.resume, overwrite=args.overwrite, patience=args.patience,
                progress=not args.no_progress, max_steps=args.max_steps, device=args.device,
+               compile=args.compile,
                run_config={"data_seed": args.data_seed, "center": args.center,
                            "n_val": args.n_val})
     print(json.dumps({"out": str(args.out), "epochs": hist["epoch"],
@@ -285,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-steps", type=int, default=None)
     tr.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     tr.add_argument("--device", default=None, help=DEVICE_HELP)
+    tr.add_argument("--compile", action="store_true",
+                    help="torch: run each step as one torch.compile-d function (the first step "
+                         "compiles for minutes; later steps faster on CPU)")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
     ev = sub.add_parser("evaluate", help="metrics and plots of a trained run")

@@ -39,6 +39,13 @@ def trainer_class(backend: str) -> Any:
                            f"pip install 'lieconv[{backend}]'") from exc
 
 
+def check_compile(backend: str, compile: bool) -> None:
+    """ValueError unless ``compile`` is off or the backend is torch (jax always jits its step)."""
+    if compile and backend != "torch":
+        raise ValueError(f"--compile is for the torch backend (jax always jits its step), "
+                         f"got backend {backend!r}")
+
+
 def resolve_device(backend: str, device: str | None) -> Any:
     """A device string (``"cpu"``, ``"cuda:1"`` for torch; ``"cpu"``, ``"gpu:0"`` for jax) -> the
     framework's device object (by the backend's trainer module), or None for the trainer's
@@ -76,13 +83,16 @@ def fit(model: Any, splits: dict, backend: str, out: str | Path, epochs: int = 1
         batch_size: int = 200, lr: float = 1e-3, seed: int = 0, dtype: str = "float32",
         resume: bool = False, overwrite: bool = False, patience: int | None = None,
         progress: bool = True, run_config: dict | None = None,
-        max_steps: int | None = None, device: str | None = None) -> dict:
+        max_steps: int | None = None, device: str | None = None, compile: bool = False) -> dict:
     """Train ``model`` and write the run directory ``out``; returns the history dict.
 
     ``resume``: continue from ``out/last.safetensors``. Without it an existing run in ``out`` is an
     error unless ``overwrite``. ``max_steps`` stops after that many optimizer steps in total.
     ``device``: see :func:`resolve_device` (the run directory does not depend on it).
+    ``compile``: torch only, ``TorchTrainer(compile=True)`` (the step as one compiled function;
+    the first step compiles for minutes; jax's step is always jitted).
     """
+    check_compile(backend, compile)
     out = Path(out)
     for name in ("train", "val"):
         check_data(splits[name], name)
@@ -122,7 +132,8 @@ def fit(model: Any, splits: dict, backend: str, out: str | Path, epochs: int = 1
         io.save_json(out / io.CONFIG, config)
     dev = resolve_device(backend, device)
     trainer = Trainer(model, params, lr, total_steps, dtype=dtype, opt_state=opt_state,
-                      **({} if dev is None else {"device": dev}))
+                      **({} if dev is None else {"device": dev}),
+                      **({"compile": True} if compile else {}))
     ts = splits["train"].ts
     bar = None
     if progress:

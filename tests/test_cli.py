@@ -18,6 +18,8 @@ TINY = ["--n-train", "16", "--n-val", "4", "--batch-size", "8", "--k", "16", "--
     (["train", "springs", "--backend", "mxnet", "--out", "x"], "unknown backend 'mxnet'"),
     (["train", "springs", "--model", "hogn", "--out", "x"], "unknown model 'hogn'"),
     (["train", "qm9", "--out", "x"], "unknown task 'qm9'"),
+    (["train", "springs", "--backend", "jax", "--compile", "--out", "x"],
+     "--compile is for the torch backend"),
     (["evaluate", "springs", "--checkpoint", "nowhere", "--out", "x", "--backend", "tf"],
      "unknown backend 'tf'"),
 ])
@@ -98,3 +100,23 @@ def test_train_evaluate_and_resume(torch1, tmp_path, capsys):
     assert np.array_equal(one[:, 0], three[:, 0])
     step1 = np.abs(one[:, 1] - three[:, 1]).max()
     assert 0 < step1 < 1e-6 * np.abs(one[:, 1]).max()
+
+
+def test_train_compile_reaches_the_torch_trainer(torch1, tmp_path, capsys, monkeypatch):
+    """``--compile`` builds TorchTrainer(compile=True) (stopped there: compiling takes minutes);
+    without it the trainer gets no compile argument (its default, eager)."""
+    from lieconv_torch.train import TorchTrainer
+
+    seen = []
+
+    def record(self, *args, **kw):
+        seen.append(kw.get("compile", False))
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(TorchTrainer, "__init__", record)
+    for flag, out in ((["--compile"], "c"), ([], "e")):
+        argv = ["train", "springs", "--backend", "torch", *flag, *TINY, "--out",
+                str(tmp_path / out)]
+        assert main(argv) == 2
+        assert "stopped by the test" in capsys.readouterr().err
+    assert seen == [True, False]
