@@ -10,6 +10,7 @@ arrays only; optimizer state converts to and from the portable flat format
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,10 @@ class TorchTrainer:
             with torch.no_grad():  # fills the model's and the backend's caches outside the graph
                 self.model.loss(self.module.tree(), z, sys, list(key))
         params = {k: v.detach() for k, v in self.named.items()}
-        with functional_mode():
+        with functional_mode(), warnings.catch_warnings():
+            # dynamo traces through array_api_compat's lru_cache-d helpers, correctly (cached
+            # facts about types), and warns about each once per process
+            warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools")
             grads, loss = fn(unflatten(params), z, sys)
         flat = flatten(grads)
         for name, p in self.named.items():
