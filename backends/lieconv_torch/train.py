@@ -46,9 +46,9 @@ class TorchTrainer:
         ``torch.compile``-d ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.
         functional_mode`), compiled at the first step of each time grid (and again for a new
         batch size); inductor fuses the elementwise work of the double backprop. The first step
-        then takes minutes (the springs
-        model at the paper's size: 326 s with a cold inductor cache, 28 s warm), the later ones
-        less than eager's (docs/benchmarks.md); the same numbers up to float rounding."""
+        then takes minutes (the springs model at the paper's size: 326 s with a cold inductor
+        cache, 28 s warm), the later ones less than eager's (docs/benchmarks.md); the same
+        numbers up to float rounding."""
         self.model, self.lr, self.total_steps = model, float(lr), int(total_steps)
         self.compile = bool(compile)
         self._compiled: dict[tuple, Any] = {}
