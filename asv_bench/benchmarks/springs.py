@@ -181,9 +181,9 @@ def _original_step(z: np.ndarray, sysp: np.ndarray, ts: np.ndarray):
                                         lambda e: 1)
     zt = torch.as_tensor(z)
     bs, steps = zt.shape[:2]
-    z0 = torch.cat([zt[:, 0, 0].reshape(bs, -1), zt[:, 0, 1].reshape(bs, -1)], dim=1)
     target = torch.cat([zt[:, :, 0].reshape(bs, steps, -1), zt[:, :, 1].reshape(bs, steps, -1)],
                        dim=-1)
+    z0 = target[:, 0]  # [q, p] flattened at the first time point
     times = torch.as_tensor(np.asarray(ts, dtype=np.float32)).expand(bs, -1)
     batch = ((z0, torch.as_tensor(sysp), times), target)
     return lambda: float(torch.as_tensor(trainer.step(batch)).detach())
