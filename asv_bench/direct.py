@@ -64,6 +64,11 @@ def run(modules: list[str], backends: list[str] | None, repeat: int,
                     rows.append({"bench": label, "skipped": str(exc)})
                     print(f"{label:70s} skipped: {exc}", flush=True)
                     continue
+                except Exception as exc:  # a broken setup is a finding; the other cells still run
+                    row = {"bench": label, "error": f"setup: {type(exc).__name__}: {exc}"[:500]}
+                    rows.append(row)
+                    print(_fmt(row), flush=True)
+                    continue
                 for meth in sorted(a for a in dir(obj) if a.startswith(("time_", "track_"))):
                     fn = getattr(obj, meth)
                     row = {"bench": f"{label}.{meth}"}

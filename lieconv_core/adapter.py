@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, to_device
 from array_api_compat import device as _device
 
 from ._backend import index_dtype
@@ -529,6 +529,10 @@ class ReferenceAdapter:
     def to_numpy(self, x: Any) -> np.ndarray:
         try:
             return np.asarray(x)
+        except Exception:
+            pass
+        try:  # a GPU array (torch CUDA tensor, cupy) comes to the host first
+            return np.asarray(to_device(x, "cpu"))
         except Exception:  # array_api_strict has no __array__; DLPack works everywhere
             return np.from_dlpack(x)
 

@@ -374,3 +374,35 @@ def test_torch_compile_smoke_dense_network_in_one_graph(monkeypatch):
         dynamo.reset()
         assert dynamo.explain(module)(*inputs).graph_break_count > 0
     dynamo.reset()
+
+
+class _DeviceArray:
+    """Stands for a GPU array (a torch CUDA tensor, a cupy array): no ``__array__`` and no DLPack
+    export to the host, but ``to_device("cpu")`` works."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("can't convert a device array to numpy; copy it to the host first")
+
+    def __dlpack__(self, **kwargs):
+        raise BufferError("Unsupported device in DLTensor.")
+
+    def to_device(self, device, /, *, stream=None):
+        assert device == "cpu"
+        return self.data
+
+
+def test_reference_to_numpy_brings_device_arrays_to_the_host():
+    """The reference adapter's to_numpy (used by the cell-list neighbourhood search on any
+    namespace) copies a device array to the host; calling ``np.asarray`` or ``np.from_dlpack`` on
+    it fails, as it did for CUDA tensors on the H200 (2026-11-30)."""
+    from lieconv_core.adapter import ReferenceAdapter
+
+    want = np.arange(6.0).reshape(2, 3)
+    x = _DeviceArray(want)
+    for direct in (np.asarray, np.from_dlpack):  # control: what the adapter used to do
+        with pytest.raises((TypeError, BufferError)):
+            direct(x)
+    np.testing.assert_array_equal(ReferenceAdapter().to_numpy(x), want)

@@ -155,3 +155,38 @@ def test_original_springs_step_is_skipped_without_a_source_and_gets_its_layout(
                                   np.concatenate([z[1, 3, 0].ravel(), z[1, 3, 1].ravel()]))
     assert tuple(got_ts.shape) == (bs, steps) and got_ts.dtype == torch.float32
     assert str(tmp_path) not in sys.path
+
+
+def test_direct_runner_reports_a_broken_setup_and_runs_the_rest(bench_path, monkeypatch, capsys):
+    """One benchmark whose setup raises (as a torch.compile'd forward did on the H200) is reported
+    as an error row; the benchmarks after it still run, and the exit status says something
+    failed."""
+    import types
+
+    direct = importlib.import_module("direct")
+    fake = types.ModuleType("benchmarks._fake_broken")
+
+    class ABroken:
+        params = (["numpy"],)
+
+        def setup(self, backend):
+            raise RuntimeError("compile failed")
+
+        def time_x(self, backend):
+            pass
+
+    class BWorks:
+        params = (["numpy"],)
+
+        def track_y(self, backend):
+            return 3.0
+
+    for cls in (ABroken, BWorks):
+        cls.__module__ = fake.__name__
+        setattr(fake, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    rows = direct.run(["_fake_broken"], None, repeat=1)
+    assert rows[0]["bench"] == "_fake_broken.ABroken['numpy']"
+    assert rows[0]["error"] == "setup: RuntimeError: compile failed"
+    assert rows[1] == {"bench": "_fake_broken.BWorks['numpy'].track_y", "value": 3.0, "unit": ""}
+    assert "setup: RuntimeError: compile failed" in capsys.readouterr().out
