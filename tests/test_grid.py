@@ -254,6 +254,14 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
     assert grid.grid_neighbourhood(*args, 0.1, prio, False) is not None
     assert grid.grid_neighbourhood(*args, None, None, True) is not None
     assert grid.grid_neighbourhood(*args, 0.6, prio, False) is None  # r large: would not pay
+
+    class DeviceAdapter(type(REF)):  # GPU-like: no host reads (no data-dependent shapes)
+        def compact_pairs(self, x):
+            return False
+
+    dev_args = (np, DeviceAdapter(), G.T(3), Q, P, 16)
+    assert grid.grid_neighbourhood(*dev_args, 0.1, prio, False) is None
+    assert grid.grid_neighbourhood(*dev_args, 0.1, prio, False, force=True) is not None
     for r in (0.1, 0.6):
         _assert_same(REF.neighbourhood(np, G.T(3), Q, P, 16, r, prio, False),
                      REF.neighbourhood(np, G.T(3), Q, P, 16, r, prio, False, grid=False))
