@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import statistics
 import sys
 import time
@@ -364,38 +365,47 @@ def _timed(fn: Callable, b: Backend, dtype: str, repeats: int) -> tuple[Any, flo
 
 
 def run(specs: Sequence[str] | None = None, dtypes: Sequence[str] = ("float64", "float32"),
-        only: Sequence[str] | None = None, repeats: int = 3, progress: bool = False) -> list[Row]:
+        only: Sequence[str] | None = None, repeats: int = 3, progress: bool = False,
+        rows: list[Row] | None = None) -> list[Row]:
     """Run every check (or those whose name contains one of ``only``) on every available spec.
-    ``progress``: a tqdm bar on stderr naming the check being run."""
+    ``progress``: a tqdm bar on stderr naming the check being run. ``rows``: a list the rows are
+    appended to as they come (so that a caller keeps them when the run is interrupted); returned.
+    """
     from tqdm.auto import tqdm
 
     backends = available(specs or SPECS, x64="float64" in dtypes)
     if not backends or backends[0].spec != "numpy":
         backends = [resolve("numpy")] + [b for b in backends if b.spec != "numpy"]
-    rows: list[Row] = []
+    rows = [] if rows is None else rows
     selected = {name: c for name, c in checks().items()
                 if not only or any(o in name for o in only)}
     bar = tqdm(total=len(selected) * len(dtypes), desc="consistency", unit="check",
                disable=not progress, file=sys.stderr)
-    for name, (fn, index) in selected.items():
-        for dtype in dtypes:
-            bar.set_postfix_str(f"{name} {dtype}")
-            bar.update(1)
-            ref = None
-            for b in backends:
-                try:
-                    out, t = _timed(fn, b, dtype, repeats)
-                except Exception as exc:  # report, don't stop the table
-                    rows.append(Row(name, dtype, b.spec, math.inf, math.nan, False,
-                                    f"{type(exc).__name__}: {exc}"))
-                    continue
-                if ref is None:
-                    ref = out
-                dev = deviation(out, ref, index)
-                ok = dev == 0 if index else dev <= TOL[dtype]
-                rows.append(Row(name, dtype, b.spec, dev, t, ok))
-    bar.close()
+    try:
+        for name, (fn, index) in selected.items():
+            for dtype in dtypes:
+                bar.set_postfix_str(f"{name} {dtype}")
+                bar.update(1)
+                ref = None
+                for b in backends:
+                    try:
+                        out, t = _timed(fn, b, dtype, repeats)
+                    except Exception as exc:  # report, don't stop the table
+                        rows.append(Row(name, dtype, b.spec, math.inf, math.nan, False,
+                                        f"{type(exc).__name__}: {exc}"))
+                        continue
+                    if ref is None:
+                        ref = out
+                    dev = deviation(out, ref, index)
+                    ok = dev == 0 if index else dev <= TOL[dtype]
+                    rows.append(Row(name, dtype, b.spec, dev, t, ok))
+    finally:
+        bar.close()
     return rows
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -443,8 +453,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.repeats < 0:
         p.error("--repeats must be >= 0")
-    rows = run([s for s in a.backends.split(",") if s], [d for d in a.dtypes.split(",") if d],
-               [o for o in a.only.split(",") if o] or None, a.repeats, progress=not a.no_progress)
+    rows: list[Row] = []
+    # `timeout` and schedulers stop a run with SIGTERM: print the rows done so far, as on Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run([s for s in a.backends.split(",") if s], [d for d in a.dtypes.split(",") if d],
+            [o for o in a.only.split(",") if o] or None, a.repeats, progress=not a.no_progress,
+            rows=rows)
+    except KeyboardInterrupt:
+        if rows:
+            print(format_table(rows))
+        done = len({(r.function, r.dtype) for r in rows})
+        print(f"INTERRUPTED after {done} (check, dtype) pairs; the table above is partial")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(format_table(rows))
     return 0 if all(r.ok for r in rows) else 1
 

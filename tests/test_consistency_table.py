@@ -55,3 +55,34 @@ def test_unavailable_spec_is_notimplemented():
         consistency.resolve("cupy")
     except NotImplementedError:
         pass  # no cupy / no GPU: what asv needs to skip a benchmark
+
+
+def test_interrupted_run_prints_the_rows_done(monkeypatch, capsys):
+    """A run stopped by SIGTERM (``timeout`` on the GPU check) or Ctrl-C prints the table of the
+    checks done so far and exits 130, instead of losing them (the H200 run of 2026-11-30 was cut
+    at 51 of 54 checks and printed nothing)."""
+    import os
+    import signal
+
+    real = consistency._timed
+    calls = []
+
+    def timed(fn, b, dtype, repeats):
+        calls.append(dtype)
+        if len(calls) == 3:  # the third cell: as if `timeout` stopped the process here
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(fn, b, dtype, repeats)
+
+    monkeypatch.setattr(consistency, "_timed", timed)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = consistency.main(["--backends", "numpy", "--only", "exp SE3,log SO3", "--repeats", "0",
+                           "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
+    assert "INTERRUPTED after 2 (check, dtype) pairs" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith(("exp SE3", "log SO3"))]
+    # the first check's two dtypes are done (the third cell stopped the run before its row)
+    assert [ln.split()[2] for ln in lines] == ["float64", "float32"]
+    assert len({tuple(ln.split()[:2]) for ln in lines}) == 1
+    assert "2/2 within tolerance" in out
