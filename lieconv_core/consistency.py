@@ -25,6 +25,7 @@ import math
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -455,7 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--repeats must be >= 0")
     rows: list[Row] = []
     # `timeout` and schedulers stop a run with SIGTERM: print the rows done so far, as on Ctrl-C
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()  # signal's condition
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         run([s for s in a.backends.split(",") if s], [d for d in a.dtypes.split(",") if d],
             [o for o in a.only.split(",") if o] or None, a.repeats, progress=not a.no_progress,
@@ -467,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"INTERRUPTED after {done} (check, dtype) pairs; the table above is partial")
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     print(format_table(rows))
     return 0 if all(r.ok for r in rows) else 1
 

@@ -5,7 +5,7 @@
 #   2. torch and jax, float64, same seed, data and initial weights: the first 20 training losses
 #      of the paper's HLieConv-T(2) (k = 384, 4 layers; batch 50);
 #   3. float32 weights trained on torch, loaded in numpy: V(q) against torch's.
-# ~10 min on 2 CPU cores.  Usage: scripts/springs_acceptance.sh OUT_DIR  (OUT_DIR must be new)
+# ~3 min on 2 CPU cores.  Usage: scripts/springs_acceptance.sh OUT_DIR  (OUT_DIR must be new)
 set -euo pipefail
 R=${1:?usage: scripts/springs_acceptance.sh OUT_DIR}
 if [ -e "$R" ] && [ -n "$(ls -A "$R")" ]; then

@@ -190,3 +190,4 @@ def test_direct_runner_reports_a_broken_setup_and_runs_the_rest(bench_path, monk
     assert rows[0]["error"] == "setup: RuntimeError: compile failed"
     assert rows[1] == {"bench": "_fake_broken.BWorks['numpy'].track_y", "value": 3.0, "unit": ""}
     assert "setup: RuntimeError: compile failed" in capsys.readouterr().out
+    assert direct.main(["--bench", "_fake_broken", "--repeat", "1"]) == 1
