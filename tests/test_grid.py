@@ -316,7 +316,7 @@ def _conv_params(xp, conv, dtype, seed=0):
     for i in state["wn"]:  # non-trivial running statistics, so the folded BN matters
         state["wn"][i]["mean"] = gen.normal(size=state["wn"][i]["mean"].shape)
         state["wn"][i]["var"] = gen.uniform(0.5, 2, size=state["wn"][i]["var"].shape)
-    state["r"] = np.asarray(1.2)
+    state["r"] = state["r_train"] = np.asarray(1.2)
     return to_backend(params, xp, getattr(xp, dtype)), to_backend(state, xp, getattr(xp, dtype))
 
 
@@ -387,7 +387,7 @@ def test_t3_layer_invariant_through_grid_path_and_control_fails(monkeypatch):
     def run(group, coords):
         conv = lc.LieConv(3, 4, group, nbhd=16, mean=True)
         params, state = conv.init_host(np.random.default_rng(0))
-        state["r"] = np.asarray(0.13)  # ≈ 19 points per ball at density 2100
+        state["r"] = state["r_train"] = np.asarray(0.13)  # ≈ 19 points per ball at density 2100
         cloud = lc.lift(group, coords, v, m)
         out, _ = conv.apply(params, state, cloud, Model.context(np, False, PortableDraws(5)))
         return out.values

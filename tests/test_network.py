@@ -417,7 +417,8 @@ def test_compacted_weight_net_matches_all_slots(monkeypatch, group, nbhd, ds, tr
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
     if nbhd == 12:  # small balls: fewer than 12 points in every ball
         for blk in state["blocks"].values():
-            blk["conv"]["r"] = np.asarray(0.3 if isinstance(group, G.SO2) else 0.8)
+            blk["conv"]["r"] = blk["conv"]["r_train"] = np.asarray(
+                0.3 if isinstance(group, G.SO2) else 0.8)
     x, v, m = make_inputs(group.space_dim)
     for blk in net.blocks:
         monkeypatch.setattr(blk.conv, "chunk_elems", 3 * 28 * 32)  # several query chunks (eval)

@@ -40,7 +40,7 @@ class _Layer:
         self.conv = conv = LieConv(c, c, g, nbhd=k, mean=True)
         params, state = conv.init_host(np.random.default_rng(0))
         if radius is not None:
-            state["r"] = np.asarray(radius)
+            state["r"] = state["r_train"] = np.asarray(radius)
         self.params, self.state = b.tree(params, "float32"), b.tree(state, "float32")
         gen = np.random.default_rng(1)
         self.x = b.asarray(point_cloud(n, 3), "float32")

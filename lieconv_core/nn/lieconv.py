@@ -38,6 +38,9 @@ WEIGHTNET_OUT = 16
 #: radius controller: initial radius and gain
 R_INIT = 2.0
 R_GAIN = 0.5
+#: the eval radius is the running average of the training radius: the mean of the updates so far
+#: while there are fewer than 1 / R_AVG_MOMENTUM, then an exponential average with this weight
+R_AVG_MOMENTUM = 0.02
 #: eval mode / no BN: bound (elements) on the (bs, chunk, k, width) pair arrays of one query chunk
 #: on accelerators (2^24: 64 MiB per float32 array); the adapter's ``chunk_elems`` picks per device
 #: (2^21 in host memory, see :data:`lieconv_core.adapter.CHUNK_ELEMS_HOST`)
@@ -108,7 +111,11 @@ class LieConv(Model):
     def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
         widths = [self.group.embed_dim, WEIGHTNET_HIDDEN, WEIGHTNET_HIDDEN, WEIGHTNET_OUT]
         params: dict[str, Any] = {"wn": {}}
-        state: dict[str, Any] = {"r": np.asarray(R_INIT), "wn": {}}
+        # "r_train": the controller's radius, used in training; "r": its running average
+        # ("r_count" updates so far), used in eval (on grids the controller saw-tooths across a
+        # shell of equal distances, and its last value can be far from what training saw)
+        state: dict[str, Any] = {"r": np.asarray(R_INIT), "r_train": np.asarray(R_INIT),
+                                 "r_count": np.asarray(0.0), "wn": {}}
         for i in range(3):
             layer = {"lin": linear_init(gen, widths[i], widths[i + 1])}
             if self.bn:
@@ -181,7 +188,7 @@ class LieConv(Model):
             prio = xp.broadcast_to(prio[None, :], (bs, n))
         else:
             prio = ctx.draws.priorities(xp, (bs, n), dev)
-        r = state["r"]
+        r = state["r_train"] if ctx.train and "r_train" in state else state["r"]
         qt, pt = (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask)
         dense = k >= n if self.dense is None else bool(self.dense)
         pairs = pairs if idx is None else None
@@ -198,7 +205,7 @@ class LieConv(Model):
             nbr_idx, nbr_mask = _drop_empty_slots(xp, nbr_idx, nbr_mask)
         new_state = dict(state)
         if ctx.train and not self.knn:
-            new_state["r"] = self._update_radius(xp, r, counts, query.mask, cloud.mask)
+            new_state.update(self._update_radius(xp, state, r, counts, query.mask, cloud.mask))
         # padded points may hold anything (NaN included): the aggregation needs finite values
         values = zero_invalid(xp, cloud.values, cloud.mask)
         if self.bn and ctx.train:
@@ -404,15 +411,23 @@ class LieConv(Model):
         scale = layer["bn"]["w"] / xp.sqrt(bn_state["var"] + BN_EPS)
         return w * scale, (b - bn_state["mean"]) * scale + layer["bn"]["b"]
 
-    def _update_radius(self, xp, r, counts, qmask, pmask):
-        """r <- r + 0.5 (fill − observed fill); observed fill = mean in-ball count per valid query
-        / mean number of valid points per cloud. Stays on the device (no host sync)."""
+    def _update_radius(self, xp, state, r, counts, qmask, pmask) -> dict:
+        """The controller's step r <- r + 0.5 (fill − observed fill), where observed fill = mean
+        in-ball count per valid query / mean number of valid points per cloud, and the running
+        average of r (:data:`R_AVG_MOMENTUM`): the new "r_train", "r" and "r_count". Stays on the
+        device (no host sync)."""
         dt = counts.dtype
         nq = xp.sum(xp.astype(qmask, dt))
         per_query = xp.sum(counts) / xp.maximum(nq, xp.ones_like(nq))
         npts = xp.mean(xp.sum(xp.astype(pmask, dt), axis=1))
         observed = per_query / xp.maximum(npts, xp.ones_like(npts))
-        return r + R_GAIN * (self.fill - observed)
+        r_new = r + R_GAIN * (self.fill - observed)
+        if "r_count" not in state:  # a state without the average: the radius alone
+            return {"r": r_new}
+        count = state["r_count"] + 1
+        weight = xp.maximum(1 / count, xp.full_like(count, R_AVG_MOMENTUM))
+        return {"r_train": r_new, "r": state["r"] + weight * (r_new - state["r"]),
+                "r_count": count}
 
 
 def _drop_empty_slots(xp: Any, idx: Any, mask: Any) -> tuple[Any, Any]:
