@@ -1,16 +1,14 @@
 """The ``lieconv`` command line.
 
-    lieconv train springs --backend {torch,jax} --model {hlieconv,flieconv,hfc,fc}
-                          --group {T2,SO2,Trivial} --n-train N --epochs E --seed S --out DIR
-                          [--dtype float32|float64] [--resume] [--overwrite] ...
-    lieconv evaluate springs --checkpoint DIR --out DIR2 [--backend ...] [--overwrite]
-    lieconv demo [--backend torch|jax] [--out DIR]
+    lieconv train TASK --out DIR [--backend torch|jax] [--device D] [--epochs E] ...
+    lieconv evaluate TASK --checkpoint DIR --out DIR2     (metrics.json and plots)
+    lieconv predict TASK --checkpoint DIR --out DIR2 ...  (predictions.npz)
+    lieconv equivariance TASK --checkpoint DIR [DIR ...]  (metric on original / moved inputs)
+    lieconv demo                                          (springs: conservation table)
 
-``evaluate`` writes DIR2/metrics.json (test_mse, rollout_mse, energy_rel_drift,
-linear_momentum_rel_drift, angular_momentum_rel_drift) and PNG plots. A relative drift is
-max_t |X(t) − X(0)| / max(|X(0)|, scale) of the *true* conserved quantity X along the model's
-rollout, averaged over test systems; ``scale`` is the mean |X(0)| over the evaluated systems (so
-systems with X(0) ≈ 0 do not divide by ~0).
+TASK is springs, rotmnist, qm9 or pointcloud (``lieconv train TASK --help`` lists its flags).
+Every output folder follows :mod:`lieconv_core.training.rundir`: nothing that exists is
+replaced without ``--overwrite``, and a run owns only the files it writes.
 """
 
 from __future__ import annotations
@@ -25,17 +23,39 @@ from typing import Any
 import numpy as np
 
 from . import io
-from .data import springs as S
-from .dynamics.models import DEFAULT_LR, MODELS, make_model
+from .tasks import TASKS, DataError, get_task
+from .training.rundir import RunDirError
 
-GROUP_CHOICES = ("T2", "SO2", "Trivial")
 DEVICE_HELP = ("torch: cpu (default), cuda, cuda:1, ...; jax: cpu, gpu, gpu:1, ... "
                "(default: jax's default device)")
 BACKEND_CHOICES = ("torch", "jax")
+EVAL_BACKENDS = ("torch", "jax", "numpy")
 
 
 class CLIError(Exception):
     pass
+
+
+# --- argument types ------------------------------------------------------------------------------
+def _number(cast: Any, low: float, name: str, strict: bool = False):
+    def parse(text: str) -> Any:
+        try:
+            val = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {name}") from None
+        if (val <= low) if strict else (val < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        if isinstance(val, float) and not np.isfinite(val):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+        return val
+
+    return parse
+
+
+POS_INT = _number(int, 1, "whole number")
+NONNEG_INT = _number(int, 0, "whole number")
+POS_FLOAT = _number(float, 0.0, "number", strict=True)
+NONNEG_FLOAT = _number(float, 0.0, "number")
 
 
 def _check_choice(value: str, choices: tuple, what: str) -> str:
@@ -44,18 +64,18 @@ def _check_choice(value: str, choices: tuple, what: str) -> str:
     return value
 
 
-def _setup_backend(backend: str, dtype: str, threads: int | None,
-                   device: str | None = None) -> None:
+def setup_backend(backend: str, dtype: str, threads: int | None, device: str | None = None,
+                  choices: tuple = BACKEND_CHOICES) -> None:
     """Application-level framework settings (the library never changes them at import), and a
     check that ``device`` exists before any work starts."""
-    _check_choice(backend, BACKEND_CHOICES, "backend")
+    _check_choice(backend, choices, "backend")
     try:
         if backend == "torch":
             import torch
 
             if threads:
                 torch.set_num_threads(int(threads))
-        else:
+        elif backend == "jax":
             import jax
 
             if dtype == "float64":
@@ -64,255 +84,441 @@ def _setup_backend(backend: str, dtype: str, threads: int | None,
         raise CLIError(f"backend {backend!r} is not installed ({exc}); "
                        f"pip install 'lieconv[{backend}]'") from exc
     if device is not None:
-        from .train import resolve_device
+        from .training.engine import resolve_device
 
+        if backend not in BACKEND_CHOICES:
+            raise CLIError(f"--device is for torch and jax, not {backend!r}")
         try:
             resolve_device(backend, device)
         except (RuntimeError, ValueError) as exc:
             raise CLIError(f"--device {device!r}: {exc}") from exc
 
 
-def _trainer(backend: str, model: Any, params_flat: dict, dtype: str,
-             device: str | None = None) -> Any:
-    from .nn.module import unflatten
-    from .train import resolve_device, trainer_class
-
-    dev = resolve_device(backend, device)
-    return trainer_class(backend)(model, unflatten(params_flat), 0.0, 1, dtype=dtype,
-                                  **({} if dev is None else {"device": dev}))
-
-
 # --- train ---------------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import check_compile, fit
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
+    """(task, model config, datasets, data description) for ``lieconv train``."""
+    from .tasks import clouds
 
-    _check_choice(args.model, tuple(MODELS), "model")
-    _check_choice(args.group, GROUP_CHOICES, "group")
-    check_compile(args.backend, args.compile)
-    _setup_backend(args.backend, args.dtype, args.threads, args.device)
-    model = make_model(args.model, group=args.group, k=args.k, num_layers=args.num_layers)
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.model] * (
-        0.3 if args.model == "hlieconv" and args.group == "SO2" else 1.0)
-    splits = S.make_splits(n_train=args.n_train, n_val=args.n_val, n_test=1, seed=args.data_seed,
-                           center=args.center)
-    hist = fit(model, splits, args.backend, args.out, epochs=args.epochs,
-               batch_size=args.batch_size, lr=lr, seed=args.seed, dtype=args.dtype,
-               resume=args.resume, overwrite=args.overwrite, patience=args.patience,
-               progress=not args.no_progress, max_steps=args.max_steps, device=args.device,
-               compile=args.compile,
-               run_config={"data_seed": args.data_seed, "center": args.center,
-                           "n_val": args.n_val})
-    print(json.dumps({"out": str(args.out), "epochs": hist["epoch"],
-                      "best_val_mse": hist["best_val"], "best_epoch": hist["best_epoch"],
-                      "last_train_loss": hist["train_loss"][-1] if hist["train_loss"] else None}))
+    task = get_task(args.task)
+    if args.task == "springs":
+        from .data.springs import CENTER_CHOICES
+        from .tasks.springs import split_datasets
+
+        _check_choice(args.center, CENTER_CHOICES, "--center")
+        cfg = task.model_config(args.model, args.group or "T2", args.k, args.num_layers or 4)
+        data = split_datasets(args.n_train or 3000, args.n_val or 200, 1, args.data_seed,
+                              args.center)
+        return task, cfg, data, {"data_seed": args.data_seed, "center": args.center}
+    if args.task == "rotmnist":
+        from .tasks import rotmnist
+
+        cfg = task.model_config(args.group or "SE2", args.k, args.num_layers, args.total_ds,
+                                args.fill, args.nbhd, args.liftsamples, args.alpha,
+                                knn=args.knn, augment=not args.no_augment)
+        data, info = rotmnist.load_splits(tuple(args.amat) if args.amat else None,
+                                          args.mnist_dir, args.data_seed, _sizes(args))
+        return task, cfg, data, info
+    if args.task == "qm9":
+        from .tasks import qm9
+
+        cfg = task.model_config(args.target, args.group or "T3", args.k, args.num_layers,
+                                args.nbhd, args.fill, args.liftsamples, args.alpha,
+                                augment=not args.no_augment)
+        data, info = qm9.load_splits(args.data_dir, args.data_seed, args.cache_dir, _sizes(args))
+        data = {k: task.dataset_for_training(v, cfg) for k, v in data.items()}
+        return task, clouds.standardise(cfg, data["train"]), data, info
+    from .tasks import pointcloud as P
+
+    if not args.data:
+        raise CLIError("train pointcloud needs --data FILE.npz")
+    train = P.load_npz(args.data)
+    if args.val_data:
+        val = P.load_npz(args.val_data)
+    else:
+        train, val = P.holdout(train, seed=args.data_seed)
+    kind = clouds.validate_kind(args.kind)
+    key = "labels" if kind == "classify" else "targets"
+    if key not in train.arrays:
+        raise DataError(f"{args.data}: --kind {kind} needs the field {key!r}")
+    n_out = int(train["labels"].max()) + 1 if kind == "classify" else train["targets"].shape[1]
+    if kind == "classify" and key in val.arrays:
+        n_out = max(n_out, int(val["labels"].max()) + 1)
+    cfg = task.model_config(kind, args.group or "SE2", train["values"].shape[-1], n_out, args.k,
+                            args.num_layers, args.nbhd, args.fill, args.liftsamples, args.alpha,
+                            knn=args.knn, augment=not args.no_augment)
+    return task, clouds.standardise(cfg, train), {"train": train, "val": val}, {
+        "data": str(args.data), "val_data": str(args.val_data) if args.val_data else None}
+
+
+def _sizes(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in (("train", args.n_train), ("val", args.n_val),
+                              ("test", args.n_test)) if v is not None}
+
+
+#: training defaults per task: (epochs, batch size, lr)
+TRAIN_DEFAULTS = {"springs": (100, 200, None), "rotmnist": (20, 25, 3e-3),
+                  "qm9": (20, 75, 3e-3), "pointcloud": (20, 32, 3e-3)}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import fit
+
+    if args.compile and args.backend != "torch":
+        raise CLIError("--compile is for the torch backend (jax always jits its step)")
+    setup_backend(args.backend, args.dtype, args.threads, args.device)
+    task, cfg, data, info = _model_and_data(args)
+    epochs, bs, lr = TRAIN_DEFAULTS[args.task]
+    lr = args.lr or lr or task.default_lr(cfg)
+    hist = fit(task, cfg, data, args.out, backend=args.backend, epochs=args.epochs or epochs,
+               batch_size=args.batch_size or bs, lr=lr, seed=args.seed, dtype=args.dtype,
+               warmup_epochs=args.warmup_epochs, patience=args.patience,
+               max_steps=args.max_steps, eval_every=args.eval_every, resume=args.resume,
+               overwrite=args.overwrite, progress=not args.no_progress, device=args.device,
+               compile=args.compile, info=info)
+    metrics = json.loads((Path(args.out) / "metrics.json").read_text())
+    print(json.dumps({"out": str(args.out), **{k: metrics[k] for k in (
+        "steps", "epochs", "best_step", "best_val", "train_seconds", "samples_per_second")}}))
+    del hist
     return 0
 
 
-# --- evaluate ------------------------------------------------------------------------------------
-def conservation(zs: np.ndarray, sys: np.ndarray) -> dict[str, np.ndarray]:
-    """True E, |P| components and L along trajectories zs (N, T, 2, n, 2) -> each (N, T, c)."""
-    return {"energy": S.energy(zs, sys[:, None])[..., None],
-            "linear_momentum": S.linear_momentum(zs),
-            "angular_momentum": S.angular_momentum(zs)[..., None]}
+# --- evaluate / predict --------------------------------------------------------------------------
+def _load(args: argparse.Namespace) -> tuple[Any, dict, Any, Any, dict]:
+    """(task, model config, model, runner on the chosen backend, run config)."""
+    from .training.engine import load_run, runner_for
+
+    if args.backend is not None:
+        _check_choice(args.backend, EVAL_BACKENDS, "backend")
+    task, cfg, model, params, state, config = load_run(args.checkpoint)
+    if task.name != args.task:
+        raise CLIError(f"{args.checkpoint} is a {task.name} run, not {args.task}")
+    backend = args.backend or config.get("backend", "torch")
+    dtype = config.get("dtype", "float32")
+    choices = EVAL_BACKENDS if task.name != "springs" else BACKEND_CHOICES
+    setup_backend(backend, dtype, args.threads, args.device, choices)
+    runner = runner_for(backend, task, model, cfg, params, state, dtype, args.device)
+    return task, cfg, model, runner, {**config, "eval_backend": backend}
 
 
-def rel_drift_curves(zs: np.ndarray, sys: np.ndarray) -> dict[str, np.ndarray]:
-    """|X(t) − X(0)| / max(|X(0)|, scale) per system and time: each (N, T)."""
-    out = {}
-    for name, x in conservation(zs, sys).items():
-        dev = np.linalg.norm(x - x[:, :1], axis=-1)
-        x0 = np.linalg.norm(x[:, 0], axis=-1)
-        scale = max(float(np.mean(x0)), 1e-300)
-        out[name] = dev / np.maximum(x0, scale)[:, None]
-    return out
+def _test_data(task: Any, cfg: dict, config: dict, args: argparse.Namespace) -> Any:
+    info = config.get("info", {})
+    if getattr(args, "data", None):
+        from .tasks import pointcloud as P
 
+        return P.load_npz(args.data)
+    if task.name == "rotmnist":
+        from .tasks import rotmnist
 
-def evaluate_run(checkpoint: str | Path, backend: str | None = None, n_test: int = 2000,
-                 n_rollout: int = 50, rollout_steps: int = 500, threads: int | None = None,
-                 batch_size: int = 200, device: str | None = None,
-                 substeps: int = 1) -> tuple[dict, dict]:
-    """(metrics, arrays for plots) of a run directory. ``substeps``: integrator steps per step
-    of the data's time grid in the long rollout (the metrics are taken on the data grid), to show
-    which drift is the integrator's (it shrinks as the step shrinks) and which is the model's."""
-    if not (isinstance(substeps, int) and substeps >= 1):
-        raise ValueError(f"--substeps must be an integer >= 1, got {substeps!r}")
-    checkpoint = Path(checkpoint)
-    cfg = io.load_json(checkpoint / io.CONFIG)
-    backend = backend or cfg.get("backend", "torch")
-    dtype = cfg.get("dtype", "float32")
-    model, params, cfg = io.load_model(checkpoint, backend="numpy", dtype="float64")
-    _setup_backend(backend, dtype, threads, device)
-    from .nn.module import flatten
+        if args.amat:
+            return rotmnist.load_amat(args.amat[1])
+        sizes = {"test": args.n_test} if args.n_test else {}
+        return rotmnist.load_splits(None, args.mnist_dir, info.get("seed", 0), sizes)[0]["test"]
+    if task.name == "qm9":
+        from .tasks import qm9
 
-    tr = _trainer(backend, model, flatten(params), dtype, device)
-    tcfg = cfg.get("train", {})
-    seed, center = tcfg.get("data_seed", 0), tcfg.get("center", "none")
-    test = S.make_splits(n_train=1, n_val=1, n_test=n_test, seed=seed, center=center)["test"]
-    from .train import evaluate_mse
-
-    test_mse = evaluate_mse(tr, test, batch_size)
-    zs_true, sys_r, t = S.test_trajectories(n_rollout, seed=seed, center=center,
-                                            n_steps=rollout_steps)
-    t_fine = np.linspace(t[0], t[-1], (len(t) - 1) * substeps + 1)  # the data grid is uniform
-    zs_pred = tr.rollout(zs_true[:, 0], sys_r, t_fine)[:, ::substeps]
-    rollout_mse = float(np.mean((zs_pred - zs_true) ** 2))
-    curves = rel_drift_curves(zs_pred.astype(np.float64), sys_r)
-    metrics = {"test_mse": float(test_mse), "rollout_mse": rollout_mse,
-               **{f"{k}_rel_drift": float(np.mean(np.max(v, axis=1))) for k, v in curves.items()},
-               "n_test": n_test, "n_rollout": n_rollout, "rollout_steps": rollout_steps,
-               "substeps": substeps, "backend": backend, "dtype": dtype, "model": cfg["model"]}
-    return metrics, {"t": t, "true": zs_true, "pred": zs_pred, "curves": curves,
-                     "curves_true": rel_drift_curves(zs_true, sys_r)}
-
-
-def write_plots(out: Path, arrays: dict, title: str = "") -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    true, pred, t = arrays["true"], arrays["pred"], arrays["t"]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for i in range(true.shape[3]):
-        line, = ax.plot(true[0, :, 0, i, 0], true[0, :, 0, i, 1], "-", lw=1)
-        ax.plot(pred[0, :, 0, i, 0], pred[0, :, 0, i, 1], "--", lw=1, color=line.get_color())
-    ax.set_title(f"{title} test system 0: true (solid) vs model (dashed)")
-    ax.set_aspect("equal")
-    p = out / "trajectories.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    paths.append(str(p))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, name in zip(axes, ("energy", "linear_momentum", "angular_momentum")):
-        ax.semilogy(t, np.maximum(np.mean(arrays["curves"][name], axis=0), 1e-18), label="model")
-        ax.semilogy(t, np.maximum(np.mean(arrays["curves_true"][name], axis=0), 1e-18),
-                    label="RK4 ground truth")
-        ax.set_title(f"{name} relative drift")
-        ax.set_xlabel("t")
-        ax.legend()
-    fig.tight_layout()
-    p = out / "conservation.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    paths.append(str(p))
-    return paths
+        sizes = {"test": args.n_test} if args.n_test else {}
+        data = qm9.load_splits(args.data_dir, info.get("seed", 0), args.cache_dir, sizes)[0]
+        return task.dataset_for_training(data["test"], cfg)
+    raise CLIError(f"evaluate {task.name} needs --data FILE.npz")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    io.ensure_writable(out / "metrics.json", args.overwrite)
-    if args.backend is not None:
-        _check_choice(args.backend, BACKEND_CHOICES, "backend")
-    metrics, arrays = evaluate_run(args.checkpoint, args.backend, args.n_test, args.n_rollout,
-                                   args.rollout_steps, args.threads, device=args.device,
-                                   substeps=args.substeps)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics["plots"] = write_plots(out, arrays, metrics["model"].get("model", ""))
-    io.save_json(out / "metrics.json", metrics)
+    from .training import RunDir
+
+    if args.task == "springs":
+        return _evaluate_springs(args)
+    task, cfg, model, runner, config = _load(args)
+    data = _test_data(task, cfg, config, args)
+    if args.n_test and len(data) > args.n_test:
+        data = data.subset(slice(0, args.n_test))
+    task.check(data, cfg)
+    with RunDir.open(args.out, "output", overwrite=args.overwrite) as run:
+        outputs = _outputs(task, cfg, model, runner, data, config, args)
+        metrics = {**task.metrics(outputs, data, cfg), "checkpoint": str(args.checkpoint),
+                   "backend": config["eval_backend"], "data": data.source}
+        metrics["plots"] = _task_plots(run, task, cfg, model, runner, data, outputs, config)
+        run.write_json("metrics.json", metrics)
     print(json.dumps(metrics, indent=2))
     return 0
 
 
-# --- demo ----------------------------------------------------------------------------------------
+def _outputs(task, cfg, model, runner, data, config, args, moved=None) -> np.ndarray:
+    from .training.engine import run_outputs
+
+    bar = _bar(not args.no_progress, len(data), "evaluate")
+    fn = task.predict_fn(model, cfg, config["eval_backend"])
+
+    def prepare(b: dict) -> dict:
+        b = task.inputs(b, cfg)
+        return moved(b) if moved is not None else b
+
+    try:
+        return run_outputs(runner, fn, data, args.batch_size, seed=10_000, progress=bar,
+                           prepare=prepare, keys=("coords", "values", "mask"))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _task_plots(run, task, cfg, model, runner, data, outputs, config) -> list[str]:
+    from .tasks import plots
+
+    if task.name == "rotmnist":
+        return plots.rotmnist_grid(run, task, cfg, model, runner, data, config["eval_backend"])
+    if task.name == "qm9":
+        return plots.parity(run, outputs[:, 0], data["targets"][:, 0], cfg)
+    if cfg["kind"] == "regress":
+        return plots.parity(run, outputs[:, 0], data["targets"][:, 0], cfg)
+    return plots.confusion(run, outputs, data["labels"])
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .training import RunDir
+
+    if args.task == "springs":
+        raise CLIError("predict is for rotmnist, qm9 and pointcloud; for springs use evaluate")
+    task, cfg, model, runner, config = _load(args)
+    data = _test_data(task, cfg, config, args)
+    with RunDir.open(args.out, "output", overwrite=args.overwrite) as run:
+        outputs = _outputs(task, cfg, model, runner, data, config, args)
+        arrays = {"outputs": outputs}
+        if cfg["kind"] == "classify":
+            arrays["labels"] = np.argmax(outputs, axis=-1)
+        from .training.rundir import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_write(run.file("predictions.npz"), write)
+    print(json.dumps({"out": str(Path(args.out) / "predictions.npz"), "n": len(outputs)}))
+    return 0
+
+
+# --- equivariance --------------------------------------------------------------------------------
+def cmd_equivariance(args: argparse.Namespace) -> int:
+    """Each model's metric on the test inputs and on the same inputs moved by random elements of
+    ``--group``; an equivariant model's metric moves by noise only."""
+    from .tasks.base import make_group, random_motion
+
+    rows = []
+    for ckpt in args.checkpoint:
+        args.__dict__["checkpoint"] = ckpt
+        task, cfg, model, runner, config = _load(args)
+        data = _test_data(task, cfg, config, args)
+        if args.n_test and len(data) > args.n_test:
+            data = data.subset(slice(0, args.n_test))
+        gname = args.group or ("SE2" if make_group(cfg["group"]).space_dim == 2 else "SE3")
+        group = make_group(gname)
+        gen = np.random.default_rng([args.seed, 11])
+
+        def moved(b: dict, group=group, gen=gen) -> dict:
+            return {**b, "coords": random_motion(group, b["coords"], gen)}
+
+        base = task.metrics(_outputs(task, cfg, model, runner, data, config, args), data, cfg)
+        tr = task.metrics(_outputs(task, cfg, model, runner, data, config, args, moved), data,
+                          cfg)
+        key = task.primary_for(cfg)[0]
+        rows.append({"checkpoint": ckpt, "model_group": cfg["group"], "moved_by": gname,
+                     "metric": key, "original": base[key], "transformed": tr[key]})
+        args.__dict__["checkpoint"] = None
+    print(f"{'model (group)':<34}{'metric':>10}{'original':>12}{'moved':>12}  moved by")
+    for r in rows:
+        print(f"{Path(r['checkpoint']).name + ' (' + r['model_group'] + ')':<34}{r['metric']:>10}"
+              f"{r['original']:>12.4g}{r['transformed']:>12.4g}  random {r['moved_by']}")
+    if args.out:
+        from .training import RunDir
+
+        with RunDir.open(args.out, "output", overwrite=args.overwrite) as run:
+            run.write_json("metrics.json", {"equivariance": rows})
+    return 0
+
+
+# --- springs: evaluate and demo ------------------------------------------------------------------
+def _evaluate_springs(args: argparse.Namespace) -> int:
+    from .tasks import springs as SP
+    from .training import RunDir
+
+    task, cfg, model, runner, config = _load(args)
+    with RunDir.open(args.out, "output", overwrite=args.overwrite) as run:
+        metrics, arrays = SP.evaluate_run(task, cfg, model, runner, config, args.n_test,
+                                          args.n_rollout, args.rollout_steps, args.substeps,
+                                          progress=not args.no_progress,
+                                          batch_size=args.batch_size)
+        metrics["plots"] = SP.write_plots(run, arrays, cfg.get("model", ""))
+        metrics["checkpoint"] = str(args.checkpoint)
+        run.write_json("metrics.json", metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 DEMO_RUNS = (("HLieConv-T2", "hlieconv", "T2", 64, 1e-2),
              ("FLieConv-T2", "flieconv", "T2", 64, 1e-2),
              ("FC", "fc", "T2", 128, 1e-2))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .train import fit
+    from .data import springs as S
+    from .tasks import springs as SP
+    from .training import RunDir, fit
 
     root = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    if root.exists() and any(root.iterdir()):
-        raise SystemExit(f"lieconv demo: --out {root} already holds files; nothing was "
-                         "overwritten. Choose a new directory.")
-    _setup_backend(args.backend, "float64", args.threads)
-    splits = S.make_splits(n_train=args.n_train, n_val=50, n_test=1, seed=0)
-    zs_true, sys_r, t = S.test_trajectories(args.n_rollout, n_steps=args.rollout_steps)
-    rows = []
-    for label, name, group, k, lr in DEMO_RUNS:
-        t0 = time.perf_counter()
-        model = make_model(name, group=group, k=k, num_layers=2)
-        hist = fit(model, splits, args.backend, root / name, epochs=args.epochs, batch_size=50,
-                   lr=lr, seed=0, dtype="float64", overwrite=True, progress=not args.no_progress)
-        pred = hist["trainer"].rollout(zs_true[:, 0], sys_r, t)
-        curves = rel_drift_curves(pred, sys_r)
-        rows.append((label, hist["best_val"], float(np.mean((pred - zs_true) ** 2)),
-                     *(float(np.mean(np.max(curves[c], axis=1)))
-                       for c in ("energy", "linear_momentum", "angular_momentum")),
-                     time.perf_counter() - t0))
-    truth = rel_drift_curves(zs_true, sys_r)
-    rows.append(("RK4 ground truth", 0.0, 0.0,
-                 *(float(np.mean(np.max(truth[c], axis=1)))
-                   for c in ("energy", "linear_momentum", "angular_momentum")), 0.0))
-    print(f"\nspring systems: {args.n_train} training chunks, {args.epochs} epochs, "
-          f"{args.backend} float64; rollouts of {args.n_rollout} test systems x "
-          f"{args.rollout_steps} steps (relative drift, mean over systems of max over time)")
-    head = ("model", "val MSE", "rollout MSE", "energy", "lin. momentum", "ang. momentum", "secs")
-    print(f"{head[0]:<18}{head[1]:>11}{head[2]:>13}{head[3]:>11}{head[4]:>15}{head[5]:>15}"
-          f"{head[6]:>7}")
-    for r in rows:
-        print(f"{r[0]:<18}{r[1]:>11.3g}{r[2]:>13.3g}{r[3]:>11.2e}{r[4]:>15.2e}{r[5]:>15.2e}"
-              f"{r[6]:>7.0f}")
-    print(f"(runs in {root})")
+    setup_backend(args.backend, "float64", args.threads)
+    with RunDir.open(root, "output", overwrite=False) as top:
+        if top.entries():
+            raise CLIError(f"--out {root} already holds files; nothing was overwritten. "
+                           "Choose a new folder.")
+        task = get_task("springs")
+        data = SP.split_datasets(args.n_train, 50, 1, 0)
+        zs_true, sys_r, t = S.test_trajectories(args.n_rollout, n_steps=args.rollout_steps)
+        rows = []
+        for label, name, group, k, lr in DEMO_RUNS:
+            t0 = time.perf_counter()
+            cfg = task.model_config(name, group, k, 2)
+            hist = fit(task, cfg, data, root / name, backend=args.backend, epochs=args.epochs,
+                       batch_size=50, lr=lr, seed=0, dtype="float64",
+                       progress=not args.no_progress)
+            model = task.build_model(cfg)
+            roll = task.rollout_fn(model, t, args.backend)
+            pred = hist["trainer"].run(roll, {"z": zs_true[:, :1], "sys": sys_r})
+            curves = SP.rel_drift_curves(pred, sys_r)
+            rows.append((label, hist["best"], float(np.mean((pred - zs_true) ** 2)),
+                         *(float(np.mean(np.max(curves[c], axis=1))) for c in SP.CONSERVED),
+                         time.perf_counter() - t0))
+        truth = SP.rel_drift_curves(zs_true, sys_r)
+        rows.append(("RK4 ground truth", 0.0, 0.0,
+                     *(float(np.mean(np.max(truth[c], axis=1))) for c in SP.CONSERVED), 0.0))
+        table = _demo_table(rows, args)
+        top.write_text("table.txt", table)
+        top.write_json("metrics.json", {"rows": [dict(zip(
+            ("model", "val_mse", "rollout_mse", "energy_rel_drift", "linear_momentum_rel_drift",
+             "angular_momentum_rel_drift", "seconds"), r)) for r in rows]})
+        SP.drift_plot(top, rows)
+    print(table + f"(runs, table.txt and drift.png in {root})")
     return 0
 
 
+def _demo_table(rows: list, args: argparse.Namespace) -> str:
+    lines = [f"spring systems: {args.n_train} training chunks, {args.epochs} epochs, "
+             f"{args.backend} float64; rollouts of {args.n_rollout} test systems x "
+             f"{args.rollout_steps} steps (relative drift, mean over systems of max over time)"]
+    head = ("model", "val MSE", "rollout MSE", "energy", "lin. momentum", "ang. momentum", "secs")
+    lines.append(f"{head[0]:<18}{head[1]:>11}{head[2]:>13}{head[3]:>11}{head[4]:>15}"
+                 f"{head[5]:>15}{head[6]:>7}")
+    for r in rows:
+        lines.append(f"{r[0]:<18}{r[1]:>11.3g}{r[2]:>13.3g}{r[3]:>11.2e}{r[4]:>15.2e}"
+                     f"{r[5]:>15.2e}{r[6]:>7.0f}")
+    return "\n".join(lines) + "\n"
+
+
+def _bar(progress: bool, total: int, desc: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="sample", desc=desc, dynamic_ncols=True)
+
+
 # --- parser --------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=POS_INT, default=None, help="torch intra-op threads")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files this command writes in --out (other files stay)")
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (by task)")
+    g.add_argument("--data", default=None, help="pointcloud: an .npz file (see the docs)")
+    g.add_argument("--amat", nargs=2, metavar=("TRAIN_VALID", "TEST"), default=None,
+                   help="rotmnist: the official .amat files")
+    g.add_argument("--mnist-dir", default=None,
+                   help="rotmnist: folder with MNIST's IDX files (default: the MNIST_dir "
+                        "package); the rotated re-creation is made from them")
+    g.add_argument("--data-dir", default=None,
+                   help="qm9: folder with Cormorant train/valid/test.npz (default: qm9pack)")
+    g.add_argument("--cache-dir", default=None, help="qm9: cache of the parsed qm9pack tables")
+    g.add_argument("--n-test", type=POS_INT, default=None, help="use this many test samples")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lieconv", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train a dynamics model")
-    tr.add_argument("task", help="only 'springs'")
+    tr = sub.add_parser("train", help="train a model and write a run folder")
+    tr.add_argument("task", help=" | ".join(TASKS))
+    tr.add_argument("--out", required=True, help="run folder (new, empty, or --resume)")
     tr.add_argument("--backend", default="torch", help="torch | jax")
-    tr.add_argument("--model", default="hlieconv", help="hlieconv | flieconv | hfc | fc")
-    tr.add_argument("--group", default="T2", help="T2 | SO2 | Trivial (LieConv models)")
-    tr.add_argument("--n-train", type=int, default=3000)
-    tr.add_argument("--n-val", type=int, default=200)
-    tr.add_argument("--epochs", type=int, default=100)
-    tr.add_argument("--batch-size", type=int, default=200)
-    tr.add_argument("--lr", type=float, default=None, help="default: paper value per model")
-    tr.add_argument("--k", type=int, default=None, help="width (default: 384 LieConv, 256 FC)")
-    tr.add_argument("--num-layers", type=int, default=4)
-    tr.add_argument("--seed", type=int, default=0, help="init and batch order")
-    tr.add_argument("--data-seed", type=int, default=0)
-    tr.add_argument("--center", default="none", choices=S.CENTER_CHOICES,
-                    help="momentum centring of the data (see lieconv_core.data.springs)")
+    tr.add_argument("--epochs", type=POS_INT, default=None)
+    tr.add_argument("--batch-size", type=POS_INT, default=None)
+    tr.add_argument("--lr", type=POS_FLOAT, default=None, help="peak learning rate")
+    tr.add_argument("--warmup-epochs", type=NONNEG_FLOAT, default=0.0)
+    tr.add_argument("--seed", type=NONNEG_INT, default=0, help="init, batch order, draws")
+    tr.add_argument("--data-seed", type=NONNEG_INT, default=0)
+    tr.add_argument("--k", type=POS_INT, default=None, help="channel width")
+    tr.add_argument("--num-layers", type=NONNEG_INT, default=None)
+    tr.add_argument("--nbhd", type=POS_INT, default=None, help="neighbourhood size")
+    tr.add_argument("--fill", type=POS_FLOAT, default=None, help="radius controller's target")
+    tr.add_argument("--liftsamples", type=POS_INT, default=None)
+    tr.add_argument("--alpha", type=NONNEG_FLOAT, default=None, help="group distance weight")
+    tr.add_argument("--total-ds", type=POS_FLOAT, default=None, help="rotmnist: subsampling")
+    tr.add_argument("--knn", action="store_true", help="k nearest instead of ball subsets")
+    tr.add_argument("--group", default=None, help="a group name (SE2, SO2, T2, T3, SE3, ...)")
+    tr.add_argument("--no-augment", action="store_true", help="train without augmentation")
     tr.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    tr.add_argument("--out", required=True)
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
-    tr.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
-    tr.add_argument("--patience", type=int, default=None, help="early stopping (epochs)")
-    tr.add_argument("--max-steps", type=int, default=None)
-    tr.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    tr.add_argument("--device", default=None, help=DEVICE_HELP)
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--patience", type=POS_INT, default=None,
+                    help="stop after this many evaluations without improvement")
+    tr.add_argument("--max-steps", type=POS_INT, default=None)
+    tr.add_argument("--eval-every", type=POS_INT, default=None,
+                    help="also validate every N steps (default: each epoch)")
     tr.add_argument("--compile", action="store_true",
-                    help="torch: run each step as one torch.compile-d function (the first step "
-                         "compiles for minutes; later steps faster on CPU)")
-    tr.add_argument("--no-progress", action="store_true")
+                    help="torch, springs: one torch.compile-d step (compiles for minutes)")
+    tr.add_argument("--n-train", type=POS_INT, default=None, help="use this many samples")
+    tr.add_argument("--n-val", type=POS_INT, default=None)
+    g = tr.add_argument_group("springs")
+    g.add_argument("--model", default="hlieconv", help="hlieconv | flieconv | hfc | fc")
+    g.add_argument("--center", default="none", help="momentum centring of the data")
+    g = tr.add_argument_group("qm9")
+    g.add_argument("--target", default="homo", help="a QM9 target (homo, lumo, gap, mu, ...)")
+    g = tr.add_argument_group("pointcloud")
+    g.add_argument("--val-data", default=None, help="validation .npz (default: hold out 10%%)")
+    g.add_argument("--kind", default="classify", help="classify | regress")
+    _data_flags(tr)
+    _common(tr)
     tr.set_defaults(func=cmd_train)
-    ev = sub.add_parser("evaluate", help="metrics and plots of a trained run")
-    ev.add_argument("task", help="only 'springs'")
-    ev.add_argument("--checkpoint", required=True, help="a run directory written by train")
-    ev.add_argument("--out", required=True)
-    ev.add_argument("--backend", default=None, help="default: the training backend")
-    ev.add_argument("--n-test", type=int, default=2000)
-    ev.add_argument("--n-rollout", type=int, default=50)
-    ev.add_argument("--rollout-steps", type=int, default=500)
-    ev.add_argument("--substeps", type=int, default=1,
-                    help="RK4 steps per data time step in the long rollout (integrator error)")
-    ev.add_argument("--threads", type=int, default=None)
-    ev.add_argument("--device", default=None, help=DEVICE_HELP)
-    ev.add_argument("--overwrite", action="store_true")
-    ev.set_defaults(func=cmd_evaluate)
+    for name, fn, hlp in (("evaluate", cmd_evaluate, "metrics and plots of a trained run"),
+                          ("predict", cmd_predict, "predictions of a trained run"),
+                          ("equivariance", cmd_equivariance,
+                           "metric on test inputs and on randomly moved test inputs")):
+        p = sub.add_parser(name, help=hlp)
+        p.add_argument("task", help=" | ".join(TASKS))
+        p.add_argument("--checkpoint", required=True, nargs="+" if name == "equivariance"
+                       else None, help="run folder(s) written by train")
+        p.add_argument("--out", required=name != "equivariance", default=None)
+        p.add_argument("--backend", default=None, help="default: the training backend; "
+                       "numpy works for evaluate and predict (not springs)")
+        p.add_argument("--batch-size", type=POS_INT, default=64)
+        p.add_argument("--seed", type=NONNEG_INT, default=0)
+        if name == "equivariance":
+            p.add_argument("--group", default=None,
+                           help="moves the inputs (default: SE2 in the plane, SE3 in space)")
+        _data_flags(p)
+        _common(p)
+        p.set_defaults(func=fn)
+        if name == "evaluate":
+            g = p.add_argument_group("springs")
+            g.add_argument("--n-rollout", type=POS_INT, default=10)
+            g.add_argument("--rollout-steps", type=POS_INT, default=500)
+            g.add_argument("--substeps", type=POS_INT, default=1,
+                           help="RK4 steps per data time step in the long rollout")
     de = sub.add_parser("demo", help="short run: HLieConv-T2 vs FLieConv vs FC conservation table")
     de.add_argument("--backend", default="torch", help="torch | jax")
-    de.add_argument("--n-train", type=int, default=400)
-    de.add_argument("--epochs", type=int, default=6)
-    de.add_argument("--n-rollout", type=int, default=10)
-    de.add_argument("--rollout-steps", type=int, default=200)
-    de.add_argument("--threads", type=int, default=1)
+    de.add_argument("--n-train", type=POS_INT, default=400)
+    de.add_argument("--epochs", type=POS_INT, default=6)
+    de.add_argument("--n-rollout", type=POS_INT, default=10)
+    de.add_argument("--rollout-steps", type=POS_INT, default=200)
+    de.add_argument("--threads", type=POS_INT, default=1)
     de.add_argument("--out", default=None,
                     help="output folder (default: runs/demo-YYYYmmdd-HHMMSS); must be new or empty")
     de.add_argument("--no-progress", action="store_true")
@@ -321,12 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "task", "springs") != "springs":
-            raise CLIError(f"unknown task {args.task!r}; only 'springs' is available")
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and the message naming the flag
+        return int(exc.code or 0)
+    try:
+        if hasattr(args, "task"):
+            _check_choice(args.task, tuple(TASKS), "task")
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileExistsError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        if args.command == "train" and out and (Path(out) / "last.safetensors").exists():
+            print(f"\nlieconv: interrupted; the last checkpoint is {Path(out) / 'last.safetensors'}"
+                  f"; continue with the same command and --resume", file=sys.stderr)
+        else:
+            print("\nlieconv: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileExistsError, RuntimeError, RunDirError, DataError,
+            io.CheckpointError) as exc:
         print(f"lieconv: error: {exc}", file=sys.stderr)
         return 2
 

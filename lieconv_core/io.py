@@ -14,9 +14,9 @@ crash never leaves a half-written file. Writers refuse to replace existing outpu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +32,21 @@ class CheckpointError(ValueError):
 
 
 def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .training.rundir import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+
+
+def tensors_sha256(flat: dict[str, np.ndarray]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a flat {name: array} dict (sorted by
+    name): stored in a checkpoint's metadata and checked when it is read."""
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        a = np.asarray(flat[k], order="C")
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def ensure_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -61,9 +65,10 @@ def save_tensors(path: str | os.PathLike, flat: dict[str, Any],
 
     arrays = {}
     for k, v in flat.items():
-        a = np.ascontiguousarray(np.asarray(v))
+        a = np.asarray(v, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray makes them 1-d)
         arrays[k] = a
-    meta = {"format": FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}}
+    meta = {"format": FORMAT, **{k: str(v) for k, v in (metadata or {}).items()},
+            "sha256": tensors_sha256(arrays)}
     _atomic_write(Path(path), lambda tmp: save_file(arrays, tmp, metadata=meta))
 
 
@@ -72,7 +77,13 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     corrupt."""
     from safetensors import safe_open
 
+    from .training.rundir import RunDirError, refuse_symlink
+
     path = Path(path)
+    try:
+        refuse_symlink(path, "checkpoint")
+    except RunDirError as exc:
+        raise CheckpointError(str(exc)) from exc
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
@@ -85,6 +96,9 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a lieconv checkpoint (format {meta.get('format')!r}, "
                               f"expected {FORMAT!r})")
+    if "sha256" in meta and tensors_sha256(flat) != meta["sha256"]:
+        raise CheckpointError(f"{path} is corrupt: its tensors do not match the sha256 stored "
+                              "in it (the file was changed after it was written)")
     for k, v in flat.items():
         if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
             raise CheckpointError(f"{path}: tensor {k!r} contains NaN or inf")
@@ -135,28 +149,35 @@ def save_weights(run_dir: str | os.PathLike, params_flat: dict[str, np.ndarray],
     return path
 
 
+def load_run(run_dir: str | os.PathLike, backend: str | None = None, dtype: str | None = None,
+             device: Any = None, name: str = WEIGHTS) -> Any:
+    """A trained run of any task on ``backend`` (default ``LIECONV_BACKEND``): a namespace with
+    ``task``, ``cfg`` (the model config), ``model``, ``params``, ``state`` (arrays on the
+    backend, in the run's dtype unless ``dtype``) and ``config`` (the run's config.json).
+
+    The config is checked (sizes bounded) before the model is built, and the weights (names,
+    shapes, the sha256 stored with them) before they are used."""
+    from types import SimpleNamespace
+
+    from ._backend import default_device, namespace_for
+    from .nn.module import resolve_dtype, to_backend
+    from .training.engine import load_run as _load
+
+    task, cfg, model, params, state, config = _load(run_dir, name)
+    xp = namespace_for(backend)
+    dt = resolve_dtype(xp, dtype or config.get("dtype", "float32"))
+    device = device if device is not None else default_device(xp)
+    return SimpleNamespace(task=task, cfg=cfg, model=model, config=config,
+                           params=to_backend(params, xp, dt, device),
+                           state=to_backend(state, xp, dt, device))
+
+
 def load_model(run_dir: str | os.PathLike, backend: str | None = None, dtype: str | None = None,
                device: Any = None, name: str = WEIGHTS) -> tuple[Any, dict, dict]:
-    """(model, params on ``backend``, config) from a run directory; works on numpy too (there the
-    Hamiltonian models evaluate V and H; the vector field needs an autodiff backend)."""
-    from ._backend import default_device, namespace_for
-    from .dynamics.models import from_config
-    from .nn.module import resolve_dtype, to_backend, unflatten
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"checkpoint directory {run_dir} does not exist")
-    cfg = load_json(run_dir / CONFIG)
-    if not isinstance(cfg, dict) or "model" not in cfg:
-        raise CheckpointError(f"{run_dir / CONFIG} has no model config")
-    try:
-        model = from_config(cfg["model"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{run_dir / CONFIG}: {exc}") from exc
-    flat, _ = load_tensors(run_dir / name)
-    params_flat = {k: v for k, v in flat.items() if not k.startswith("opt.")}
-    check_params(model, params_flat, str(run_dir / name))
-    xp = namespace_for(backend)
-    dt = resolve_dtype(xp, dtype or cfg.get("dtype", "float32"))
-    device = device if device is not None else default_device(xp)
-    return model, to_backend(unflatten(params_flat), xp, dt, device), cfg
+    """(dynamics model, params on ``backend``, config) of a springs run; works on numpy too
+    (there the Hamiltonian models evaluate V and H; the vector field needs an autodiff
+    backend). Other tasks: :func:`load_run`."""
+    run = load_run(run_dir, backend, dtype, device, name)
+    if run.task.name != "springs":
+        raise CheckpointError(f"{run_dir} is a {run.task.name} run; use io.load_run")
+    return run.model.model, run.params, run.config

@@ -17,7 +17,8 @@ TINY = ["--n-train", "16", "--n-val", "4", "--batch-size", "8", "--k", "16", "--
     (["train", "springs", "--group", "SE7", "--out", "x"], "unknown group 'SE7'"),
     (["train", "springs", "--backend", "mxnet", "--out", "x"], "unknown backend 'mxnet'"),
     (["train", "springs", "--model", "hogn", "--out", "x"], "unknown model 'hogn'"),
-    (["train", "qm9", "--out", "x"], "unknown task 'qm9'"),
+    (["train", "hogwarts", "--out", "x"], "unknown task 'hogwarts'"),
+    (["train", "qm9", "--target", "spin", "--out", "x"], "unknown QM9 target 'spin'"),
     (["train", "springs", "--backend", "jax", "--compile", "--out", "x"],
      "--compile is for the torch backend"),
     (["evaluate", "springs", "--checkpoint", "nowhere", "--out", "x", "--backend", "tf"],
@@ -68,6 +69,7 @@ def test_train_evaluate_and_resume(torch1, tmp_path, capsys):
     assert main([*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:],
                  "--resume"]) == 0
     assert json.loads((out / "history.json").read_text())["epoch"] == 2
+    assert "epochs 1 -> 2" in " ".join(json.loads((out / "history.json").read_text())["changes"])
     capsys.readouterr()
     ev_argv = ["evaluate", "springs", "--checkpoint", str(out), "--out", str(ev), "--n-test", "8",
                "--n-rollout", "2", "--rollout-steps", "30", "--threads", "1"]
@@ -93,10 +95,15 @@ def test_train_evaluate_and_resume(torch1, tmp_path, capsys):
     # the rollouts on the data grid: the same start, then RK4 with a third of the step differs
     # from RK4 with the full step by the integrator's error (this 2-epoch model's forces are
     # strong, so compare the first step, before its trajectories run away)
-    from lieconv_core.cli import evaluate_run
+    from lieconv_core.tasks import springs as SP
+    from lieconv_core.training import load_run, runner_for
 
-    kw = dict(n_test=8, n_rollout=2, rollout_steps=5, threads=1)
-    one, three = (evaluate_run(out, substeps=n, **kw)[1]["pred"] for n in (1, 3))
+    task, cfg, model, params, state, config = load_run(out)
+    runner = runner_for("torch", task, model, cfg, params, state, "float64")
+    config = {**config, "eval_backend": "torch"}
+    kw = dict(n_test=8, n_rollout=2, rollout_steps=5, progress=False)
+    one, three = (SP.evaluate_run(task, cfg, model, runner, config, substeps=n, **kw)[1]["pred"]
+                  for n in (1, 3))
     assert np.array_equal(one[:, 0], three[:, 0])
     step1 = np.abs(one[:, 1] - three[:, 1]).max()
     assert 0 < step1 < 1e-6 * np.abs(one[:, 1]).max()

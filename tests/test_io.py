@@ -11,6 +11,8 @@ from lieconv_core import io
 from lieconv_core.data import springs as S
 from lieconv_core.dynamics import make_model
 from lieconv_core.nn.module import flatten
+from lieconv_core.tasks import Dataset
+from lieconv_core.training import RunDirError
 
 
 @pytest.fixture(scope="module")
@@ -89,25 +91,31 @@ def test_config_that_does_not_fit_the_weights(tmp_path):
         io.load_model(tmp_path)
 
 
-def test_never_overwrites_silently(tmp_path, splits, torch1):
-    from lieconv_core.train import fit
+def _fit(model, splits, out, **kw):
+    from lieconv_core.tasks import get_task
+    from lieconv_core.training import fit
 
+    task = get_task("springs")
+    cfg = {**model.config(), "ts": [float(t) for t in splits["train"].ts]}
+    data = {k: Dataset({"z": v.z, "sys": v.sys}, f"springs {k}") for k, v in splits.items()}
+    kw.setdefault("progress", False)
+    return fit(task, cfg, data, out, **kw)
+
+
+def test_never_overwrites_silently(tmp_path, splits, torch1):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(FileExistsError):
         io.ensure_writable(tmp_path / "x.json")
     io.ensure_writable(tmp_path / "x.json", overwrite=True)
     model = make_model("hfc", k=8, num_layers=1)
-    fit(model, splits, "torch", tmp_path / "run", epochs=1, batch_size=8, progress=False)
+    _fit(model, splits, tmp_path / "run", epochs=1, batch_size=8)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        fit(model, splits, "torch", tmp_path / "run", epochs=1, batch_size=8, progress=False)
+        _fit(model, splits, tmp_path / "run", epochs=1, batch_size=8)
 
 
 def test_trained_on_torch_loaded_in_numpy_gives_the_same_potential(tmp_path, splits, torch1):
-    from lieconv_core.train import fit
-
     model = make_model("hlieconv", k=16, num_layers=1)
-    hist = fit(model, splits, "torch", tmp_path, epochs=2, batch_size=8, lr=1e-2,
-               dtype="float32", progress=False)
+    hist = _fit(model, splits, tmp_path, epochs=2, batch_size=8, lr=1e-2, dtype="float32")
     trainer = hist["trainer"]
     # the best-val weights are in model.safetensors; compare against them on torch
     m_np, p_np, _ = io.load_model(tmp_path, backend="numpy")
@@ -124,60 +132,54 @@ def test_trained_on_torch_loaded_in_numpy_gives_the_same_potential(tmp_path, spl
 
 
 def test_resume_continues_the_same_loss_trajectory(tmp_path, splits, torch1):
-    from lieconv_core.train import fit
-
     model = make_model("hlieconv", k=16, num_layers=1)
-    kw = dict(epochs=3, batch_size=8, lr=1e-2, dtype="float64", progress=False)
-    full = fit(model, splits, "torch", tmp_path / "full", **kw)
-    part = fit(model, splits, "torch", tmp_path / "part", max_steps=2, **kw)
-    assert part["epoch"] == 1 and len(part["step_loss"]) == 2
-    resumed = fit(model, splits, "torch", tmp_path / "part", resume=True, **kw)
+    kw = dict(epochs=3, batch_size=8, lr=1e-2, dtype="float64")
+    full = _fit(model, splits, tmp_path / "full", **kw)
+    part = _fit(model, splits, tmp_path / "part", max_steps=3, **kw)
+    assert len(part["step_loss"]) == 3  # stopped inside the second epoch
+    resumed = _fit(model, splits, tmp_path / "part", resume=True, **kw)
     assert resumed["epoch"] == 3
     np.testing.assert_allclose(resumed["step_loss"], full["step_loss"], rtol=1e-12)
-    np.testing.assert_allclose(resumed["val_mse"], full["val_mse"], rtol=1e-12)
-    with pytest.raises(io.CheckpointError, match="nothing to resume"):
-        fit(model, splits, "torch", tmp_path / "empty", resume=True, **kw)
+    val = [e["val"]["mse"] for e in resumed["evals"]]
+    np.testing.assert_allclose(val, [e["val"]["mse"] for e in full["evals"]], rtol=1e-12)
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        _fit(model, splits, tmp_path / "empty", resume=True, **kw)
 
 
 def test_nan_training_data_is_rejected(tmp_path, splits):
-    from lieconv_core.train import fit
-
     bad = dict(splits)
     tr = splits["train"]
     z = tr.z.copy()
     z[0, 0, 0, 0, 0] = np.nan
     bad["train"] = S.Split(z, tr.sys, tr.ts, tr.start)
-    with pytest.raises(ValueError, match="train data contain NaN"):
-        fit(make_model("fc", k=8, num_layers=1), bad, "torch", tmp_path, epochs=1,
-            progress=False)
+    with pytest.raises(ValueError, match="springs train.*'z' holds NaN"):
+        _fit(make_model("fc", k=8, num_layers=1), bad, tmp_path, epochs=1)
     with pytest.raises(ValueError, match="unknown training backend"):
-        fit(make_model("fc", k=8, num_layers=1), splits, "numpy", tmp_path, epochs=1,
-            progress=False)
+        _fit(make_model("fc", k=8, num_layers=1), splits, tmp_path, epochs=1, backend="numpy")
 
 
 def test_optimizer_state_is_portable_between_torch_and_jax(splits, torch1):
     """Optimizer state from the torch trainer, continued on jax: the same losses as on torch."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    from lieconv_jax.train import JaxTrainer
-    from lieconv_torch.train import TorchTrainer
-
     from lieconv_core.nn.module import unflatten
+    from lieconv_core.tasks.springs import trainer
 
     model = make_model("hfc", k=8, num_layers=2)
     tr = splits["train"]
-    batches = [(tr.z[i:i + 8], tr.sys[i:i + 8]) for i in (0, 8, 0, 8)]
-    a = TorchTrainer(model, model.init_host(np.random.default_rng(0)), 1e-2, 10, dtype="float64")
-    for z, s in batches[:2]:
-        a.step(z, s, tr.ts)
+    batches = [{"z": tr.z[i:i + 8], "sys": tr.sys[i:i + 8]} for i in (0, 8, 0, 8)]
+    kw = dict(lr=1e-2, total_steps=10, dtype="float64")
+    a = trainer("torch", model, model.init_host(np.random.default_rng(0)), tr.ts, **kw)
+    for b in batches[:2]:
+        a.step(b)
     params, opt = unflatten(a.params_host()), a.opt_state_host()
-    b = JaxTrainer(model, params, 1e-2, 10, dtype="float64", opt_state=opt)
+    b = trainer("jax", model, params, tr.ts, opt_state=opt, **kw)
     assert b.count == 2
-    la = [a.step(z, s, tr.ts) for z, s in batches[2:]]
-    lb = [b.step(z, s, tr.ts) for z, s in batches[2:]]
+    la = [a.step(x) for x in batches[2:]]
+    lb = [b.step(x) for x in batches[2:]]
     np.testing.assert_allclose(la, lb, rtol=1e-10)
-    c = TorchTrainer(model, unflatten(b.params_host()), 1e-2, 10, dtype="float64",
-                     opt_state=b.opt_state_host())
-    d = JaxTrainer(model, unflatten(b.params_host()), 1e-2, 10, dtype="float64",
-                   opt_state=b.opt_state_host())
-    np.testing.assert_allclose(c.step(*batches[0], tr.ts), d.step(*batches[0], tr.ts), rtol=1e-10)
+    c = trainer("torch", model, unflatten(b.params_host()), tr.ts,
+                opt_state=b.opt_state_host(), **kw)
+    d = trainer("jax", model, unflatten(b.params_host()), tr.ts,
+                opt_state=b.opt_state_host(), **kw)
+    np.testing.assert_allclose(c.step(batches[0]), d.step(batches[0]), rtol=1e-10)

@@ -125,12 +125,12 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
     same updated parameters through the Pallas kernels as through the lax/XLA path. (On jax 0.11
     this failed with "Linearization failed" until the search inputs were stop_gradient-ed.)"""
     from lieconv_jax.adapter import JaxAdapter
-    from lieconv_jax.train import JaxTrainer
 
     import lieconv_core._backend as B
     from lieconv_core import LieConv
     from lieconv_core.data import springs as S
     from lieconv_core.dynamics import make_model
+    from lieconv_core.tasks import springs as SP
 
     # all particles are neighbours (k >= n), where the layer would take its index-free dense
     # path; this test is about the kernels, so keep the indexed search + fused pointconv
@@ -142,8 +142,8 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
     for mode in (MODE, "never"):
         # the adapter registry, as LIECONV_JAX_KERNELS=<mode> would set it up in a new process
         monkeypatch.setattr(B, "_adapters", {"jax": JaxAdapter(mode)})
-        t = JaxTrainer(model, host, 1e-3, 10, dtype="float64")
-        loss = t.step(tr.z, tr.sys, tr.ts)
+        t = SP.trainer("jax", model, host, tr.ts, lr=1e-3, total_steps=10, dtype="float64")
+        loss = t.step({"z": tr.z, "sys": tr.sys})
         results.append((loss, t.params_host()))
     (l1, p1), (l2, p2) = results
     assert np.isfinite(l1)

@@ -227,8 +227,9 @@ def workload(name: str) -> tuple[Any, tuple[np.ndarray, ...], np.ndarray, str]:
 class Runner:
     """Forward and training-step closures for a model on one backend (float32 unless given).
 
-    forward(): eval-mode forward (torch under no_grad; jax jitted). step(): one training step —
-    loss, backward and an Adam update (torch.optim.Adam; jax.grad + optax.adam, jitted), lr 3e-3.
+    forward(): eval-mode forward (torch under no_grad; jax jitted). step(): one training step of
+    the training engine's trainer — loss, gradient and an Adam update (torch.optim.Adam; jax
+    value_and_grad + optax.adam, jitted), lr 3e-3, from the host batch.
 
     Every step after the first starts from the state the first step left (its BN running
     statistics, LieConv radii and the cached FPS indices of the image models); the new state of
@@ -240,7 +241,9 @@ class Runner:
 
     def __init__(self, b: Bench, model: Any, inputs: tuple, targets: np.ndarray, loss: str,
                  dtype: str = "float32", seed: int = 0):
-        self.b, self.model, self.loss = b, model, loss
+        self.b, self.model, self.loss, self.seed, self.dtype = b, model, loss, seed, dtype
+        self.host = tuple(np.asarray(a) for a in inputs)
+        self.host_targets = np.asarray(targets)
         self.params, self.state = model.init(seed, dtype, xp=b.xp, device=b.device)
         c, v, m = inputs
         self.inputs = (b.asarray(c, dtype), b.asarray(v, dtype), b.asarray(m))
@@ -287,67 +290,48 @@ class Runner:
         return xp.mean(lse - xp.sum(out * onehot, axis=-1))
 
     def step(self) -> Any:
+        """One step of the training engine's trainer (:func:`lieconv_core.training.
+        make_trainer`: the task's loss, its gradient and an Adam update) on the host batch."""
         self.b.require_grad()
         self.calls += 1
-        start = self.state if self._step_state is None else self._step_state
-        loss = self._torch_step(start) if self.b.name == "torch" else self._jax_step(start)
+        tr = self._trainer()
+        if self._step_state is not None:
+            self._restore(tr, self._step_state)
+        loss = tr.step(self._batch, self.calls)
+        self.last_state = tr.state.tree() if self.b.name == "torch" else tr.state
         if self._step_state is None:
-            self._step_state = self.last_state
+            self._step_state = _detach(self.last_state) if self.b.name == "torch" else tr.state
         return loss
 
-    def _torch_step(self, state: Any) -> Any:
-        import torch
-
-        from lieconv_core.nn.module import tree_leaves
-
+    def _trainer(self) -> Any:
         if self._step is None:
-            for leaf in tree_leaves(self.params):
-                leaf.requires_grad_(True)
-            self._step = torch.optim.Adam(tree_leaves(self.params), lr=3e-3)
-        opt = self._step
-        opt.zero_grad(set_to_none=True)
-        out, new_state = self.model.apply(self.params, state, self.inputs, train=True,
-                                          rng=self.calls)
-        loss = self._loss_xp(self.b.xp, out)
-        loss.backward()
-        opt.step()
-        self.last_state = _detach(new_state)
-        return loss.detach()
+            from lieconv_core.tasks.clouds import CloudTask
+            from lieconv_core.training import make_trainer
 
-    def _jax_step(self, state: Any) -> Any:
-        import jax
-        import jax.numpy as jnp
-        import optax
-        from lieconv_jax import JaxDraws
+            cfg = {"kind": "regress" if self.loss == "l1" else "classify"}
+            fn = CloudTask().loss_fn(self.model, cfg, self.b.name)
+            params, state = self.model.init_host(np.random.default_rng(self.seed))
+            device = self.b.spec.partition(":")[2] or None
+            self._step = make_trainer(self.b.name, fn, params, state, lr=3e-3,
+                                      total_steps=10**9, dtype=self.dtype, device=device)
+            key = "targets" if self.loss == "l1" else "labels"
+            self._batch = {"coords": self.host[0], "values": self.host[1],
+                           "mask": self.host[2], key: self.host_targets}
+        return self._step
 
-        if self._step is None:
-            opt = optax.adam(3e-3)
-            model = self
+    def _restore(self, tr: Any, state: Any) -> None:
+        if self.b.name == "torch":
+            from lieconv_torch.nn import _copy_into
 
-            # inputs go through the jit as arguments: closed-over concrete arrays would meet
-            # traced params (device None) in the core's same-device check
-            def lossf(p, s, x, y, key):
-                out, ns = model.model.apply(p, s, x, train=True, rng=JaxDraws(key))
-                return model._loss_xp(jnp, out, y), ns
-
-            @jax.jit
-            def step(p, s, o, x, y, key):
-                (loss, ns), g = jax.value_and_grad(lossf, has_aux=True)(p, s, x, y, key)
-                upd, o = opt.update(g, o, p)
-                return optax.apply_updates(p, upd), ns, o, loss
-
-            self._step = step
-            self.opt_state = opt.init(self.params)
-        self.params, self.last_state, self.opt_state, loss = self._step(
-            self.params, state, self.opt_state, self.inputs, self.targets,
-            jax.random.key(self.calls))
-        return loss
+            _copy_into(tr.state, state)
+        else:
+            tr.state = state
 
 
 def _detach(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _detach(v) for k, v in tree.items()}
-    return tree.detach()
+    return tree.detach().clone()
 
 
 def run_synced(fn: Any, b: Bench) -> Any:

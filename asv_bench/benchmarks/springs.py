@@ -25,27 +25,43 @@ SPECS = ["torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu"]
 ORIGINAL_ENV = "LIECONV_ORIGINAL_SRC"
 
 
+class _Steps:
+    """The springs trainer of the training engine (:func:`lieconv_core.tasks.springs.trainer`)
+    behind the (z, sys, ts) calls these benchmarks make."""
+
+    def __init__(self, backend: str, model, trainer):
+        self.backend, self.model, self.trainer = backend, model, trainer
+
+    def step(self, z, sys, ts):
+        return self.trainer.step({"z": z, "sys": sys})
+
+    def rollout(self, z0, sys, ts):
+        from lieconv_core.tasks import springs as SP
+
+        return SP.rollout(self.trainer, self.backend, self.model, z0, sys, ts)
+
+
 def _trainer(spec: str, k: int = 384, num_layers: int = 4, compile: bool = False):
     backend, _, device = spec.partition(":")
+    if backend not in ("torch", "jax"):
+        raise NotImplementedError(spec)
     try:
-        if backend == "torch":
-            from lieconv_torch.train import TorchTrainer as cls
-        elif backend == "jax":
-            from lieconv_jax.train import JaxTrainer as cls
-        else:
-            raise NotImplementedError(spec)
+        __import__(backend)
     except ImportError as exc:
         raise NotImplementedError(f"{spec}: {exc}") from exc
-    from lieconv_core.train import resolve_device
+    from lieconv_core.tasks import springs as SP
+    from lieconv_core.training.engine import resolve_device
 
     try:
-        dev = resolve_device(backend, device or "cpu")
+        resolve_device(backend, device or "cpu")
     except (RuntimeError, ValueError) as exc:
         raise NotImplementedError(f"{spec}: {exc}") from exc
     model = make_model("hlieconv", group="T2", k=k, num_layers=num_layers)
     host = model.init_host(np.random.default_rng(0))
     kw = {"compile": True} if compile else {}
-    return cls(model, host, 1e-3, 10_000, dtype="float32", device=dev, **kw)
+    tr = SP.trainer(backend, model, host, lr=1e-3, total_steps=10_000, dtype="float32",
+                    device=device or "cpu", **kw)
+    return _Steps(backend, model, tr)
 
 
 def _batch():

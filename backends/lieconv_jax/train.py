@@ -1,14 +1,16 @@
-"""Training step for :mod:`lieconv_core.dynamics` models on jax: params pytrees, one jitted step
-(value_and_grad through the RK4 rollout, whose vector field is itself a jax.grad), optax Adam with
-``optax.cosine_decay_schedule``.
+"""The jax trainer: value and gradient of any loss of (params, state, batch) in one jitted step,
+with an ``optax.adam`` update on the schedule of :mod:`lieconv_core.training.schedule`.
 
 float64 needs ``jax.config.update("jax_enable_x64", True)`` by the caller (this module never changes
 jax's global configuration). Optimizer state converts to and from the portable flat format
 ``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` shared with the torch trainer.
+
+:func:`scan_rollout` and :func:`scan_loss` are the springs task's jax forms of the RK4 rollout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,6 +19,8 @@ import numpy as np
 import optax
 
 from lieconv_core.nn.module import flatten, to_backend, unflatten
+
+from .random import JaxDraws
 
 
 def scan_rollout(model: Any, params: dict, z0: Any, sys: Any, ts: tuple) -> Any:
@@ -65,72 +69,87 @@ def resolve_device(device: str) -> Any:
     return devices[i]
 
 
-def make_optimizer(lr: float, total_steps: int) -> optax.GradientTransformation:
-    return optax.adam(optax.cosine_decay_schedule(float(lr), max(int(total_steps), 1)))
+def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0
+                   ) -> optax.GradientTransformation:
+    """Adam with a linear warm-up over ``warmup_steps`` and a cosine decay to 0 at
+    ``total_steps`` (:func:`lieconv_core.training.schedule.lr_at`)."""
+    total, warm = max(int(total_steps), 1), max(int(warmup_steps), 0)
+    if warm:
+        sched = optax.warmup_cosine_decay_schedule(0.0, float(lr), warm, max(total, warm + 1))
+    else:
+        sched = optax.cosine_decay_schedule(float(lr), total)
+    return optax.adam(sched)
 
 
 class JaxTrainer:
+    """Adam on the parameters of a functional model, one jitted :meth:`step` per batch.
+
+    Args:
+        loss_fn: ``loss_fn(params, state, batch, rng) -> (loss, new_state)`` on jax arrays;
+            ``rng`` is a :class:`lieconv_jax.JaxDraws` made from the seed :meth:`step` receives.
+        params, state: nested dicts of host arrays (state may be empty).
+        lr, total_steps, warmup_steps: the schedule; dtype: "float32" or "float64".
+        device: a jax Device (default: jax's default device); opt_state: portable optimizer
+            state to continue from.
+    The step is compiled once per batch shape.
+    """
+
     backend = "jax"
 
-    def __init__(self, model: Any, params: dict, lr: float, total_steps: int,
+    def __init__(self, loss_fn: Callable, params: dict, state: dict | None = None, *,
+                 lr: float = 1e-3, total_steps: int = 1, warmup_steps: int = 0,
                  dtype: str = "float32", device: Any = None, opt_state: dict | None = None):
         if dtype == "float64" and not jax.config.jax_enable_x64:
             raise RuntimeError("float64 on jax needs jax.config.update('jax_enable_x64', True) "
                                "before training (lieconv never changes jax's global settings)")
-        self.model, self.dtype = model, jnp.float64 if dtype == "float64" else jnp.float32
+        self.loss_fn = loss_fn
+        self.dtype = jnp.float64 if dtype == "float64" else jnp.float32
         self.device = device if device is not None else jax.devices()[0]
         self.params = self._put(to_backend(params, jnp, self.dtype))
-        self.opt = make_optimizer(lr, total_steps)
+        self.state = self._put(to_backend(state or {}, jnp, self.dtype))
+        self.opt = make_optimizer(lr, total_steps, warmup_steps)
         self.opt_state = self._put(self.opt.init(self.params))
         if opt_state is not None:
             self.load_opt_state(opt_state)
-        self._ts = None
-        self._step = self._eval = self._roll = None
+        self._step = jax.jit(self._step_fn)
+        self._runs: dict[Any, Any] = {}
 
     def _put(self, tree: Any) -> Any:
         # committed arrays everywhere, so that the jitted step is compiled once
         return jax.device_put(tree, self.device)
 
-    def _compile(self, ts: Any) -> None:
-        ts = tuple(float(t) for t in ts)
-        if ts == self._ts:
-            return
-        model, opt = self.model, self.opt
+    def _step_fn(self, p, s, o, batch, key):
+        def loss(pp):
+            return self.loss_fn(pp, s, batch, JaxDraws(key))
 
-        loss_fn = scan_loss(model, ts)
+        (value, new_s), g = jax.value_and_grad(loss, has_aux=True)(p)
+        upd, o = self.opt.update(g, o, p)
+        return optax.apply_updates(p, upd), new_s, o, value
 
-        def step(p, st, z, s):
-            loss, g = jax.value_and_grad(loss_fn)(p, z, s)
-            upd, st = opt.update(g, st, p)
-            return optax.apply_updates(p, upd), st, loss
+    def array(self, x: Any) -> Any:
+        """A host array on the trainer's device; floats in the trainer's dtype."""
+        a = np.asarray(x)
+        dt = self.dtype if a.dtype.kind == "f" else a.dtype
+        return jax.device_put(jnp.asarray(a, dtype=dt), self.device)
 
-        self._ts = ts
-        self._step = jax.jit(step)
-        self._eval = jax.jit(loss_fn)
+    def batch(self, batch: dict) -> dict:
+        return {k: self.array(v) for k, v in batch.items()}
 
-    def _a(self, x: np.ndarray) -> Any:
-        return jax.device_put(jnp.asarray(np.asarray(x), dtype=self.dtype), self.device)
-
-    def step(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
-        self._compile(ts)
-        self.params, self.opt_state, loss = self._step(self.params, self.opt_state, self._a(z),
-                                                       self._a(sys))
+    def step(self, batch: dict, seed: int = 0) -> float:
+        """One optimizer step on a host batch; returns the loss."""
+        self.params, self.state, self.opt_state, loss = self._step(
+            self.params, self.state, self.opt_state, self.batch(batch), jax.random.key(seed))
         return float(loss)
 
-    def eval_loss(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
-        self._compile(ts)
-        return float(self._eval(self.params, self._a(z), self._a(sys)))
-
-    def rollout(self, z0: np.ndarray, sys: np.ndarray, ts: Any, method: str = "rk4") -> np.ndarray:
-        """Rollout on the host grid ts (uniform for rk4: one jitted lax.scan)."""
-        if method != "rk4":
-            zs = self.model.rollout(self.params, self._a(z0), self._a(sys), ts, method)
-            return np.asarray(zs)
-        key = tuple(float(t) for t in ts)
-        if self._roll is None or self._roll[0] != key:
-            model = self.model
-            self._roll = (key, jax.jit(lambda p, z, s: scan_rollout(model, p, z, s, key)))
-        return np.asarray(self._roll[1](self.params, self._a(z0), self._a(sys)))
+    def run(self, fn: Callable, batch: dict, seed: int = 0) -> Any:
+        """``fn(params, state, batch, rng)`` jitted (once per function and shape), no update;
+        its array outputs come back as numpy."""
+        jitted = self._runs.get(fn)
+        if jitted is None:
+            jitted = self._runs[fn] = jax.jit(
+                lambda p, s, b, key: fn(p, s, b, JaxDraws(key)))
+        out = jitted(self.params, self.state, self.batch(batch), jax.random.key(seed))
+        return jax.tree_util.tree_map(np.asarray, out)
 
     @property
     def count(self) -> int:
@@ -138,6 +157,9 @@ class JaxTrainer:
 
     def params_host(self) -> dict:
         return {k: np.asarray(v) for k, v in flatten(self.params).items()}
+
+    def state_host(self) -> dict:
+        return {k: np.asarray(v) for k, v in flatten(self.state).items()}
 
     def opt_state_host(self) -> dict:
         adam = self.opt_state[0]
@@ -147,7 +169,7 @@ class JaxTrainer:
         return out
 
     def load_opt_state(self, flat: dict) -> None:
-        adam, sched = self.opt_state[0], self.opt_state[1]
+        adam = self.opt_state[0]
         n = int(np.asarray(flat["opt.count"]).reshape(-1)[0])
         count = jnp.asarray(n, dtype=adam.count.dtype)
         mu = unflatten({k[len("opt.mu."):]: v for k, v in flat.items() if k.startswith("opt.mu.")})
@@ -156,5 +178,4 @@ class JaxTrainer:
                              nu=to_backend(nu, jnp, self.dtype))
         rest = tuple(s._replace(count=count) if hasattr(s, "count") else s
                      for s in self.opt_state[1:])
-        del sched
         self.opt_state = self._put((adam, *rest))

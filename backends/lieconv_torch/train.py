@@ -1,24 +1,28 @@
-"""Training step for :mod:`lieconv_core.dynamics` models on torch: ``torch.optim.Adam`` with a
-per-step cosine learning-rate schedule (the same schedule as ``optax.cosine_decay_schedule``, so
-torch and jax runs follow the same numbers).
+"""The torch trainer: value and gradient of any loss of (params, state, batch), then a
+``torch.optim.Adam`` step with the schedule of :mod:`lieconv_core.training.schedule`.
 
-The driver (:func:`lieconv_core.train.fit`) talks to :class:`TorchTrainer` through host (numpy)
-arrays only; optimizer state converts to and from the portable flat format
-``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` shared with the jax trainer.
+The training engine (:func:`lieconv_core.training.fit`) talks to it through host (numpy) arrays
+only. Optimizer state converts to and from the portable flat format
+``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` shared with the jax trainer, so a run can
+continue on the other backend.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from lieconv_core.nn.module import flatten, unflatten
+from lieconv_core.training.schedule import lr_at
 
-from .nn import DynamicsModule, torch_dtype
+from .nn import _copy_into, _Tree, torch_dtype
+
+#: loss_fn(params, state, batch, rng) -> (scalar loss, new state); rng is an int seed
+LossFn = Callable[[dict, dict, dict, Any], tuple[Any, dict]]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -31,98 +35,120 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def cosine_lr(lr: float, step: int, total_steps: int) -> float:
-    t = min(step, total_steps) / max(total_steps, 1)
-    return lr * 0.5 * (1 + math.cos(math.pi * t))
-
-
 class TorchTrainer:
+    """Adam on the parameters of a functional model, one :meth:`step` per batch.
+
+    Args:
+        loss_fn: ``loss_fn(params, state, batch, rng) -> (loss, new_state)`` on torch tensors;
+            ``rng`` is the int seed :meth:`step` receives (portable draws).
+        params, state: nested dicts of host arrays (state: BN statistics, radii; may be empty).
+        lr, total_steps, warmup_steps: the schedule (:func:`lieconv_core.training.schedule.lr_at`).
+        dtype: "float32" or "float64"; device: a torch device.
+        opt_state: portable optimizer state to continue from.
+        compile: run the loss and the parameter gradients as one ``torch.compile``-d
+            ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.functional_mode`),
+            compiled for each new batch shape. Only for losses that draw no random numbers
+            (the seed would be a constant of the compiled program): the first step compiles for
+            minutes, later steps run faster on CPU; the same numbers up to rounding.
+    """
+
     backend = "torch"
 
-    def __init__(self, model: Any, params: dict, lr: float, total_steps: int,
+    def __init__(self, loss_fn: LossFn, params: dict, state: dict | None = None, *,
+                 lr: float = 1e-3, total_steps: int = 1, warmup_steps: int = 0,
                  dtype: str = "float32", device: Any = "cpu", opt_state: dict | None = None,
                  compile: bool = False):
-        """``compile``: run :meth:`step`'s loss and parameter gradients as one
-        ``torch.compile``-d ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.
-        functional_mode`), compiled at the first step of each time grid (and again for a new
-        batch size); inductor fuses the elementwise work of the double backprop. The first step
-        then takes minutes (the springs model at the paper's size: 326 s with a cold inductor
-        cache, 28 s warm), the later ones less than eager's (docs/benchmarks.md); the same
-        numbers up to float rounding."""
-        self.model, self.lr, self.total_steps = model, float(lr), int(total_steps)
-        self.compile = bool(compile)
-        self._compiled: dict[tuple, Any] = {}
+        self.loss_fn, self.compile = loss_fn, bool(compile)
+        self.lr, self.total_steps = float(lr), int(total_steps)
+        self.warmup_steps = int(warmup_steps)
         self.dtype, self.device = torch_dtype(dtype), torch.device(device)
-        self.module = DynamicsModule(model, params, dtype, self.device)
-        self.named = self.module.named_flat()
+        self.params = _Tree(params, self.dtype, self.device)
+        self.state = _Tree(state or {}, self.dtype, self.device, buffers=True)
+        self.named = dict(self.params.named_parameters())
         self.opt = torch.optim.Adam(list(self.named.values()), lr=self.lr)
         self.count = 0
+        self._compiled: dict[tuple, Any] = {}
         if opt_state is not None:
             self.load_opt_state(opt_state)
 
-    def _t(self, x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.array(x), dtype=self.dtype, device=self.device)  # writable copy
+    # --- conversion ----------------------------------------------------------------------------
+    def tensor(self, x: Any) -> torch.Tensor:
+        """A host array on the trainer's device; floats in the trainer's dtype."""
+        a = np.array(x)  # an own, writable copy
+        t = torch.as_tensor(a, device=self.device)
+        return t.to(self.dtype) if t.is_floating_point() else t
 
-    def step(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
+    def batch(self, batch: dict) -> dict:
+        return {k: self.tensor(v) for k, v in batch.items()}
+
+    # --- steps ---------------------------------------------------------------------------------
+    def step(self, batch: dict, seed: int = 0) -> float:
+        """One optimizer step on a host batch; returns the loss."""
         for group in self.opt.param_groups:
-            group["lr"] = cosine_lr(self.lr, self.count, self.total_steps)
+            group["lr"] = lr_at(self.lr, self.count, self.total_steps, self.warmup_steps)
         self.opt.zero_grad(set_to_none=True)
+        b = self.batch(batch)
         if self.compile:
-            loss = self._compiled_grads(self._t(z), self._t(sys), ts)
+            loss, new_state = self._compiled_grads(b)
         else:
-            loss = self.model.loss(self.module.tree(), self._t(z), self._t(sys), ts)
+            loss, new_state = self.loss_fn(self.params.tree(), self.state.tree(), b, int(seed))
             loss.backward()
         self.opt.step()
+        _copy_into(self.state, new_state)
         self.count += 1
         return float(loss.detach())
 
-    def _compiled_grads(self, z: torch.Tensor, sys: torch.Tensor, ts: Any) -> torch.Tensor:
-        """The loss, with the parameters' gradients set, from the compiled function of the time
-        grid ``ts`` (compiled on its first use)."""
+    def _compiled_grads(self, b: dict) -> tuple[torch.Tensor, dict]:
+        """The loss and new state, with the parameters' gradients set, from the compiled
+        function of this batch shape (compiled at its first use)."""
         from .adapter import functional_mode
 
-        key = tuple(float(t) for t in ts)
+        key = tuple((k, tuple(v.shape)) for k, v in sorted(b.items()))
         fn = self._compiled.get(key)
         if fn is None:
-            model = self.model
+            loss_fn = self.loss_fn
 
-            def loss_fn(params: dict, zz: torch.Tensor, ss: torch.Tensor) -> torch.Tensor:
-                return model.loss(params, zz, ss, list(key))
+            def value(params: dict, state: dict, batch: dict) -> tuple[Any, dict]:
+                loss, new_state = loss_fn(params, state, batch, 0)
+                return loss, new_state
 
-            fn = self._compiled[key] = torch.compile(torch.func.grad_and_value(loss_fn))
+            fn = self._compiled[key] = torch.compile(
+                torch.func.grad_and_value(value, has_aux=True))
             with torch.no_grad():  # fills the model's and the backend's caches outside the graph
-                self.model.loss(self.module.tree(), z, sys, list(key))
-        params = {k: v.detach() for k, v in self.named.items()}
+                self.loss_fn(self.params.tree(), self.state.tree(), b, 0)
+        params = unflatten({k: v.detach() for k, v in self.named.items()})
         with functional_mode(), warnings.catch_warnings():
             # dynamo traces through array_api_compat's lru_cache-d helpers, correctly (cached
             # facts about types), and warns about each once per process
             warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools")
-            grads, loss = fn(unflatten(params), z, sys)
+            grads, (loss, new_state) = fn(params, self.state.tree(), b)
         flat = flatten(grads)
         for name, p in self.named.items():
             p.grad = flat[name]
-        return loss
+        return loss, new_state
 
-    def eval_loss(self, z: np.ndarray, sys: np.ndarray, ts: Any) -> float:
-        with torch.no_grad():  # the vector field still gets its own grad (enable_grad inside)
-            return float(self.model.loss(self.module.tree(), self._t(z), self._t(sys), ts).detach())
+    def run(self, fn: Callable, batch: dict, seed: int = 0) -> Any:
+        """``fn(params, state, batch, rng)`` without parameter gradients (eval, prediction);
+        its array outputs come back as numpy (a dict or tuple of them, or one)."""
+        with torch.no_grad():  # a vector field still takes its own gradient inside
+            out = fn(self.params.tree(), self.state.tree(), self.batch(batch), int(seed))
+        return _to_host(out)
 
-    def rollout(self, z0: np.ndarray, sys: np.ndarray, ts: Any, method: str = "rk4") -> np.ndarray:
-        with torch.no_grad():  # no graph across steps: memory stays O(one step)
-            zs = self.model.rollout(self.module.tree(), self._t(z0), self._t(sys), ts, method)
-        return zs.detach().cpu().numpy()
-
+    # --- host copies ---------------------------------------------------------------------------
     def params_host(self) -> dict:
-        return {k: v.detach().cpu().numpy().copy() for k, v in flatten(self.module.tree()).items()}
+        """{flat name: numpy array} of the parameters."""
+        return _to_host(flatten(self.params.tree()))
+
+    def state_host(self) -> dict:
+        return _to_host(flatten(self.state.tree())) if self.state._keys else {}
 
     def opt_state_host(self) -> dict:
         out = {"opt.count": np.asarray(self.count, dtype=np.int64)}
         for name, p in self.named.items():
             st = self.opt.state.get(p, {})
-            out[f"opt.mu.{name}"] = (st["exp_avg"].detach().cpu().numpy().copy() if st
-                                     else np.zeros(tuple(p.shape), dtype=_np_dtype(p)))
-            out[f"opt.nu.{name}"] = (st["exp_avg_sq"].detach().cpu().numpy().copy() if st
-                                     else np.zeros(tuple(p.shape), dtype=_np_dtype(p)))
+            zeros = np.zeros(tuple(p.shape), dtype=_np_dtype(p))
+            out[f"opt.mu.{name}"] = st["exp_avg"].detach().cpu().numpy().copy() if st else zeros
+            out[f"opt.nu.{name}"] = st["exp_avg_sq"].detach().cpu().numpy().copy() if st else zeros
         return out
 
     def load_opt_state(self, flat: dict) -> None:
@@ -132,9 +158,19 @@ class TorchTrainer:
         for name, p in self.named.items():
             self.opt.state[p] = {
                 "step": torch.tensor(float(self.count), dtype=torch.float32),
-                "exp_avg": self._t(flat[f"opt.mu.{name}"]).to(p.dtype),
-                "exp_avg_sq": self._t(flat[f"opt.nu.{name}"]).to(p.dtype),
+                "exp_avg": self.tensor(flat[f"opt.mu.{name}"]).to(p.dtype),
+                "exp_avg_sq": self.tensor(flat[f"opt.nu.{name}"]).to(p.dtype),
             }
+
+
+def _to_host(out: Any) -> Any:
+    if isinstance(out, dict):
+        return {k: _to_host(v) for k, v in out.items()}
+    if isinstance(out, tuple | list):
+        return type(out)(_to_host(v) for v in out)
+    if isinstance(out, torch.Tensor):
+        return out.detach().cpu().numpy().copy()
+    return out
 
 
 def _np_dtype(p: torch.Tensor) -> Any:

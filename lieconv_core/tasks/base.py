@@ -1,0 +1,178 @@
+"""What every task gives the training engine: data splits as host arrays, a model built from a
+config, the loss, the predictions, the metrics and the augmentation.
+
+A :class:`Dataset` is a dict of numpy arrays sharing their first axis (samples). The point-cloud
+tasks (your own clouds, RotMNIST, QM9) share :class:`CloudTask`: inputs ``coords`` (n, N, d),
+``values`` (n, N, c) and ``mask`` (n, N), and a target ``labels`` (n,) (classification) or
+``targets`` (n, t) (regression), fed to a :class:`lieconv_core.LieResNet`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import groups as G
+from ..nn import LieResNet
+from ..random import PortableDraws
+
+INPUTS = ("coords", "values", "mask")
+
+
+class DataError(ValueError):
+    """Data that cannot be used: a missing key, arrays that disagree, NaN, labels out of range."""
+
+
+@dataclass
+class Dataset:
+    """Arrays with a common first axis; ``source`` names where they came from (for errors)."""
+
+    arrays: dict[str, np.ndarray]
+    source: str = "data"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lengths = {k: len(v) for k, v in self.arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"{self.source}: arrays disagree in length: "
+                            + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def take(self, idx: Any) -> dict[str, np.ndarray]:
+        """The samples at ``idx`` as a batch dict."""
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+    def subset(self, idx: Any, source: str | None = None) -> Dataset:
+        return Dataset(self.take(idx), source or self.source, dict(self.meta))
+
+
+def make_group(name: str, alpha: float | None = None) -> G.Group:
+    """A group from its registered name, with ``alpha`` (weight of the rotational part of the
+    distance) where the group has one."""
+    group = G.by_name(name)
+    if alpha is not None and hasattr(type(group), "alpha") and "alpha" in vars(group):
+        group = type(group)(alpha)
+    return group
+
+
+def check_finite(ds: Dataset, keys: tuple[str, ...]) -> None:
+    for k in keys:
+        a = ds.arrays.get(k)
+        if a is not None and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            bad = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise DataError(f"{ds.source}: field {k!r} holds NaN or inf (sample {bad})")
+
+
+class Task:
+    """The contract between a task and :func:`lieconv_core.training.fit`."""
+
+    name = "task"
+    #: the validation metric that picks the best checkpoint, and whether larger is better
+    primary, maximize = "loss", False
+    #: whether the model draws random numbers (lifts, FPS, ball subsets); --compile needs False
+    draws = True
+
+    def build_model(self, cfg: dict) -> Any:
+        raise NotImplementedError
+
+    def validate_config(self, cfg: Any) -> dict:
+        """ValueError naming the field unless ``cfg`` is a model config this task can build
+        (sizes bounded, so that a corrupt config cannot allocate for minutes)."""
+        return check_model_config(cfg)
+
+    def primary_for(self, cfg: dict) -> tuple[str, bool]:
+        return self.primary, self.maximize
+
+    def loss_fn(self, model: Any, cfg: dict, backend: str) -> Callable:
+        """``loss(params, state, batch, rng) -> (scalar, new_state)`` (training mode)."""
+        raise NotImplementedError
+
+    def predict_fn(self, model: Any, cfg: dict, backend: str) -> Callable:
+        """``predict(params, state, batch, rng) -> outputs`` (eval mode)."""
+        raise NotImplementedError
+
+    def metrics(self, outputs: np.ndarray, data: Dataset, cfg: dict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def inputs(self, batch: dict, cfg: dict) -> dict:
+        """A batch of stored arrays -> the arrays the model's functions take (e.g. image
+        pixels -> coordinates, values and mask). Default: unchanged."""
+        return batch
+
+    def augment(self, batch: dict, gen: np.random.Generator, cfg: dict) -> dict:
+        """A training batch (after :meth:`inputs`) randomly transformed. Default: unchanged."""
+        return batch
+
+    def check(self, ds: Dataset, cfg: dict) -> None:
+        """DataError unless ``ds`` fits the task and the model config."""
+
+
+# --- point clouds ---------------------------------------------------------------------------------
+def lieresnet_from_config(cfg: dict) -> LieResNet:
+    """The LieResNet a cloud task's model config describes (see :func:`cloud_model_config`)."""
+    from ..nn import presets
+
+    group = make_group(cfg["group"], cfg.get("alpha"))
+    arch = cfg.get("arch", "lieresnet")
+    common = dict(k=cfg["k"], num_layers=cfg["num_layers"], nbhd=cfg["nbhd"],
+                  fill=cfg["fill"], liftsamples=cfg["liftsamples"])
+    if arch == "image":
+        return presets.image_lieresnet(group, chin=cfg["chin"], num_targets=cfg["num_outputs"],
+                                       total_ds=cfg["total_ds"], knn=cfg.get("knn", False),
+                                       cache=cfg.get("cache", True), **common)
+    if arch == "molecule":
+        return presets.molecule_lieresnet(group, num_targets=cfg["num_outputs"], **common)
+    if arch != "lieresnet":
+        raise ValueError(f"unknown architecture {arch!r} in the model config")
+    return LieResNet(cfg["chin"], num_outputs=cfg["num_outputs"], group=group,
+                     ds_frac=cfg.get("ds_frac", 1.0), knn=cfg.get("knn", False),
+                     bn=cfg.get("bn", True), mean=cfg.get("mean", True), **common)
+
+
+#: bounds on the sizes a config may ask for (a corrupt config must not allocate for minutes)
+LIMITS = {"k": (4, 8192), "num_layers": (0, 64), "nbhd": (1, 1 << 20), "liftsamples": (1, 64),
+          "chin": (1, 1 << 16), "num_outputs": (1, 1 << 16)}
+
+
+def check_model_config(cfg: Any, source: str = "model config") -> dict:
+    """ValueError naming the field unless ``cfg`` is a dict whose sizes are integers within
+    :data:`LIMITS`, and whose k is divisible into the bottleneck blocks' quarters."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source} must be a JSON object, got {type(cfg).__name__}")
+    for key, (lo, hi) in LIMITS.items():
+        if key not in cfg:
+            continue
+        val = cfg[key]
+        if not isinstance(val, int) or isinstance(val, bool) or not lo <= val <= hi:
+            raise ValueError(f"{source}: {key} must be an integer in [{lo}, {hi}], got {val!r}")
+    if "k" in cfg and cfg["k"] % 4:
+        raise ValueError(f"{source}: k must be a multiple of 4 (bottleneck blocks), got {cfg['k']}")
+    if "group" in cfg and not isinstance(cfg["group"], str):
+        raise ValueError(f"{source}: group must be a name, got {cfg['group']!r}")
+    return cfg
+
+
+def pad_batch(batch: dict, size: int) -> tuple[dict, int]:
+    """A batch padded to ``size`` samples by repeating its first sample (same array shapes for
+    every batch of an evaluation, so a jitted function compiles once); returns it and the
+    number of real samples."""
+    n = len(next(iter(batch.values())))
+    if n >= size:
+        return batch, n
+    idx = np.concatenate([np.arange(n), np.zeros(size - n, dtype=np.int64)])
+    return {k: v[idx] for k, v in batch.items()}, n
+
+
+def random_motion(group: G.Group, coords: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    """coords (n, N, d) moved by one random element of ``group`` per sample (host, float64)."""
+    draws = PortableDraws(gen)
+    g = group.random_element(np, (coords.shape[0],), draws, np.float64, None)
+    return group.act_on_points(np, g, coords.astype(np.float64)).astype(coords.dtype)

@@ -1,0 +1,276 @@
+"""The spring-systems task: Hamiltonian (and control) dynamics models trained on 5-step chunks
+of simulated trajectories (:mod:`lieconv_core.data.springs`), MSE of the model's RK4 rollout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..data import springs as S
+from ..dynamics.models import DEFAULT_LR, MODELS, from_config, make_model
+from .base import DataError, Dataset, Task, check_finite
+
+GROUPS = ("T2", "SO2", "Trivial")
+
+
+class SpringsModel:
+    """A dynamics model in the engine's (params, state) form (its state is empty)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
+        return self.model.init_host(gen), {}
+
+    def config(self) -> dict:
+        return self.model.config()
+
+
+def chunk_times(cfg: dict) -> tuple[float, ...]:
+    return tuple(float(t) for t in cfg["ts"])
+
+
+class SpringsTask(Task):
+    name = "springs"
+    draws = False
+
+    def primary_for(self, cfg: dict) -> tuple[str, bool]:
+        return "mse", False
+
+    def model_config(self, model: str = "hlieconv", group: str = "T2", k: int | None = None,
+                     num_layers: int = 4) -> dict:
+        """The model config of a dynamics model plus the chunks' time grid."""
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+        if group not in GROUPS:
+            raise ValueError(f"unknown group {group!r} for springs; choose one of: "
+                             f"{', '.join(GROUPS)}")
+        cfg = make_model(model, group=group, k=k, num_layers=num_layers).config()
+        t = S.time_grid()
+        return {**cfg, "ts": (t[:S.CHUNK_LEN] - t[0]).tolist()}
+
+    def validate_config(self, cfg: dict) -> dict:
+        from .base import check_model_config
+
+        check_model_config(cfg)
+        if "ts" not in cfg:  # runs written before the time grid was stored: the data's chunks
+            t = S.time_grid()
+            cfg = {**cfg, "ts": (t[:S.CHUNK_LEN] - t[0]).tolist()}
+        if not isinstance(cfg["ts"], list) or len(cfg["ts"]) < 2:
+            raise ValueError("the springs model config's time grid 'ts' must list >= 2 times")
+        return cfg
+
+    def default_lr(self, cfg: dict) -> float:
+        lr = DEFAULT_LR[cfg["model"]]
+        return lr * (0.3 if cfg["model"] == "hlieconv" and cfg.get("group") == "SO2" else 1.0)
+
+    def build_model(self, cfg: dict) -> SpringsModel:
+        return SpringsModel(from_config(cfg))
+
+    def loss_fn(self, model: SpringsModel, cfg: dict, backend: str) -> Callable:
+        m, ts = model.model, chunk_times(cfg)
+        if backend == "jax":
+            from lieconv_jax.train import scan_loss
+
+            jloss = scan_loss(m, ts)
+
+            def loss(params, state, batch, rng):
+                return jloss(params, batch["z"], batch["sys"]), state
+
+            return loss
+
+        def loss(params, state, batch, rng):
+            return m.loss(params, batch["z"], batch["sys"], list(ts)), state
+
+        return loss
+
+    def predict_fn(self, model: SpringsModel, cfg: dict, backend: str) -> Callable:
+        """The model's rollout over the chunk times from each chunk's first state."""
+        return self.rollout_fn(model, chunk_times(cfg), backend)
+
+    def rollout_fn(self, model: SpringsModel, ts: Any, backend: str) -> Callable:
+        m, ts = model.model, tuple(float(t) for t in ts)
+        if backend == "jax":
+            from lieconv_jax.train import scan_rollout
+
+            def roll(params, state, batch, rng):
+                return scan_rollout(m, params, batch["z"][:, 0], batch["sys"], ts)
+
+            return roll
+
+        def roll(params, state, batch, rng):
+            return m.rollout(params, batch["z"][:, 0], batch["sys"], list(ts))
+
+        return roll
+
+    def metrics(self, outputs: np.ndarray, data: Dataset, cfg: dict) -> dict[str, float]:
+        return {"mse": float(np.mean((outputs.astype(np.float64) - data["z"]) ** 2)),
+                "n": len(data)}
+
+    def check(self, ds: Dataset, cfg: dict) -> None:
+        for key in ("z", "sys"):
+            if key not in ds.arrays:
+                raise DataError(f"{ds.source}: missing field {key!r}")
+        check_finite(ds, ("z", "sys"))
+
+
+def split_datasets(n_train: int, n_val: int, n_test: int = 1, seed: int = 0,
+                   center: str = "none") -> dict[str, Dataset]:
+    """Train / val / test chunks of :func:`lieconv_core.data.springs.make_splits` as datasets."""
+    splits = S.make_splits(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, center=center)
+    return {name: Dataset({"z": sp.z, "sys": sp.sys}, f"springs {name} split")
+            for name, sp in splits.items()}
+
+
+# --- evaluation: conservation along long rollouts ------------------------------------------------
+CONSERVED = ("energy", "linear_momentum", "angular_momentum")
+
+
+def conservation(zs: np.ndarray, sys: np.ndarray) -> dict[str, np.ndarray]:
+    """True E, P components and L along trajectories zs (N, T, 2, n, 2) -> each (N, T, c)."""
+    return {"energy": S.energy(zs, sys[:, None])[..., None],
+            "linear_momentum": S.linear_momentum(zs),
+            "angular_momentum": S.angular_momentum(zs)[..., None]}
+
+
+def rel_drift_curves(zs: np.ndarray, sys: np.ndarray) -> dict[str, np.ndarray]:
+    """|X(t) − X(0)| / max(|X(0)|, scale) per system and time, each (N, T); ``scale`` is the
+    mean |X(0)| over the systems (so systems with X(0) ≈ 0 do not divide by ~0)."""
+    out = {}
+    for name, x in conservation(zs, sys).items():
+        dev = np.linalg.norm(x - x[:, :1], axis=-1)
+        x0 = np.linalg.norm(x[:, 0], axis=-1)
+        scale = max(float(np.mean(x0)), 1e-300)
+        out[name] = dev / np.maximum(x0, scale)[:, None]
+    return out
+
+
+def evaluate_run(task: SpringsTask, cfg: dict, model: SpringsModel, runner: Any, config: dict,
+                 n_test: int | None = None, n_rollout: int = 10, rollout_steps: int = 500,
+                 substeps: int = 1, progress: bool = True,
+                 batch_size: int = 200) -> tuple[dict, dict]:
+    """(metrics, arrays for plots): the 5-step MSE on ``n_test`` test chunks (default 400) and
+    long rollouts of ``n_rollout`` test systems over ``rollout_steps`` steps of the data grid,
+    each taken in ``substeps`` RK4 steps (the integrator's share of the drift shrinks with
+    them, the model's does not)."""
+    from ..training.engine import run_outputs
+
+    info, backend = config.get("info", {}), config["eval_backend"]
+    seed, center = info.get("data_seed", 0), info.get("center", "none")
+    n_test = n_test or 400
+    test = split_datasets(1, 1, n_test, seed, center)["test"]
+    bar = _bar(progress, n_test + n_rollout, "evaluate springs")
+    outputs = run_outputs(runner, task.predict_fn(model, cfg, backend), test,
+                          min(batch_size, n_test), progress=bar)
+    zs_true, sys_r, t = S.test_trajectories(n_rollout, seed=seed, center=center,
+                                            n_steps=rollout_steps)
+    t_fine = np.linspace(t[0], t[-1], (len(t) - 1) * substeps + 1)  # the data grid is uniform
+    roll = task.rollout_fn(model, t_fine, backend)
+    preds = []
+    for i in range(0, n_rollout, 10):  # a few systems at a time: progress, bounded memory
+        batch = {"z": zs_true[i:i + 10, :1], "sys": sys_r[i:i + 10]}
+        preds.append(runner.run(roll, batch)[:, ::substeps])
+        if bar is not None:
+            bar.update(len(batch["z"]))
+    if bar is not None:
+        bar.close()
+    zs_pred = np.concatenate(preds)
+    curves = rel_drift_curves(zs_pred.astype(np.float64), sys_r)
+    metrics = {"test_mse": task.metrics(outputs, test, cfg)["mse"],
+               "rollout_mse": float(np.mean((zs_pred - zs_true) ** 2)),
+               **{f"{k}_rel_drift": float(np.mean(np.max(v, axis=1))) for k, v in curves.items()},
+               "n_test": n_test, "n_rollout": n_rollout, "rollout_steps": rollout_steps,
+               "substeps": substeps, "backend": backend, "dtype": config.get("dtype"),
+               "model": {k: v for k, v in cfg.items() if k != "ts"}}
+    return metrics, {"t": t, "true": zs_true, "pred": zs_pred, "curves": curves,
+                     "curves_true": rel_drift_curves(zs_true, sys_r)}
+
+
+def _bar(progress: bool, total: int, desc: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="system", desc=desc, dynamic_ncols=True)
+
+
+def write_plots(run: Any, arrays: dict, title: str = "") -> list[str]:
+    """``trajectories.png`` (a test system, true and predicted) and ``conservation.png`` (mean
+    relative drift of E, P, L over time) in the run folder ``run``."""
+    from ..training.plots import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return []
+    true, pred, t = arrays["true"], arrays["pred"], arrays["t"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i in range(true.shape[3]):
+        line, = ax.plot(true[0, :, 0, i, 0], true[0, :, 0, i, 1], "-", lw=1)
+        ax.plot(pred[0, :, 0, i, 0], pred[0, :, 0, i, 1], "--", lw=1, color=line.get_color())
+    ax.set_title(f"{title} test system 0: true (solid) vs model (dashed)")
+    ax.set_aspect("equal")
+    paths = [str(run.save_figure("trajectories.png", fig))]
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, name in zip(axes, CONSERVED):
+        ax.semilogy(t, np.maximum(np.mean(arrays["curves"][name], axis=0), 1e-18), label="model")
+        ax.semilogy(t, np.maximum(np.mean(arrays["curves_true"][name], axis=0), 1e-18),
+                    label="RK4 ground truth")
+        ax.set_title(f"{name} relative drift")
+        ax.set_xlabel("t")
+        ax.legend()
+    fig.tight_layout()
+    paths.append(str(run.save_figure("conservation.png", fig)))
+    plt.close(fig)
+    return paths
+
+
+def drift_plot(run: Any, rows: list) -> str | None:
+    """``drift.png``: the demo's table as bars (relative drift per model and quantity)."""
+    from ..training.plots import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        ax.bar(np.arange(3) + i * width, np.maximum(r[3:6], 1e-17), width, label=r[0])
+    ax.set_xticks(np.arange(3) + 0.4 - width / 2, [c.replace("_", " ") for c in CONSERVED])
+    ax.set_yscale("log")
+    ax.set_ylabel("relative drift")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = run.save_figure("drift.png", fig)
+    plt.close(fig)
+    return str(path)
+
+
+def trainer(backend: str, model: Any, params: dict | None = None, ts: Any = None, *,
+            seed: int = 0, **kw: Any) -> Any:
+    """The backend trainer of a dynamics ``model`` (e.g. :func:`lieconv_core.dynamics.
+    make_model`'s) on chunks over the times ``ts`` (default: the data's 5-step chunks), for use
+    outside :func:`lieconv_core.training.fit`: ``tr.step({"z": z, "sys": sys})`` takes a batch of
+    chunks z (bs, T, 2, n, 2) and system features (bs, n, 2). ``kw`` goes to
+    :func:`lieconv_core.training.make_trainer` (lr, total_steps, dtype, device, compile, ...)."""
+    from ..training import make_trainer
+
+    task = SpringsTask()
+    cfg = model.config()
+    if ts is None:
+        t = S.time_grid()
+        ts = t[:S.CHUNK_LEN] - t[0]
+    cfg = {**cfg, "ts": [float(t) for t in ts]}
+    wrapped = SpringsModel(model)
+    host = params if params is not None else model.init_host(np.random.default_rng(seed))
+    return make_trainer(backend, task.loss_fn(wrapped, cfg, backend), host, {}, **kw)
+
+
+def rollout(runner: Any, backend: str, model: Any, z0: np.ndarray, sys: np.ndarray,
+            ts: Any) -> np.ndarray:
+    """The RK4 rollout (bs, T, 2, n, 2) of a dynamics ``model`` from z0 (bs, 2, n, 2) on a
+    trainer or runner ``runner`` (its parameters)."""
+    fn = SpringsTask().rollout_fn(SpringsModel(model), ts, backend)
+    return runner.run(fn, {"z": z0[:, None], "sys": sys})

@@ -1,0 +1,461 @@
+"""One training engine for every task: :func:`fit`, :func:`evaluate` and :func:`predict`.
+
+:func:`fit` runs epochs of minibatches (prepared on the host by a background thread), evaluates
+the validation set at the end of each epoch (and every ``eval_every`` steps), keeps the best
+weights (``model.safetensors``), checkpoints the latest weights, optimizer state and history as
+one file (``last.safetensors``), stops early after ``patience`` evaluations without improvement,
+follows a warm-up + cosine schedule, resumes, shows a progress bar with samples/s and ETA, and
+writes ``history.json``, ``metrics.json`` and ``curves.png``.
+
+The step itself is done by a backend trainer (``lieconv_torch.train.TorchTrainer``,
+``lieconv_jax.train.JaxTrainer``): "value and gradient of the task's loss of (params, state,
+batch), then an optimizer step". Importing this module imports no framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import io
+from ..nn.module import flatten, unflatten
+from ..tasks.base import Dataset, Task, pad_batch
+from .loader import Batches, chunks, epoch_order, step_seed
+from .rundir import CONFIG, HISTORY, LAST, METRICS, WEIGHTS, RunDir, RunDirError
+
+TRAINERS = {"torch": "lieconv_torch.train:TorchTrainer", "jax": "lieconv_jax.train:JaxTrainer"}
+#: settings that a resumed run must share with the run it continues
+RESUME_KEYS = ("batch_size", "lr", "seed", "warmup_epochs", "eval_every")
+#: settings a resumed run may change (recorded in the history and the config)
+CHANGEABLE = ("epochs", "patience")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss)."""
+
+
+# --- backends ------------------------------------------------------------------------------------
+def trainer_class(backend: str) -> Any:
+    if backend not in TRAINERS:
+        raise ValueError(f"unknown training backend {backend!r}; choose one of: "
+                         f"{', '.join(TRAINERS)} (training needs automatic differentiation)")
+    mod, cls = TRAINERS[backend].split(":")
+    try:
+        return getattr(importlib.import_module(mod), cls)
+    except ImportError as exc:
+        raise RuntimeError(f"backend {backend!r} is not installed ({exc}); "
+                           f"pip install 'lieconv[{backend}]'") from exc
+
+
+def resolve_device(backend: str, device: str | None) -> Any:
+    """A device string ("cpu", "cuda:1" for torch; "cpu", "gpu:0" for jax) -> the framework's
+    device object, or None for the trainer's default. ValueError / RuntimeError naming it when
+    it does not exist here."""
+    if device is None:
+        return None
+    trainer_class(backend)  # the unknown-backend error
+    return importlib.import_module(TRAINERS[backend].split(":")[0]).resolve_device(device)
+
+
+def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: float = 0.0,
+                 total_steps: int = 1, warmup_steps: int = 0, dtype: str = "float32",
+                 device: str | None = None, opt_state: dict | None = None,
+                 compile: bool = False) -> Any:
+    """The backend's trainer for ``loss_fn`` (nested params and state as host arrays)."""
+    if compile and backend != "torch":
+        raise ValueError(f"--compile is for the torch backend (jax always jits its step), "
+                         f"got backend {backend!r}")
+    dev = resolve_device(backend, device)
+    kw = {} if dev is None else {"device": dev}
+    if compile:
+        kw["compile"] = True
+    return trainer_class(backend)(loss_fn, params, state, lr=lr, total_steps=total_steps,
+                                  warmup_steps=warmup_steps, dtype=dtype, opt_state=opt_state,
+                                  **kw)
+
+
+class HostRunner:
+    """Runs eval functions on an array-API namespace without autodiff (numpy,
+    array_api_strict): what :func:`evaluate` and :func:`predict` use on those backends."""
+
+    def __init__(self, backend: str, params: dict, state: dict, dtype: str = "float64"):
+        from .._backend import namespace_for
+        from ..nn.module import resolve_dtype, to_backend
+
+        self.xp = namespace_for(backend)
+        self.dtype = resolve_dtype(self.xp, dtype)
+        self.params = to_backend(params, self.xp, self.dtype)
+        self.state = to_backend(state, self.xp, self.dtype)
+
+    def run(self, fn: Any, batch: dict, seed: int = 0) -> Any:
+        from ..nn.module import to_backend
+
+        out = fn(self.params, self.state, to_backend(batch, self.xp, self.dtype), int(seed))
+        return np.asarray(out)
+
+
+def runner_for(backend: str, task: Task, model: Any, cfg: dict, params: dict, state: dict,
+               dtype: str, device: str | None = None) -> Any:
+    """Something with ``run(fn, batch, seed)`` on ``backend`` holding params and state."""
+    if backend in TRAINERS:
+        return make_trainer(backend, task.loss_fn(model, cfg, backend), params, state,
+                            dtype=dtype, device=device)
+    return HostRunner(backend, params, state, dtype)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+def save_checkpoint(run: RunDir, name: str, trainer: Any, history: dict | None = None,
+                    with_opt: bool = False) -> None:
+    """Params, state (``state.*``) and, for ``last.safetensors``, the optimizer state and the
+    history (in the metadata): one file, written atomically."""
+    flat = dict(trainer.params_host())
+    flat.update({f"state.{k}": v for k, v in trainer.state_host().items()})
+    if with_opt:
+        flat.update(trainer.opt_state_host())
+    meta = {"step": trainer.count}
+    if history is not None:
+        meta["history"] = json.dumps(history, allow_nan=False)
+    io.save_tensors(run.file(name), flat, meta)
+
+
+def split_flat(flat: dict) -> tuple[dict, dict, dict]:
+    """{name: array} of a checkpoint -> (params, state, optimizer state) flat dicts."""
+    params = {k: v for k, v in flat.items() if not k.startswith(("state.", "opt."))}
+    state = {k[len("state."):]: v for k, v in flat.items() if k.startswith("state.")}
+    opt = {k: v for k, v in flat.items() if k.startswith("opt.")}
+    return params, state, opt
+
+
+def check_against(model: Any, params: dict, state: dict, source: str) -> None:
+    """CheckpointError unless params and state have the model's names and shapes."""
+    p_host, s_host = model.init_host(np.random.default_rng(0))
+    _compare(flatten(p_host), params, f"{source} (parameters)")
+    want_s = flatten(s_host)
+    # states saved before the running-average radius lack "r_train" / "r_count"
+    got_s = _upgrade_state(want_s, state)
+    _compare(want_s, got_s, f"{source} (state)")
+
+
+def _upgrade_state(want: dict, got: dict) -> dict:
+    out = dict(got)
+    for k in want:
+        if k.endswith(".r_train") and k not in out and k[:-len("_train")] in out:
+            out[k] = out[k[:-len("_train")]]
+        if k.endswith(".r_count") and k not in out:
+            out[k] = np.asarray(0.0)
+    return out
+
+
+def _compare(want: dict, got: dict, source: str) -> None:
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    bad = sorted(k for k in set(want) & set(got)
+                 if tuple(np.shape(got[k])) != tuple(np.shape(want[k])))
+    if missing or extra or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if extra:
+            parts.append(f"unexpected {extra[:5]}")
+        if bad:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k}: {tuple(np.shape(got[k]))} vs {tuple(np.shape(want[k]))}" for k in bad[:5]))
+        raise io.CheckpointError(f"{source} does not fit the model config: " + "; ".join(parts))
+
+
+def load_checkpoint(path: Path, model: Any) -> tuple[dict, dict, dict, dict]:
+    """(params, state, optimizer state, history or {}) of a checkpoint file, checked against
+    ``model`` (names and shapes) and against its stored sha256."""
+    flat, meta = io.load_tensors(path)
+    params, state, opt = split_flat(flat)
+    check_against(model, params, state, str(path))
+    p_host, s_host = model.init_host(np.random.default_rng(0))
+    state = _upgrade_state(flatten(s_host), state)
+    history = {}
+    if "history" in meta:
+        try:
+            history = json.loads(meta["history"])
+        except json.JSONDecodeError as exc:
+            raise io.CheckpointError(f"{path}: its stored history is not valid JSON") from exc
+    return unflatten(params), unflatten(state), opt, history
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+def run_outputs(runner: Any, fn: Any, data: Dataset, batch_size: int, seed: int = 0,
+                keys: tuple[str, ...] | None = None, progress: Any = None,
+                prepare: Any = None) -> np.ndarray:
+    """``fn`` over ``data`` in batches of ``batch_size`` (the last one padded, so every call has
+    the same shapes; ``prepare(batch)`` first, e.g. a task's :meth:`~Task.inputs`); outputs
+    concatenated along the first axis."""
+    outs = []
+    for i, sl in enumerate(chunks(len(data), batch_size)):
+        batch = data.take(sl)
+        if prepare is not None:
+            batch = prepare(batch)
+        if keys is not None:
+            batch = {k: batch[k] for k in keys if k in batch}
+        batch, n = pad_batch(batch, batch_size)
+        out = runner.run(fn, batch, seed + i)
+        outs.append(np.asarray(out)[:n])
+        if progress is not None:
+            progress.update(n)
+    return np.concatenate(outs, axis=0)
+
+
+def evaluate(task: Task, cfg: dict, runner: Any, fn: Any, data: Dataset, batch_size: int,
+             seed: int = 0, progress: Any = None) -> tuple[dict, np.ndarray]:
+    """(metrics, outputs) of the eval function ``fn`` on ``data``."""
+    outputs = run_outputs(runner, fn, data, min(batch_size, max(len(data), 1)), seed,
+                          progress=progress, prepare=lambda b: task.inputs(b, cfg))
+    return task.metrics(outputs, data, cfg), outputs
+
+
+# --- fit -----------------------------------------------------------------------------------------
+def _check_settings(epochs: int, batch_size: int, lr: float, patience: int | None,
+                    max_steps: int | None, warmup_epochs: float, eval_every: int | None) -> None:
+    checks = [("epochs", epochs, epochs >= 1), ("batch_size", batch_size, batch_size >= 1),
+              ("lr", lr, lr > 0 and math.isfinite(lr)),
+              ("patience", patience, patience is None or patience >= 1),
+              ("max_steps", max_steps, max_steps is None or max_steps >= 1),
+              ("warmup_epochs", warmup_epochs, 0 <= warmup_epochs < epochs),
+              ("eval_every", eval_every, eval_every is None or eval_every >= 1)]
+    for name, val, ok in checks:
+        if not ok:
+            raise ValueError(f"{name} out of range: {val!r}")
+
+
+def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
+        backend: str = "torch", epochs: int = 10, batch_size: int = 32, lr: float = 1e-3,
+        seed: int = 0, dtype: str = "float32", warmup_epochs: float = 0.0,
+        patience: int | None = None, max_steps: int | None = None,
+        eval_every: int | None = None, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, device: str | None = None, compile: bool = False,
+        info: dict | None = None, eval_batch_size: int | None = None) -> dict:
+    """Train the model that ``cfg`` describes on ``data["train"]``, validating on
+    ``data["val"]``, and write the run folder ``out``; returns the history.
+
+    ``resume`` continues ``out`` from its last checkpoint (settings must match); without it
+    ``out`` must be new or empty unless ``overwrite``. ``max_steps`` stops after that many
+    optimizer steps in total. ``info`` is stored in ``config.json`` (e.g. the data's origin).
+    """
+    _check_settings(epochs, batch_size, lr, patience, max_steps, warmup_epochs, eval_every)
+    if compile and task.draws:
+        raise ValueError(f"--compile needs a model that draws no random numbers; the "
+                         f"{task.name} task's model does")
+    train, val = data["train"], data["val"]
+    for ds in (train, val):
+        task.check(ds, cfg)
+    batch_size = min(batch_size, len(train))
+    steps_per_epoch = len(train) // batch_size
+    total_steps = epochs * steps_per_epoch
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "warmup_epochs": warmup_epochs, "patience": patience, "eval_every": eval_every,
+                "n_train": len(train), "n_val": len(val)}
+    config = {"task": task.name, "model": cfg, "dtype": dtype, "backend": backend,
+              "train": settings, "info": info or {}}
+    model = task.build_model(cfg)
+    loss_fn = task.loss_fn(model, cfg, backend)
+    predict_fn = task.predict_fn(model, cfg, backend)
+    run = RunDir.open(out, "resume" if resume else "new", overwrite=overwrite)
+    with run:
+        if resume:
+            params, state, opt_state, history = _resume(run, config, model)
+        else:
+            params, state = model.init_host(np.random.default_rng(seed))
+            opt_state, history = None, new_history()
+            run.write_json(CONFIG, config)
+        trainer = make_trainer(backend, loss_fn, params, state, lr=lr, total_steps=total_steps,
+                               warmup_steps=round(warmup_epochs * steps_per_epoch), dtype=dtype,
+                               device=device, opt_state=opt_state, compile=compile)
+        loop = _Loop(task, cfg, run, trainer, predict_fn, train, val, history, settings,
+                     max_steps, progress, eval_batch_size or batch_size)
+        loop.run()
+        history["trainer"] = trainer
+        return history
+
+
+def new_history() -> dict:
+    return {"epoch": 0, "batch": 0, "step_loss": [], "evals": [], "best": None,
+            "best_step": None, "stale": 0, "train_seconds": 0.0, "data_wait_seconds": 0.0,
+            "done": False, "changes": []}
+
+
+def _resume(run: RunDir, config: dict, model: Any) -> tuple[dict, dict, dict, dict]:
+    saved = run.read_json(CONFIG)
+    if not isinstance(saved, dict):
+        raise io.CheckpointError(f"{run.file(CONFIG)} is not a run config (a JSON object)")
+    if saved.get("task") != config["task"] or saved.get("model") != config["model"]:
+        raise io.CheckpointError(f"cannot resume: {run.file(CONFIG)} describes another task or "
+                                 f"model ({saved.get('task')}: {saved.get('model')})")
+    old = saved.get("train", {})
+    diff = [f"{k} {old.get(k)!r} -> {config['train'][k]!r}" for k in RESUME_KEYS
+            if old.get(k) != config["train"][k]]
+    if saved.get("dtype") != config["dtype"]:
+        diff.append(f"dtype {saved.get('dtype')!r} -> {config['dtype']!r}")
+    if diff:
+        raise io.CheckpointError("cannot resume with different settings (" + "; ".join(diff)
+                                 + "): pass the run's own settings, or start a new run")
+    params, state, opt, history = load_checkpoint(run.file(LAST), model)
+    changes = [f"{k} {old.get(k)!r} -> {config['train'][k]!r}" for k in CHANGEABLE
+               if old.get(k) != config["train"][k]]
+    if changes:
+        history.setdefault("changes", []).append(
+            f"resumed at step {len(history.get('step_loss', []))}: " + "; ".join(changes))
+        run.write_json(CONFIG, {**saved, "train": {**old, **{k: config["train"][k]
+                                                               for k in CHANGEABLE}}})
+    need = set(new_history())
+    if not need <= set(history):
+        raise io.CheckpointError(f"{run.file(LAST)} holds no complete training history "
+                                 f"(missing {sorted(need - set(history))})")
+    if "opt.count" not in opt:
+        raise io.CheckpointError(f"{run.file(LAST)} holds no optimizer state")
+    if int(np.asarray(opt["opt.count"]).reshape(-1)[0]) != len(history["step_loss"]):
+        raise io.CheckpointError(f"{run.file(LAST)}: optimizer step count and history disagree")
+    return params, state, opt, history
+
+
+class _Loop:
+    """The epochs of :func:`fit` (its state lives in ``history``, saved with each checkpoint)."""
+
+    def __init__(self, task, cfg, run, trainer, predict_fn, train, val, history, settings,
+                 max_steps, progress, eval_batch_size):
+        self.task, self.cfg, self.run_dir, self.trainer = task, cfg, run, trainer
+        self.predict_fn, self.train, self.val, self.h = predict_fn, train, val, history
+        self.s, self.max_steps, self.eval_bs = settings, max_steps, eval_batch_size
+        self.primary, self.maximize = task.primary_for(cfg)
+        self.bar = _bar(progress, settings, trainer.count, task.name)
+
+    def _augment(self, batch: dict, gen: np.random.Generator) -> dict:
+        return self.task.augment(self.task.inputs(batch, self.cfg), gen, self.cfg)
+
+    def run(self) -> None:
+        h, s = self.h, self.s
+        try:
+            while h["epoch"] < s["epochs"] and not self._stopping():
+                self._epoch()
+            h["done"] = True
+            self._finish()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _stopping(self) -> bool:
+        h, s = self.h, self.s
+        if s["patience"] is not None and h["stale"] >= s["patience"]:
+            return True
+        return self.max_steps is not None and self.trainer.count >= self.max_steps
+
+    def _epoch(self) -> None:
+        h, s, tr = self.h, self.s, self.trainer
+        order = epoch_order(len(self.train), s["batch_size"], s["seed"], h["epoch"])
+        batches = Batches(self.train, order, s["seed"], h["epoch"],
+                          self._augment, start=h["batch"])
+        t_last = time.perf_counter()
+        for batch in batches:
+            if self._stopping():
+                break
+            loss = tr.step(batch, step_seed(s["seed"], tr.count))
+            if not math.isfinite(loss):
+                raise TrainingError(f"training loss became {loss} at step {tr.count}; lower "
+                                    "the learning rate or use float64")
+            now = time.perf_counter()
+            h["train_seconds"] += now - t_last
+            h["step_loss"].append(loss)
+            h["batch"] += 1
+            if self.bar is not None:
+                self.bar.update(s["batch_size"])
+                self.bar.set_postfix(loss=f"{loss:.3g}", refresh=False)
+            if s["eval_every"] and tr.count % s["eval_every"] == 0 and h["batch"] < len(order):
+                self._evaluate()
+            t_last = time.perf_counter()
+        h["data_wait_seconds"] += batches.wait_seconds
+        if h["batch"] >= len(order):
+            h["epoch"] += 1
+            h["batch"] = 0
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        h, tr = self.h, self.trainer
+        metrics, _ = evaluate(self.task, self.cfg, tr, self.predict_fn, self.val, self.eval_bs,
+                              seed=10_000)
+        n_new = tr.count - sum(e["steps"] for e in h["evals"])
+        recent = h["step_loss"][len(h["step_loss"]) - n_new:] if n_new else []
+        entry = {"step": tr.count, "steps": n_new, "epoch": h["epoch"] + h["batch"] / max(
+            1, len(self.train) // self.s["batch_size"]), "train_seconds": h["train_seconds"],
+            "train_loss": float(np.mean(recent)) if recent else None, "val": metrics}
+        h["evals"].append(entry)
+        value = metrics[self.primary]
+        better = h["best"] is None or (value > h["best"] if self.maximize else value < h["best"])
+        if better:
+            h["best"], h["best_step"], h["stale"] = value, tr.count, 0
+            save_checkpoint(self.run_dir, WEIGHTS, tr)
+        else:
+            h["stale"] += 1
+        save_checkpoint(self.run_dir, LAST, tr, _plain(h), with_opt=True)
+        self.run_dir.write_json(HISTORY, _plain(h))
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{entry['train_loss'] or float('nan'):.3g}",
+                                 **{f"val_{self.primary}": f"{value:.4g}"})
+
+    def _finish(self) -> None:
+        h = self.h
+        best = next((e for e in h["evals"] if e["step"] == h["best_step"]), None)
+        steps = len(h["step_loss"])
+        metrics = {"task": self.task.name, "best_step": h["best_step"],
+                   f"best_val_{self.primary}": h["best"], "best_val": best and best["val"],
+                   "last_val": h["evals"][-1]["val"] if h["evals"] else None,
+                   "steps": steps, "epochs": h["epoch"], "train_seconds": h["train_seconds"],
+                   "data_wait_fraction": h["data_wait_seconds"] / max(h["train_seconds"], 1e-9),
+                   "samples_per_second": steps * self.s["batch_size"] / max(
+                       h["train_seconds"], 1e-9)}
+        self.run_dir.write_json(METRICS, metrics)
+        from .plots import training_curves
+
+        training_curves(self.run_dir, h, self.primary)
+
+
+def _plain(h: dict) -> dict:
+    return {k: v for k, v in h.items() if k != "trainer"}
+
+
+def _bar(progress: bool, s: dict, done_steps: int, name: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    total = s["epochs"] * (s["n_train"] // s["batch_size"]) * s["batch_size"]
+    return tqdm(total=total, initial=min(done_steps * s["batch_size"], total), unit="sample",
+                unit_scale=False, desc=f"train {name}", dynamic_ncols=True)
+
+
+# --- loading a run -------------------------------------------------------------------------------
+def load_run(path: str | Path, name: str = WEIGHTS) -> tuple[Task, dict, Any, dict, dict, dict]:
+    """(task, model config, model, params, state, run config) of a run folder's ``name``
+    checkpoint, as host arrays. The config is checked (sizes bounded) before the model is built
+    and the weights are checked against it."""
+    from ..tasks import get_task
+    from .rundir import read_json, refuse_symlink
+
+    path = Path(path)
+    try:
+        refuse_symlink(path, "folder")
+        if not path.is_dir():
+            raise io.CheckpointError(f"checkpoint folder {path} does not exist")
+        config = read_json(path / CONFIG, "run config")
+    except RunDirError as exc:
+        raise io.CheckpointError(str(exc)) from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise io.CheckpointError(f"{path / CONFIG} has no model config (a JSON object)")
+    try:
+        task = get_task(config.get("task", "springs"))
+        cfg = task.validate_config(config["model"])
+        model = task.build_model(cfg)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise io.CheckpointError(f"{path / CONFIG}: {exc}") from exc
+    params, state, _, _ = load_checkpoint(path / name, model)
+    return task, cfg, model, params, state, config
