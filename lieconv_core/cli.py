@@ -141,11 +141,9 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
     if key not in train.arrays:
         raise DataError(f"{args.data}: --kind {kind} needs the field {key!r}")
     n_out = int(train["labels"].max()) + 1 if kind == "classify" else train["targets"].shape[1]
-    if kind == "classify" and key in val.arrays:
-        n_out = max(n_out, int(val["labels"].max()) + 1)
     cfg = task.model_config(kind, args.group or "SE2", train["values"].shape[-1], n_out, args.k,
                             args.num_layers, args.nbhd, args.fill, args.liftsamples, args.alpha,
-                            knn=args.knn, augment=not args.no_augment)
+                            knn=args.knn, augment=not args.no_augment, bn=P.use_bn(train))
     return task, clouds.standardise(cfg, train), {"train": train, "val": val}, {
         "data": str(args.data), "val_data": str(args.val_data) if args.val_data else None}
 
@@ -157,7 +155,7 @@ def _sizes(args: argparse.Namespace) -> dict:
 
 #: training defaults per task: (epochs, batch size, lr)
 TRAIN_DEFAULTS = {"springs": (100, 200, None), "rotmnist": (20, 25, 3e-3),
-                  "qm9": (20, 75, 3e-3), "pointcloud": (20, 32, 3e-3)}
+                  "qm9": (20, 75, 3e-3), "pointcloud": (20, 32, 1e-2)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -220,7 +220,7 @@ class LieConv(Model):
         else:
             # no batch statistics: queries are independent, so process them in chunks that keep
             # the (chunk, k, ·) pair arrays within ``chunk_elems`` elements
-            layers = [self._folded(xp, params["wn"][str(i)], state["wn"].get(str(i)))
+            layers = [self._folded(xp, params["wn"][str(i)], state.get("wn", {}).get(str(i)))
                       for i in range(3)]
             m = nbr_mask.shape[1]
             step = self.query_chunk(bs, m, nbr_mask.shape[2], ad.chunk_elems(values))

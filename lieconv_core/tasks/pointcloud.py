@@ -36,7 +36,7 @@ from .clouds import CloudTask, standardise, validate_kind
 
 #: defaults for your own data: small enough to train in minutes on a CPU
 DEFAULTS = {"k": 64, "num_layers": 3, "nbhd": 16, "fill": 0.25, "liftsamples": None,
-            "epochs": 20, "batch_size": 32, "lr": 3e-3}
+            "epochs": 20, "batch_size": 32, "lr": 1e-2}
 
 
 class PointCloudTask(CloudTask):
@@ -46,8 +46,9 @@ class PointCloudTask(CloudTask):
                      k: int | None = None, num_layers: int | None = None,
                      nbhd: int | None = None, fill: float | None = None,
                      liftsamples: int | None = None, alpha: float | None = None,
-                     knn: bool = False, augment: bool = True) -> dict:
-        """A model config for your data (defaults in :data:`DEFAULTS`)."""
+                     knn: bool = False, augment: bool = True, bn: bool = True) -> dict:
+        """A model config for your data (defaults in :data:`DEFAULTS`). ``bn``: batch norm
+        (:func:`use_bn` decides it from the data: off for constant features)."""
         validate_kind(kind)
         g = make_group(group, alpha)
         ns = liftsamples or DEFAULTS["liftsamples"] or (2 if g.random_lift else 1)
@@ -56,7 +57,7 @@ class PointCloudTask(CloudTask):
                "num_layers": int(DEFAULTS["num_layers"] if num_layers is None else num_layers),
                "nbhd": int(nbhd or DEFAULTS["nbhd"]),
                "fill": float(fill or DEFAULTS["fill"]), "liftsamples": int(ns),
-               "knn": bool(knn), "augment": bool(augment)}
+               "knn": bool(knn), "augment": bool(augment), "bn": bool(bn)}
         if alpha is not None:
             cfg["alpha"] = float(alpha)
         return self.validate_config(cfg)
@@ -67,6 +68,15 @@ class PointCloudTask(CloudTask):
             return batch
         group = make_group(cfg["group"], cfg.get("alpha"))
         return {**batch, "coords": random_motion(group, batch["coords"], gen)}
+
+
+def use_bn(train: Dataset) -> bool:
+    """Batch norm unless every point of every training cloud has the same features (e.g. the
+    default ones): then the first normalisation sees channels of zero variance, which it maps
+    to 0 in training, while in eval the running mean lags the moving weights and the running
+    variance decays towards 0, so eval outputs blow up."""
+    v = train["values"][train["mask"]]
+    return bool(len(v) and np.any(v != v[:1]))
 
 
 def from_arrays(coords: Any, values: Any = None, mask: Any = None, labels: Any = None,
@@ -187,7 +197,8 @@ class _Estimator:
         c = train["values"].shape[-1]
         n_out = int(train["labels"].max()) + 1 if self.kind == "classify" else \
             train["targets"].shape[1]
-        cfg = self.task.model_config(self.kind, self.group, c, n_out, **self.model_kw)
+        kw = {"bn": use_bn(train), **self.model_kw}
+        cfg = self.task.model_config(self.kind, self.group, c, n_out, **kw)
         self.cfg = standardise(cfg, train)
         fit(self.task, self.cfg, {"train": train, "val": valid}, out, backend=self.backend,
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
