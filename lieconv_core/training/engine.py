@@ -314,6 +314,13 @@ def _resume(run: RunDir, config: dict, model: Any) -> tuple[dict, dict, dict, di
                                  f"(missing {sorted(need - set(history))})")
     if "opt.count" not in opt:
         raise io.CheckpointError(f"{run.file(LAST)} holds no optimizer state")
+    for name, value in flatten(params).items():
+        for slot in ("mu", "nu"):
+            got = opt.get(f"opt.{slot}.{name}")
+            if got is None or tuple(np.shape(got)) != tuple(np.shape(value)):
+                raise io.CheckpointError(
+                    f"{run.file(LAST)}: the optimizer state of {name!r} ({slot}) is missing or "
+                    f"has the wrong shape ({None if got is None else np.shape(got)})")
     if int(np.asarray(opt["opt.count"]).reshape(-1)[0]) != len(history["step_loss"]):
         raise io.CheckpointError(f"{run.file(LAST)}: optimizer step count and history disagree")
     return params, state, opt, history
