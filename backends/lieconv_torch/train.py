@@ -43,12 +43,12 @@ class TorchTrainer:
                  dtype: str = "float32", device: Any = "cpu", opt_state: dict | None = None,
                  compile: bool = False):
         """``compile``: run :meth:`step`'s loss and parameter gradients as one
-        ``torch.compile``-d ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.
-        functional_mode`), compiled at the first step of each time grid (and again for a new
-        batch size); inductor fuses the elementwise work of the double backprop. The first step
-        then takes minutes (the springs model at the paper's size: 326 s with a cold inductor
-        cache, 28 s warm), the later ones less than eager's (docs/benchmarks.md); the same
-        numbers up to float rounding."""
+        ``torch.compile``-d ``torch.func.grad_and_value`` (see
+        :func:`lieconv_torch.adapter.functional_mode`), compiled at the first step of each time
+        grid (and again for a new batch size); inductor fuses the elementwise work of the double
+        backprop. The first step then takes minutes at the paper's size (less with a warm
+        inductor cache), the later ones less than eager's; the same numbers up to float
+        rounding."""
         self.model, self.lr, self.total_steps = model, float(lr), int(total_steps)
         self.compile = bool(compile)
         self._compiled: dict[tuple, Any] = {}

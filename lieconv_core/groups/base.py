@@ -80,7 +80,7 @@ class Group:
 
     def random_element(self, xp: Any, shape: tuple[int, ...], draws: Any, dtype: Any,
                        device: Any) -> Any:
-        """Random group elements as algebra coordinates (*shape, lie_dim) (tests, augmentation)."""
+        """Random elements as algebra coordinates ``(*shape, lie_dim)`` (tests, augmentation)."""
         raise NotImplementedError
 
     def act_on_points(self, xp: Any, g: Any, coords: Any) -> Any:
