@@ -1,5 +1,5 @@
 """Shared pieces of the asv benchmarks: the ``backend:device`` parameter, synchronisation, host
-inputs, compiled forward / training-step closures, and the paper workloads of DESIGN §8.
+inputs, compiled forward / training-step closures, and the paper workloads.
 
 Every benchmark class is parametrised over :data:`BACKENDS`; a spec whose framework or device is
 missing raises ``NotImplementedError`` in ``setup`` and asv records it as skipped (n/a). Timed
@@ -156,7 +156,7 @@ def count_gflop(fn: Any) -> float:
 
 def layer_flops(n: int, k: int, c: int, d: int, cin: int | None = None,
                 cout: int | None = None) -> float:
-    """FLOPs of one LieConv layer (DESIGN §8): weight net 2·N·k·(32d + 32·32 + 32·16),
+    """FLOPs of one LieConv layer: weight net 2·N·k·(32d + 32·32 + 32·16),
     contraction 2·N·k·C·16, output linear 2·N·16·C_in·C_out."""
     cin = c if cin is None else cin
     cout = c if cout is None else cout
@@ -194,7 +194,7 @@ def point_cloud(n: int, d: int = 3, bs: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(size=(bs, n, d))
 
 
-# --- the paper workloads (DESIGN §4, §8) ---------------------------------------------------------
+# --- the paper workloads ----------------------------------------------------------------------
 
 def image_model(group_name: str) -> Any:
     """The RotMNIST LieResNet (paper config; FPS indices cached): T(2) or SE(2) (α = 0.05)."""
@@ -203,13 +203,13 @@ def image_model(group_name: str) -> Any:
 
 
 def molecule_model(group_name: str) -> Any:
-    """The QM9-like LieResNet of DESIGN §8: T(3) k=256, 6 layers, nbhd 100, fill 1; SE(3): α = 0.2,
+    """The QM9-like LieResNet: T(3) k=256, 6 layers, nbhd 100, fill 1; SE(3): α = 0.2,
     liftsamples 4, nbhd 25, fill 0.5."""
     return molecule_lieresnet({"T3": T(3), "SE3": SE3(0.2)}[group_name], k=256)
 
 
 WORKLOADS = ["qm9_T3", "qm9_SE3", "rotmnist_T2", "rotmnist_SE2"]
-#: DESIGN §8: the original implementation on a 2-core CPU (torch 2.13, 2 threads), seconds
+#: reference times of the original implementation on a 2-core CPU (torch 2.13, 2 threads), s
 ORIGINAL_S = {"qm9_T3": (0.064, 0.245), "qm9_SE3": (0.351, 1.25), "rotmnist_T2": (2.7, 1.6),
               "rotmnist_SE2": (4.0, 14.5)}
 

@@ -1,4 +1,4 @@
-"""asv benchmark of the springs training step of the paper (DESIGN §8): HLieResNet T(2), k=384,
+"""asv benchmark of the springs training step of the paper: HLieResNet T(2), k=384,
 4 layers, batch 200, float32; one step = 5-point RK4 rollout (each vector field a gradient of the
 learned H) + backward (double backprop) + Adam, on torch (eager) and jax (jitted step).
 
@@ -191,8 +191,8 @@ def _original_step(z: np.ndarray, sysp: np.ndarray, ts: np.ndarray):
 
 class SpringsOriginal:
     """The original implementation's springs training step on this machine, and this library's
-    torch step as a multiple of its speed: DESIGN §8's 8.7 s was timed on another machine, and
-    the issue's goal (8.7 → 2.9 s) is 3× on the same machine. Runs only where
+    torch step as a multiple of its speed, both timed in turns on the same machine, so the ratio
+    does not depend on the machine's speed the way a reference time does. Runs only where
     ``LIECONV_ORIGINAL_SRC`` names a directory the original imports from (:data:`ORIGINAL_ENV`);
     skipped otherwise."""
 

@@ -1,9 +1,10 @@
-"""The paper workloads of DESIGN §8: QM9-like T(3) / SE(3) and RotMNIST T(2) / SE(2), exact
+"""The paper workloads: QM9-like T(3) / SE(3) and RotMNIST T(2) / SE(2), exact
 configs, float32. Forward = eval-mode forward of one batch; training step = forward in training
 mode + loss (L1 / cross-entropy) + backward + Adam (torch.optim.Adam; jax.grad + optax.adam,
 jitted). Compilation and the first (FPS-caching) calls happen in setup.
 
-DESIGN §8's original times (torch 2.13, 2-core CPU) are in ``_common.ORIGINAL_S``.
+Reference times of the original implementation (torch 2.13, 2-core CPU) are in
+``_common.ORIGINAL_S``.
 """
 
 from ._common import BACKENDS, WORKLOADS, Bench, Runner, count_gflop, run_synced, workload

@@ -1,4 +1,4 @@
-"""The LieConv layer (DESIGN §4), functional and written once against the array API.
+"""The LieConv layer of the paper, functional and written once against the array API.
 
 One forward pass: (1) subsample queries by farthest point sampling under the group distance;
 (2) find neighbourhoods (random subset of the ball of radius r, or kNN), chunked so the

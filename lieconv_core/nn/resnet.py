@@ -1,4 +1,4 @@
-"""BottleBlock, GlobalPool and LieResNet (DESIGN §4), functional."""
+"""BottleBlock, GlobalPool and LieResNet (as in the paper), functional."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Triton kernels for the three hot spots of a LieConv layer (DESIGN §4, §8).
+"""Triton kernels for the three hot spots of a LieConv layer.
 
 * :func:`fps_kernel` - farthest point sampling, one program per cloud, all m steps in one launch.
 * :func:`ball_kernel` / :func:`knn_kernel` - neighbour search with distances computed on the fly
