@@ -22,21 +22,21 @@ from .groups.base import sqrt_sum_squares
 
 #: bound on the number of (query, point) pairs held at once by the neighbour search
 #: (:meth:`ReferenceAdapter.chunk_pairs`). On CPUs its ~25 elementwise passes per chunk run
-#: fastest when a chunk's float32 arrays stay within L2/L3 cache: 2^19 pairs (2 MiB per array;
-#: RotMNIST SE(2) first-layer search torch 819 -> 511 ms, numpy 1193 -> 863 ms against 2^21);
+#: fastest when a chunk's float32 arrays stay within L2/L3 cache: 2^19 pairs (2 MiB per array,
+#: noticeably faster than 2^21 on the RotMNIST SE(2) first-layer search, torch and numpy);
 #: on accelerators and under jit (XLA fuses the passes) the larger 2^21 chunk, fewer launches.
 CHUNK_PAIRS_HOST = 1 << 19
 CHUNK_PAIRS = 1 << 21
 #: LieConv's aggregation: bound (elements) on the (bs, chunk, k, width) pair arrays of one query
 #: chunk (:meth:`ReferenceAdapter.chunk_elems`). On CPUs, 2^21 (8 MiB float32) keeps each
 #: temporary within the malloc arena, which reuses it hot, where larger ones are mapped fresh
-#: and page-faulted on every allocation (RotMNIST SE(2) forward: ~15% faster on torch and
+#: and page-faulted on every allocation (the RotMNIST SE(2) forward is faster on torch and
 #: numpy than with 2^24); on accelerators, with caching allocators and launch costs, 2^24.
 CHUNK_ELEMS_HOST = 1 << 21
 CHUNK_ELEMS_DEVICE = 1 << 24
 #: a linear layer is "wide" where in >= WIDE_IN·out (LieConv's output linear, 16·chin -> chout):
 #: the torch and jax adapters differentiate its weight as an (out, in) product, gᵀ @ x, which CPU
-#: BLAS runs faster than xᵀ @ g for such shapes (docs/benchmarks.md)
+#: BLAS runs faster than xᵀ @ g for such shapes
 WIDE_IN = 8
 
 

@@ -85,7 +85,7 @@ def median_time(fn: Any, b: Bench, repeats: int = 3) -> float:
 def minor_faults(fn: Any, b: Bench, calls: int = 7) -> float:
     """Median number of minor page faults of one synchronised fn() call, after one warm call:
     pages the allocator maps fresh for the call's temporaries (each a kernel entry and a 4 KiB
-    page zeroed; ~1–3 µs apiece on a VM). getrusage counts the whole process, so this is for
+    page zeroed: microseconds apiece). getrusage counts the whole process, so this is for
     host (CPU) work. Platforms without ``resource`` (Windows): NotImplementedError."""
     try:
         import resource
@@ -104,8 +104,8 @@ def interleaved_medians(fns: list, b: Bench, rounds: int = 7) -> list[float]:
     """Median wall time (s, synchronised) of every fn, timed in turns — fn0, fn1, …, fn0, fn1, …
     — so that a slow phase of a shared machine that outlasts one round slows them all alike and
     their ratios stay put. Each timed call follows an untimed call of the same fn, so that none is
-    timed with caches full of another's data (a 2048³ GEMM evicts a layer's weights: without the
-    warm call the layer below timed 10–20% slower)."""
+    timed with caches full of another's data (a 2048³ GEMM evicts a layer's weights, which
+    would make the layer after it look slower)."""
     ts: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for fn, acc in zip(fns, ts):

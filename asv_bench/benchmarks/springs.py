@@ -2,7 +2,7 @@
 4 layers, batch 200, float32; one step = 5-point RK4 rollout (each vector field a gradient of the
 learned H) + backward (double backprop) + Adam, on torch (eager) and jax (jitted step).
 
-The original implementation took 8.7 s per step on a 2-core CPU (torch 2.13 CPU, 2 threads).
+:class:`SpringsOriginal` times the original implementation's step on the same machine.
 ``setup`` builds the data, model and optimizer and runs one warm-up step (jax compiles there).
 """
 
@@ -77,7 +77,7 @@ class SpringsTrainStep:
         for jax, whose rematerialisation adds work the bound does not count) over this
         backend's 2048³ GEMM rate, with the step and the GEMM timed in turns in one run
         (:func:`interleaved_medians`), so that a slow phase of a shared machine slows both.
-        The issue's goal, ≤ 2.9 s where the bound is ~2 s, is ≥ ~69% here."""
+        100% would mean every FLOP of the step at the GEMM rate."""
         from ._common import Bench, gemm_fn, interleaved_medians
 
         gflop = _step_gflop()
@@ -121,7 +121,7 @@ def _step_gflop() -> float:
 
 class SpringsFlops:
     """Matrix-multiply GFLOP of one training step on torch:cpu (FlopCounterMode): over the
-    measured GEMM rate, the least time a step can take here (the issue's "FLOP bound")."""
+    measured GEMM rate, the least time a step can take here (its "FLOP bound")."""
 
     timeout = 1800
 

@@ -44,7 +44,7 @@ R_GAIN = 0.5
 CHUNK_ELEMS = CHUNK_ELEMS_DEVICE
 #: automatic query chunks (``chunk_elems`` None) hold at least this many rows (bs·queries): the
 #: output linear is one (rows, 16·chin) @ (16·chin, chout) GEMM per chunk, and narrower ones run
-#: slower (one T(3) cloud, N = 1000, k = 32, C = 256: 256-row chunks 64 ms, 512-row 57 ms)
+#: slower (BLAS is less efficient on GEMMs with few rows)
 MIN_CHUNK_ROWS = 512
 #: automatic compaction (``LieConv.compact`` None): the weight net runs on the valid pairs only
 #: when at most this fraction of the (query, slot) pairs is valid
