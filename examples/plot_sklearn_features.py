@@ -101,7 +101,8 @@ feats_rot = pipe[0].transform(X_test @ rot.T + 5.0)
 print("max change of the features under a rotation and shift:", np.abs(feats - feats_rot).max())
 
 # %%
-# Two of the features, coloured by shape.
+# Two of the features (standardised as the classifier sees them), coloured by shape.
+feats = pipe[:2].transform(X_test)
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
 for kind, name in enumerate(["circle", "square", "triangle"]):
     j = int(np.flatnonzero(y_test == kind)[0])
@@ -111,5 +112,7 @@ for kind, name in enumerate(["circle", "square", "triangle"]):
 axes[0].set_aspect("equal")
 axes[0].set_title("one test cloud per shape")
 axes[1].set_title("two of the 16 invariant features")
+axes[1].set_xlabel("feature 0")
+axes[1].set_ylabel("feature 1")
 axes[1].legend()
 fig.tight_layout()
