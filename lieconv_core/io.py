@@ -138,7 +138,28 @@ def save_weights(run_dir: str | os.PathLike, params_flat: dict[str, np.ndarray],
 def load_model(run_dir: str | os.PathLike, backend: str | None = None, dtype: str | None = None,
                device: Any = None, name: str = WEIGHTS) -> tuple[Any, dict, dict]:
     """(model, params on ``backend``, config) from a run directory; works on numpy too (there the
-    Hamiltonian models evaluate V and H; the vector field needs an autodiff backend)."""
+    Hamiltonian models evaluate V and H; the vector field needs an autodiff backend).
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory written by ``lieconv train`` (``config.json`` + weights).
+    backend, dtype, device : optional
+        Where the parameters go (default: ``LIECONV_BACKEND``, the run's dtype, the default
+        device).
+    name : str
+        Weights file inside ``run_dir`` (default: the best weights, ``model.safetensors``).
+
+    Returns
+    -------
+    model, params, config
+        The model object, its parameters as a nested dict of arrays, and the run's config.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt or mismatched files.
+    """
     from ._backend import default_device, namespace_for
     from .dynamics.models import from_config
     from .nn.module import resolve_dtype, to_backend, unflatten
