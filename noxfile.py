@@ -5,6 +5,7 @@
     nox -s consistency       # cross-backend table; fails on a deviation > 1e-10 / 1e-5
     nox -s bench             # asv run --quick against the current environment (offline)
     nox -s gpu               # GPU tests + consistency incl. torch:cuda / jax:gpu / cupy (opt-in)
+    nox -s docs              # the Sphinx site, warnings as errors, into docs/_build/html
 
 Environments. Every session runs in the interpreter nox itself runs in (run the project venv's
 ``.venv/bin/nox``) and by default installs nothing: ``venv_backend="none"`` sessions work offline
@@ -32,7 +33,7 @@ MODULE = {"numpy": "numpy", "torch": "torch", "jax": "jax", "array_api_strict": 
 #: the pyproject extra that installs each backend
 EXTRA = {"numpy": None, "torch": "torch", "jax": "jax", "array_api_strict": None}
 
-nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # "bench" and "gpu" on request
+nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # "bench", "gpu", "docs": -s
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -112,3 +113,19 @@ def gpu(session: nox.Session) -> None:
                 env={"LIECONV_BACKEND": "torch"})
     session.run(PY, "-m", "lieconv_core.consistency", "--backends",
                 "numpy,torch:cuda,jax:gpu,cupy", external=True)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """The documentation site, offline: sphinx-build with warnings as errors (``--keep-going``
+    reports all of them), executing the examples/ gallery. Needs the ``docs`` extra
+    (``LIECONV_NOX_INSTALL=1`` installs it). Output: docs/_build/html/index.html."""
+    if os.environ.get("LIECONV_NOX_INSTALL") == "1":
+        session.run(PY, "-m", "pip", "install", "-c", CONSTRAINTS, "-e", ".[docs]",
+                    external=True)
+    for module in ("sphinx", "pydata_sphinx_theme", "myst_parser", "sphinx_gallery", "numpydoc"):
+        _require(session, module)
+    path = os.pathsep.join([str(ROOT), str(ROOT / "backends"), os.environ.get("PYTHONPATH", "")])
+    session.run(PY, "-m", "sphinx", "-W", "--keep-going", "-b", "html", str(ROOT / "docs"),
+                str(ROOT / "docs" / "_build" / "html"), *session.posargs, external=True,
+                env={"PYTHONPATH": path, "MPLBACKEND": "Agg"})

@@ -35,6 +35,16 @@ def namespace_for(backend: str | None = None) -> Any:
     """The array namespace for a backend name (default: ``LIECONV_BACKEND``).
 
     Imports the framework on first use only.
+
+    Parameters
+    ----------
+    backend : {"numpy", "torch", "jax", "cupy", "array_api_strict"} or None
+        The backend; None means the one chosen at import through ``LIECONV_BACKEND``.
+
+    Returns
+    -------
+    module
+        An array-API namespace (``array_api_compat``'s wrapper for numpy, torch and cupy).
     """
     name = BACKEND if backend is None else _parse_backend(backend, "backend")
     if name == "numpy":

@@ -75,7 +75,7 @@ def blocked_contract(w: Any, src: Any, flat: Any, weight_major: bool,
     run across clouds, so a batch of small clouds takes a few large products. The reference
     gathers all (bs, m, k, c) values first: at k = 32, C = 256 a fresh 16 MiB array per
     512-query chunk, which glibc often returns to the kernel after each call, so that every call
-    page-faults it in again (~4,000 faults per chunk, 10–20 ms per layer forward on a 2-core VM),
+    page-faults it in again (thousands of faults per chunk, a visible share of a layer forward),
     and the product then reads it from memory instead of cache.
 
     Written once for numpy arrays and CPU torch tensors (both have ``reshape``, ``swapaxes`` and

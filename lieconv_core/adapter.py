@@ -22,21 +22,21 @@ from .groups.base import sqrt_sum_squares
 
 #: bound on the number of (query, point) pairs held at once by the neighbour search
 #: (:meth:`ReferenceAdapter.chunk_pairs`). On CPUs its ~25 elementwise passes per chunk run
-#: fastest when a chunk's float32 arrays stay within L2/L3 cache: 2^19 pairs (2 MiB per array;
-#: RotMNIST SE(2) first-layer search torch 819 -> 511 ms, numpy 1193 -> 863 ms against 2^21);
+#: fastest when a chunk's float32 arrays stay within L2/L3 cache: 2^19 pairs (2 MiB per array,
+#: noticeably faster than 2^21 on the RotMNIST SE(2) first-layer search, torch and numpy);
 #: on accelerators and under jit (XLA fuses the passes) the larger 2^21 chunk, fewer launches.
 CHUNK_PAIRS_HOST = 1 << 19
 CHUNK_PAIRS = 1 << 21
 #: LieConv's aggregation: bound (elements) on the (bs, chunk, k, width) pair arrays of one query
 #: chunk (:meth:`ReferenceAdapter.chunk_elems`). On CPUs, 2^21 (8 MiB float32) keeps each
 #: temporary within the malloc arena, which reuses it hot, where larger ones are mapped fresh
-#: and page-faulted on every allocation (RotMNIST SE(2) forward: ~15% faster on torch and
+#: and page-faulted on every allocation (the RotMNIST SE(2) forward is faster on torch and
 #: numpy than with 2^24); on accelerators, with caching allocators and launch costs, 2^24.
 CHUNK_ELEMS_HOST = 1 << 21
 CHUNK_ELEMS_DEVICE = 1 << 24
 #: a linear layer is "wide" where in >= WIDE_IN·out (LieConv's output linear, 16·chin -> chout):
 #: the torch and jax adapters differentiate its weight as an (out, in) product, gᵀ @ x, which CPU
-#: BLAS runs faster than xᵀ @ g for such shapes (docs/benchmarks.md)
+#: BLAS runs faster than xᵀ @ g for such shapes
 WIDE_IN = 8
 
 
@@ -134,7 +134,7 @@ class ReferenceAdapter:
 
     # --- indexing --------------------------------------------------------------------------------
     def gather(self, xp: Any, x: Any, idx: Any) -> Any:
-        """Batched gather along axis 1: x (bs, n, *rest), idx (bs, *s) -> (bs, *s, *rest)."""
+        """Gather along axis 1: x ``(bs, n, *rest)``, idx ``(bs, *s)`` -> ``(bs, *s, *rest)``."""
         bs, n = x.shape[0], x.shape[1]
         rest = tuple(x.shape[2:])
         idx_shape = tuple(idx.shape[1:])
@@ -143,7 +143,7 @@ class ReferenceAdapter:
         return xp.reshape(out, (bs, *idx_shape, *rest))
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
-        """x (*B, n), idx (*B, k) -> (*B, k): x[..., idx]."""
+        """x ``(*B, n)``, idx ``(*B, k)`` -> ``(*B, k)``: ``x[..., idx]``."""
         lead = tuple(x.shape[:-1])
         n, k = x.shape[-1], idx.shape[-1]
         rows = math.prod(lead)
@@ -162,12 +162,12 @@ class ReferenceAdapter:
         return search_rows(xp, counts, targets)
 
     def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
-        """Indices (*B, k) of the k smallest scores along the last axis, ascending; ties go to the
+        """Indices ``(*B, k)`` of the k smallest scores on the last axis, ascending; ties go to the
         lower index (canonical on every backend)."""
         return xp.argsort(scores, axis=-1, stable=True)[..., :k]
 
     def smallest_k_distinct(self, xp: Any, scores: Any, k: int) -> Any:
-        """Indices (*B, k) of the k smallest scores along the last axis, ascending, for rows whose
+        """Indices ``(*B, k)`` of the k smallest scores on the last axis, ascending, for rows whose
         k smallest scores are distinct (which of several equal larger scores is left out does not
         matter): no tie rule, so backends may use a partial selection (torch: ``topk``)."""
         return xp.argsort(scores, axis=-1, stable=False)[..., :k]
@@ -365,7 +365,7 @@ class ReferenceAdapter:
     def map_query_chunks(self, xp: Any, fn: Callable, arrays: tuple, step: int) -> Any:
         """fn over consecutive chunks of at most ``step`` queries (:func:`equal_step`),
         concatenated along the query axis: ``arrays`` hold the query axis at position 1 (None
-        entries pass through as None); fn(*chunk_arrays) -> an array (bs, s, ...) or a tuple of
+        entries pass through as None); ``fn(*chunk_arrays)`` -> an array (bs, s, ...) or a tuple of
         such arrays and Nones. Here a Python loop (chunks may differ in shape: compaction); jax
         maps the equal chunks with one ``lax.map`` so that XLA keeps one chunk's temporaries live
         at a time."""
@@ -420,15 +420,15 @@ class ReferenceAdapter:
 
     # --- elementwise -------------------------------------------------------------------------
     def swish(self, xp: Any, x: Any) -> Any:
-        """x·sigmoid(x) with sigmoid(x) = (1 + tanh(x/2))/2 (no overflow for large |x|). No
+        """x·sigmoid(x) with sigmoid(x) = (1 + tanh(x/2))/2 (no overflow for large ``|x|``). No
         in-place updates: the reference also runs under autograd (torch tensors in tests)."""
         return x * (1 + xp.tanh(x * 0.5)) * 0.5
 
     def bn_swish(self, xp: Any, p: dict, s: dict, x: Any, mask: Any, train: bool
                  ) -> tuple[Any, dict]:
-        """swish(masked_batchnorm(x)) and the new BN state (:func:`lieconv_core.nn.layers.
-        masked_batchnorm`): x (..., c), mask (...) or None (every entry valid). Invalid entries
-        come out as zeros. Backends may fuse it (torch, training mode: one autograd op with a
+        """swish(masked_batchnorm(x)) and the new BN state (see
+        :func:`~lieconv_core.nn.masked_batchnorm`): x (..., c), mask (...) or None (all valid).
+        Invalid entries are 0. Backends may fuse it (torch, training mode: one autograd op with a
         hand-written backward)."""
         from .nn.layers import masked_batchnorm
 

@@ -209,12 +209,12 @@ def _test_data(task: Any, cfg: dict, config: dict, args: argparse.Namespace) -> 
 
         if args.amat:
             return rotmnist.load_amat(args.amat[1])
-        sizes = {"test": args.n_test} if args.n_test else {}
+        sizes = {**info.get("sizes", {}), **({"test": args.n_test} if args.n_test else {})}
         return rotmnist.load_splits(None, args.mnist_dir, info.get("seed", 0), sizes)[0]["test"]
     if task.name == "qm9":
         from .tasks import qm9
 
-        sizes = {"test": args.n_test} if args.n_test else {}
+        sizes = {**info.get("sizes", {}), **({"test": args.n_test} if args.n_test else {})}
         data = qm9.load_splits(args.data_dir, info.get("seed", 0), args.cache_dir, sizes)[0]
         return task.dataset_for_training(data["test"], cfg)
     raise CLIError(f"evaluate {task.name} needs --data FILE.npz")

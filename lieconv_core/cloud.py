@@ -12,8 +12,16 @@ from .random import as_draws
 class Cloud(NamedTuple):
     """A lifted point cloud, the state carried between LieConv layers.
 
-    elems (bs, n, E) group elements; q (bs, n, q_dim) orbit identifiers or None;
-    values (bs, n, c) features; mask (bs, n) bool, False for padding.
+    Attributes
+    ----------
+    elems : array, shape (bs, n, E)
+        Group elements (``E = group.elem_dim``).
+    q : array, shape (bs, n, q_dim), or None
+        Orbit identifiers (None for transitive groups).
+    values : array, shape (bs, n, c)
+        Features.
+    mask : bool array, shape (bs, n)
+        False for padding.
     """
 
     elems: Any
@@ -80,9 +88,33 @@ def lift(group: Group, coords: Any, values: Any, mask: Any, nsamples: int = 1,
          rng: Any = None) -> Cloud:
     """Lift points to group elements.
 
-    coords (bs, n, d), values (bs, n, c), mask (bs, n) bool -> :class:`Cloud` with bs × n·ns
-    entries, point-major (entry i·ns + s is stabilizer sample s of point i). ``rng``: seed,
-    ``numpy.random.Generator`` or a Draws object (portable by default, see ``lieconv_core.random``).
+    Parameters
+    ----------
+    group : Group
+        The group whose elements the points become.
+    coords : array, shape (bs, n, d)
+        Point coordinates (``d = group.space_dim``).
+    values : array, shape (bs, n, c)
+        Features.
+    mask : bool array, shape (bs, n)
+        False for padding.
+    nsamples : int
+        Stabilizer samples per point (``ns``); used by groups with a random lift.
+    rng : int, numpy.random.Generator or draws object, optional
+        Source of the random draws (portable by default, see ``lieconv_core.random``).
+
+    Returns
+    -------
+    Cloud
+        ``bs × n·ns`` entries, point-major: entry ``i·ns + s`` is sample s of point i.
+
+    Examples
+    --------
+    >>> import numpy as np, lieconv_core as lc
+    >>> x = np.zeros((1, 4, 2)); v = np.ones((1, 4, 3)); m = np.ones((1, 4), bool)
+    >>> cloud = lc.lift(lc.groups.SE2(), x, v, m, nsamples=2, rng=0)
+    >>> cloud.elems.shape, cloud.values.shape
+    ((1, 8, 9), (1, 8, 3))
     """
     validate_inputs(group, coords, values, mask)
     return lift_unchecked(group, coords, values, mask, nsamples, rng)

@@ -9,7 +9,7 @@ maximum deviation and the median time.
 Deviation of float outputs is ``max|out − ref| / max(1, max|ref|)`` (absolute for values of order
 one, relative for large ones); index outputs (FPS, neighbour indices and masks) count the fraction
 of entries that differ, and must be exactly 0. The run fails (exit status 1) when a float deviation
-exceeds 1e-10 in float64 or 1e-5 in float32 (DESIGN §7), or any index differs.
+exceeds 1e-10 in float64 or 1e-5 in float32 (the project's goal), or any index differs.
 
 Run it with ``python -m lieconv_core.consistency`` (``--help`` for options) or through
 ``nox -s consistency``. Frameworks are imported lazily, inside functions only. Asking for jax with
@@ -35,7 +35,7 @@ import numpy as np
 
 #: every backend:device spec the harness knows, in table order
 SPECS = ("numpy", "array_api_strict", "torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu", "cupy")
-#: deviation tolerances per dtype (DESIGN §7)
+#: deviation tolerances per dtype
 TOL = {"float64": 1e-10, "float32": 1e-5}
 
 

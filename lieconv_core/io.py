@@ -176,7 +176,28 @@ def load_model(run_dir: str | os.PathLike, backend: str | None = None, dtype: st
                device: Any = None, name: str = WEIGHTS) -> tuple[Any, dict, dict]:
     """(dynamics model, params on ``backend``, config) of a springs run; works on numpy too
     (there the Hamiltonian models evaluate V and H; the vector field needs an autodiff
-    backend). Other tasks: :func:`load_run`."""
+    backend). Other tasks: :func:`load_run`.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by ``lieconv train springs``.
+    backend, dtype, device : optional
+        Where the parameters go (default: ``LIECONV_BACKEND``, the run's dtype, the default
+        device).
+    name : str
+        Weights file inside ``run_dir`` (default: the best weights, ``model.safetensors``).
+
+    Returns
+    -------
+    model, params, config
+        The dynamics model, its parameters as a nested dict of arrays, and the run's config.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt or mismatched files, or a run of another task.
+    """
     run = load_run(run_dir, backend, dtype, device, name)
     if run.task.name != "springs":
         raise CheckpointError(f"{run_dir} is a {run.task.name} run; use io.load_run")

@@ -3,10 +3,10 @@
 glibc returns large freed blocks to the kernel (blocks above its mmap threshold, at most 32 MiB,
 are unmapped; the heap top is trimmed), so a function that allocates the same large temporaries
 on every call page-faults them in again on every call — each fault a kernel entry and a zeroed
-4 KiB page. XLA's CPU buffers do this: one jitted T(3) LieConv layer forward (N = 1000, k = 32,
-C = 256) maps ~49 MB fresh per call (12,500 minor faults) and ran 62.6 → 43.7 ms with glibc told
-to keep freed memory (docs/benchmarks.md). lieconv's own host paths avoid such temporaries where
-they can; this module is for the rest (jax, large training batches).
+4 KiB page. XLA's CPU buffers can do this: a jitted LieConv layer maps tens of MB fresh per
+call, thousands of minor page faults, a noticeable share of the call's time that keeping freed
+memory removes (``benchmarks.layer.Layer.track_page_faults`` counts them). lieconv's own host
+paths avoid such temporaries where they can; this module is for the rest (jax, large batches).
 
 Process-wide, so lieconv never does it on its own: call :func:`keep_freed_memory` yourself,
 before the heavy work (or start the process with the equivalent environment variables).

@@ -33,7 +33,13 @@ class PortableDraws:
     """Host-side draws from one ``numpy.random.Generator``; identical on every backend.
 
     Floats are drawn in float64 and rounded to ``dtype`` on the host, so float32 draws are the same
-    bits on every backend too.
+    bits on every backend too. Passing an int ``rng`` to ``apply`` or :func:`lieconv_core.lift`
+    makes one of these from that seed.
+
+    Parameters
+    ----------
+    seed : int, numpy.random.Generator or None
+        Seed of the host generator (or the generator itself).
     """
 
     def __init__(self, seed: int | np.random.Generator | None = 0):

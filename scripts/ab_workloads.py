@@ -4,7 +4,7 @@ on the path, through this checkout's benchmark runner (asv_bench/benchmarks/_com
 An A/B against an older commit on one noisy machine: run it twice in a row, once with the old
 library in front and once with this one, e.g.
 
-    git worktree add /tmp/old 23d0065
+    git worktree add /tmp/old <old-commit>
     (cd /tmp/old && PYTHONPATH=/tmp/old:/tmp/old/backends python $PWD/scripts/ab_workloads.py old)
     python scripts/ab_workloads.py new
 

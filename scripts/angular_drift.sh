@@ -1,6 +1,6 @@
 #!/bin/bash
 # HLieConv-SO(2) against the controls FLieConv-T(2) and FC: angular-momentum drift of long
-# rollouts as the RK4 step shrinks (README, "Measured results"). ~10 min on 2 CPU cores.
+# rollouts as the RK4 step shrinks (docs/benchmarks.md). Takes several minutes on a small CPU.
 # Usage: scripts/angular_drift.sh OUT_DIR   (OUT_DIR must not hold earlier runs)
 set -euo pipefail
 R=${1:?usage: scripts/angular_drift.sh OUT_DIR}

@@ -3,9 +3,9 @@
 #
 #   OUT=some/new/dir scripts/gpu_check.sh        # from the repository root
 #
-# All stages together run past one 10-minute device call (2026-11-30 on the H200: the compiled
-# Pallas tests + 12 cupy tests filled the tests stage's 240 s; the consistency table needed > 200 s
-# for 51 of 54 checks). With one lease of 15 minutes, split it in two calls:
+# All stages together run past one 10-minute device call (the compiled Pallas and cupy tests can
+# fill the tests stage's 240 s, and the consistency table needs more than 200 s on the GPU
+# specs). With one lease of 15 minutes, split it in two calls:
 #   STAGES="tests consistency"                  # ~8 min
 #   STAGES="timings bench"                      # ~5 min (springs: a third call or another lease)
 #

@@ -6,7 +6,7 @@ result is contiguous along M instead of N. The operands come contiguous (C) or a
     python scripts/matmul_layouts.py [--repeat 25]
 
 Prints one line per shape: for each operand layout, "direct / transposed" medians in ms. This is
-the measurement behind ``lieconv_torch.adapter._matmul_wide_rows`` (docs/benchmarks.md).
+the measurement behind ``lieconv_torch.adapter._matmul_wide_rows``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The springs issue's numeric acceptance items, measured with the CLI (README, "Measured results"):
+# The springs conservation and cross-backend checks, measured with the CLI (docs/benchmarks.md):
 #   1. linear-momentum drift of 500-step rollouts, float64 and float32: HLieConv-T(2) against the
 #      controls FLieConv-T(2) and FC (short training: 400 chunks, 4 epochs, 2 layers);
 #   2. torch and jax, float64, same seed, data and initial weights: the first 20 training losses

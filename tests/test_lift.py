@@ -1,5 +1,5 @@
 """Lifts: every sample maps the orbit's reference point to its input point, and the stabilizer
-samples have the distribution DESIGN §3 prescribes (Haar / uniform), with controls that show the
+samples have the distribution the lift prescribes (Haar / uniform), with controls that show the
 statistical tests can fail."""
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _so3_stabilizer_angles(elems: np.ndarray, x: np.ndarray, ns: int) -> np.ndar
 
 
 def test_so3_stabilizer_angle_uniform():
-    """DESIGN §3: uniform on [0, 2π) (the original's sin²(θ/2) law breaks equivariance)."""
+    """Uniform on [0, 2π) (the original's sin²(θ/2) law breaks equivariance)."""
     ns = 2
     x = np.random.default_rng(0).standard_normal((4, 500, 3))
     elems, q = G.SO3().lift(np, x, ns, PortableDraws(3))

@@ -1,4 +1,4 @@
-"""The paper's architectures: sizes and inputs match DESIGN §4."""
+"""The paper's architectures: sizes and inputs match the paper's."""
 
 from __future__ import annotations
 

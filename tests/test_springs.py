@@ -1,4 +1,4 @@
-"""The spring-system simulator (DESIGN §5): constants, conservation, RK4 order, splits."""
+"""The spring-system simulator: constants, conservation, RK4 order, splits."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Shared pieces of the asv benchmarks: the ``backend:device`` parameter, synchronisation, host
-inputs, compiled forward / training-step closures, and the paper workloads of DESIGN §8.
+inputs, compiled forward / training-step closures, and the paper workloads.
 
 Every benchmark class is parametrised over :data:`BACKENDS`; a spec whose framework or device is
 missing raises ``NotImplementedError`` in ``setup`` and asv records it as skipped (n/a). Timed
@@ -85,7 +85,7 @@ def median_time(fn: Any, b: Bench, repeats: int = 3) -> float:
 def minor_faults(fn: Any, b: Bench, calls: int = 7) -> float:
     """Median number of minor page faults of one synchronised fn() call, after one warm call:
     pages the allocator maps fresh for the call's temporaries (each a kernel entry and a 4 KiB
-    page zeroed; ~1–3 µs apiece on a VM). getrusage counts the whole process, so this is for
+    page zeroed: microseconds apiece). getrusage counts the whole process, so this is for
     host (CPU) work. Platforms without ``resource`` (Windows): NotImplementedError."""
     try:
         import resource
@@ -104,8 +104,8 @@ def interleaved_medians(fns: list, b: Bench, rounds: int = 7) -> list[float]:
     """Median wall time (s, synchronised) of every fn, timed in turns — fn0, fn1, …, fn0, fn1, …
     — so that a slow phase of a shared machine that outlasts one round slows them all alike and
     their ratios stay put. Each timed call follows an untimed call of the same fn, so that none is
-    timed with caches full of another's data (a 2048³ GEMM evicts a layer's weights: without the
-    warm call the layer below timed 10–20% slower)."""
+    timed with caches full of another's data (a 2048³ GEMM evicts a layer's weights, which
+    would make the layer after it look slower)."""
     ts: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for fn, acc in zip(fns, ts):
@@ -156,7 +156,7 @@ def count_gflop(fn: Any) -> float:
 
 def layer_flops(n: int, k: int, c: int, d: int, cin: int | None = None,
                 cout: int | None = None) -> float:
-    """FLOPs of one LieConv layer (DESIGN §8): weight net 2·N·k·(32d + 32·32 + 32·16),
+    """FLOPs of one LieConv layer: weight net 2·N·k·(32d + 32·32 + 32·16),
     contraction 2·N·k·C·16, output linear 2·N·16·C_in·C_out."""
     cin = c if cin is None else cin
     cout = c if cout is None else cout
@@ -194,7 +194,7 @@ def point_cloud(n: int, d: int = 3, bs: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(size=(bs, n, d))
 
 
-# --- the paper workloads (DESIGN §4, §8) ---------------------------------------------------------
+# --- the paper workloads ----------------------------------------------------------------------
 
 def image_model(group_name: str) -> Any:
     """The RotMNIST LieResNet (paper config; FPS indices cached): T(2) or SE(2) (α = 0.05)."""
@@ -203,13 +203,13 @@ def image_model(group_name: str) -> Any:
 
 
 def molecule_model(group_name: str) -> Any:
-    """The QM9-like LieResNet of DESIGN §8: T(3) k=256, 6 layers, nbhd 100, fill 1; SE(3): α = 0.2,
+    """The QM9-like LieResNet: T(3) k=256, 6 layers, nbhd 100, fill 1; SE(3): α = 0.2,
     liftsamples 4, nbhd 25, fill 0.5."""
     return molecule_lieresnet({"T3": T(3), "SE3": SE3(0.2)}[group_name], k=256)
 
 
 WORKLOADS = ["qm9_T3", "qm9_SE3", "rotmnist_T2", "rotmnist_SE2"]
-#: DESIGN §8: the original implementation on a 2-core CPU (torch 2.13, 2 threads), seconds
+#: reference times of the original implementation on a 2-core CPU (torch 2.13, 2 threads), s
 ORIGINAL_S = {"qm9_T3": (0.064, 0.245), "qm9_SE3": (0.351, 1.25), "rotmnist_T2": (2.7, 1.6),
               "rotmnist_SE2": (4.0, 14.5)}
 

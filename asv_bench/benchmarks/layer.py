@@ -1,9 +1,9 @@
 """One LieConv layer on one T(3) cloud (float32): forward and forward + backward at N = 1000,
-k = 32, C = 256 (DESIGN §8); the measured GEMM rate and the layer's achieved GFLOP/s; peak memory
+k = 32, C = 256 (paper-sized); the measured GEMM rate and the layer's achieved GFLOP/s; peak memory
 of a forward at growing N (C = 64), and up to N = 1,000,000 with a radius that keeps ≈ k points
 per ball (cell-list neighbour search + query-chunked aggregation; numpy and torch:cpu).
 
-The achieved rate uses DESIGN §8's FLOP formula (weight net + contraction + output linear); the
+The achieved rate uses the layer's FLOP formula (weight net + contraction + output linear); the
 timed forward also includes the neighbour search, which the formula does not count.
 """
 
@@ -108,7 +108,7 @@ class Layer(_Layer):
     track_gemm_gflops.unit = "GFLOP/s"
 
     def track_layer_gflops(self, spec):
-        """DESIGN §8 layer FLOPs / median forward time (3 runs)."""
+        """Layer FLOPs (``_common.layer_flops``) / median forward time (3 runs)."""
         return layer_flops(N, K, C, 3) / median_time(self.fwd, self.b) / 1e9
 
     track_layer_gflops.unit = "GFLOP/s"

@@ -1,8 +1,8 @@
-"""asv benchmark of the springs training step of the paper (DESIGN §8): HLieResNet T(2), k=384,
+"""asv benchmark of the springs training step of the paper: HLieResNet T(2), k=384,
 4 layers, batch 200, float32; one step = 5-point RK4 rollout (each vector field a gradient of the
 learned H) + backward (double backprop) + Adam, on torch (eager) and jax (jitted step).
 
-The original implementation took 8.7 s per step on a 2-core CPU (torch 2.13 CPU, 2 threads).
+:class:`SpringsOriginal` times the original implementation's step on the same machine.
 ``setup`` builds the data, model and optimizer and runs one warm-up step (jax compiles there).
 """
 
@@ -93,7 +93,7 @@ class SpringsTrainStep:
         for jax, whose rematerialisation adds work the bound does not count) over this
         backend's 2048³ GEMM rate, with the step and the GEMM timed in turns in one run
         (:func:`interleaved_medians`), so that a slow phase of a shared machine slows both.
-        The issue's goal, ≤ 2.9 s where the bound is ~2 s, is ≥ ~69% here."""
+        100% would mean every FLOP of the step at the GEMM rate."""
         from ._common import Bench, gemm_fn, interleaved_medians
 
         gflop = _step_gflop()
@@ -137,7 +137,7 @@ def _step_gflop() -> float:
 
 class SpringsFlops:
     """Matrix-multiply GFLOP of one training step on torch:cpu (FlopCounterMode): over the
-    measured GEMM rate, the least time a step can take here (the issue's "FLOP bound")."""
+    measured GEMM rate, the least time a step can take here (its "FLOP bound")."""
 
     timeout = 1800
 
@@ -207,8 +207,8 @@ def _original_step(z: np.ndarray, sysp: np.ndarray, ts: np.ndarray):
 
 class SpringsOriginal:
     """The original implementation's springs training step on this machine, and this library's
-    torch step as a multiple of its speed: DESIGN §8's 8.7 s was timed on another machine, and
-    the issue's goal (8.7 → 2.9 s) is 3× on the same machine. Runs only where
+    torch step as a multiple of its speed, both timed in turns on the same machine, so the ratio
+    does not depend on the machine's speed the way a reference time does. Runs only where
     ``LIECONV_ORIGINAL_SRC`` names a directory the original imports from (:data:`ORIGINAL_ENV`);
     skipped otherwise."""
 

@@ -1,9 +1,10 @@
-"""The paper workloads of DESIGN §8: QM9-like T(3) / SE(3) and RotMNIST T(2) / SE(2), exact
+"""The paper workloads: QM9-like T(3) / SE(3) and RotMNIST T(2) / SE(2), exact
 configs, float32. Forward = eval-mode forward of one batch; training step = forward in training
 mode + loss (L1 / cross-entropy) + backward + Adam (torch.optim.Adam; jax.grad + optax.adam,
 jitted). Compilation and the first (FPS-caching) calls happen in setup.
 
-DESIGN §8's original times (torch 2.13, 2-core CPU) are in ``_common.ORIGINAL_S``.
+Reference times of the original implementation (torch 2.13, 2-core CPU) are in
+``_common.ORIGINAL_S``.
 """
 
 from ._common import BACKENDS, WORKLOADS, Bench, Runner, count_gflop, run_synced, workload
@@ -49,7 +50,7 @@ class WorkloadFlops:
     """The matrix-multiply work of each workload (GFLOP, counted by torch's FlopCounterMode; torch
     specs only, the others are skipped): divided by the measured GEMM rate
     (``layer.Layer.track_gemm_gflops``) it is the least time a forward or training step can take
-    on this machine — the yardstick for the "≥ 5× the original" goals."""
+    on this machine — the yardstick for how far a timing is from what the machine allows."""
 
     params = (BACKENDS, WORKLOADS)
     param_names = ["backend", "workload"]
@@ -82,7 +83,7 @@ class WorkloadFlops:
 
 class CompiledForward:
     """The optional torch.compile path: the eval-mode forward of the QM9-like workloads through
-    ``torch.compile`` (inductor; compiled in setup, ~40–70 s each on 2 cores), next to
+    ``torch.compile`` (inductor; compiled in setup, which takes tens of seconds), next to
     ``Forward``'s eager time. QM9-like T(3) takes the dense path and compiles into one graph;
     SE(3) has graph breaks at its random lift and neighbour draws (host draws). Fixed draws
     (rng=0) on every call, so that the compiled code is reused (a new seed is a new constant)."""

@@ -74,8 +74,8 @@ class JaxAdapter(ReferenceAdapter):
             return jnp.reshape(a, (a.shape[0], n * step, *a.shape[3:]))
 
         # rematerialised: under jax.grad the backward recomputes each chunk instead of keeping
-        # every chunk's temporaries (layer forward + backward: 17% faster than the unrolled loop
-        # with it, 13% slower without; docs/benchmarks.md)
+        # every chunk's temporaries (layer forward + backward: faster than the unrolled loop with
+        # rematerialisation, and without it the map would be slower than that loop)
         body = jax.checkpoint(lambda xs: fn(*xs))
         out = jax.lax.map(body,
                           tuple(None if a is None else stacked(a) for a in arrays))
@@ -88,8 +88,8 @@ class JaxAdapter(ReferenceAdapter):
     def count_true(self, xp, sel, dtype):
         """On CPU, by 32-wide blocks: the running counts within each block are one matrix
         product with a triangular matrix of ones, plus the running total of the block sums —
-        exact in float32 (integers below 2^24) and ~4× faster than XLA:CPU's cumulative sum
-        on the layer's (1000, 1000) in-ball mask (7.2 -> 1.8 ms)."""
+        exact in float32 (integers below 2^24) and several times faster than XLA:CPU's
+        cumulative sum on a layer's (1000, 1000) in-ball mask."""
         n = sel.shape[-1]
         if not _on_cpu(sel) or n >= 2**24:
             return super().count_true(xp, sel, dtype)
@@ -108,7 +108,7 @@ class JaxAdapter(ReferenceAdapter):
     def topk_smallest(self, xp, scores, k):
         """``lax.top_k`` of the negated scores — a partial selection whose ties go to the lower
         index (documented), like the reference's stable sort — instead of a full stable sort of
-        every row: kNN scores (1000, 4000), k = 32, on CPU: 1424 -> 40 ms. Zeros are made +0.0
+        every row, which on CPU is far slower for kNN-sized rows. Zeros are made +0.0
         first, so that negation cannot order -0.0 against 0.0."""
         neg = jnp.where(scores == 0, jnp.zeros_like(scores), -scores)
         return jax.lax.top_k(neg, k)[1].astype(index_dtype(jnp))
@@ -180,10 +180,10 @@ class JaxAdapter(ReferenceAdapter):
         """On CPU, where the input is much wider than the output (in >= WIDE_IN·out: LieConv's
         output linear, 16·chin -> chout), ``x @ w`` as x times the transpose of wᵀ, a separate
         (out, in) array behind an optimization barrier. XLA:CPU then computes the weight gradient as
-        gᵀ @ x, an (out, in) result — 77–93 GFLOP/s on the springs model's (1200, 1536) rows —
-        instead of xᵀ @ g, (in, out), at 56 GFLOP/s, in first and second derivatives alike; the
-        barrier keeps XLA from folding the transpose back into the product. Springs training
-        step A/B: −5 to −11% (4 runs); forwards within 2% (docs/benchmarks.md). Elsewhere:
+        gᵀ @ x, an (out, in) result, which runs faster on the springs model's (1200, 1536) rows
+        than xᵀ @ g, (in, out), in first and second derivatives alike; the barrier keeps XLA
+        from folding the transpose back into the product. This shortens the springs training
+        step and leaves forwards unchanged. Elsewhere:
         the reference."""
         i, o = w.shape
         if i < WIDE_IN * o or x.dtype != w.dtype or not _on_cpu(x):

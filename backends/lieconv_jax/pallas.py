@@ -97,7 +97,7 @@ def _fps_kernel(x_ref, mask_ref, start_ref, out_ref, *, m, E, NP, MP, scale):
 
 
 # The entry points are jitted: an eager call would otherwise trace and compile its pallas_call
-# anew every time (the kernel is a fresh functools.partial), ~1 s per call on a GPU.
+# anew every time (the kernel is a fresh functools.partial), which dominates small calls.
 @functools.partial(jax.jit, static_argnames=("m", "interpret"))
 def fps(elems, mask, m: int, u, interpret: bool = False):
     """(bs, m) FPS indices (the reference's start, quantisation and tie rules)."""

@@ -11,7 +11,25 @@ import jax.numpy as jnp
 
 
 class JaxDraws:
-    """Draws from a jax PRNG key; each call consumes a fresh subkey (in trace order under jit)."""
+    """Draws from a jax PRNG key; each call consumes a fresh subkey (in trace order under jit).
+
+    Parameters
+    ----------
+    key : int or jax PRNG key
+        An int is turned into ``jax.random.key(key)``.
+
+    Examples
+    --------
+    >>> import jax, lieconv_core as lc
+    >>> from lieconv_jax import JaxDraws
+    >>> net = lc.LieResNet(chin=1, num_outputs=1, k=16, num_layers=1, group=lc.groups.T(2))
+    >>> params, state = net.init(seed=0, backend="jax")
+    >>> f = jax.jit(lambda p, s, x, key: net.apply(p, s, x, rng=JaxDraws(key))[0])
+    >>> ones = jax.numpy.ones
+    >>> x = (ones((2, 5, 2), "float32"), ones((2, 5, 1), "float32"), ones((2, 5), bool))
+    >>> f(params, state, x, jax.random.key(0)).shape
+    (2, 1)
+    """
 
     def __init__(self, key: Any):
         self.key = jax.random.key(key) if isinstance(key, int) else key

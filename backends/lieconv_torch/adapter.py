@@ -155,7 +155,7 @@ class TorchAdapter(ReferenceAdapter):
         first). On CPU, float32 rows of at least :data:`_TOPK_MIN_N` scores take topk of
         distinct int64 keys instead — the score's bits mapped to an order-preserving int32
         (zeros made +0.0 first), times 2^32, plus the index — whose order is the stable
-        sort's: (1000, 4000) rows, k = 32: 138 -> 31 ms."""
+        sort's, and which is much faster than sorting whole kNN-sized rows."""
         n = scores.shape[-1]
         if scores.dtype != torch.float32 or scores.device.type != "cpu" or n < _TOPK_MIN_N:
             return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
@@ -166,7 +166,7 @@ class TorchAdapter(ReferenceAdapter):
         return torch.topk(key, k, dim=-1, largest=False, sorted=True).indices
 
     def smallest_k_distinct(self, xp: Any, scores: Any, k: int) -> Any:
-        # a partial selection: ~3x faster than a full sort of 100-wide rows on CPU
+        # a partial selection: faster than a full sort of the rows on CPU
         return torch.topk(scores, k, dim=-1, largest=False, sorted=True).indices
 
     def swish(self, xp: Any, x: Any) -> Any:
@@ -179,9 +179,9 @@ class TorchAdapter(ReferenceAdapter):
         that autograd differentiates enters column-major, w = (wᵀ contiguous)ᵀ: autograd gives a
         weight gradient the layout of the weight, so it then computes gᵀ @ x, an (out, in)
         product, instead of xᵀ @ g — in the forward's backward and in the inner gradient's, under
-        double backprop. (1200, 1536) rows → 96: 1.24 against 1.53 ms (2 threads, torch 2.13,
-        Intel Xeon); springs training step A/B −4% (docs/benchmarks.md). The copy is out·in
-        elements, small next to x."""
+        double backprop. For LieConv's output linear (e.g. (1200, 1536) rows → 96) that product
+        is the faster of the two on CPU BLAS, and the springs training step is shorter for it.
+        The copy is out·in elements, small next to x."""
         if (w.shape[0] >= WIDE_IN * w.shape[1] and w.requires_grad
                 and torch.is_grad_enabled()):
             w = w.t().contiguous().t()
@@ -295,7 +295,7 @@ class _Swish(torch.autograd.Function):
     """silu(x) whose gradient is :class:`_SwishGrad`, an op with a hand-written derivative: the
     Hamiltonian models differentiate the network's gradient again (double backprop), where
     autograd's own derivative of ``silu_backward`` takes ~18 elementwise passes and this one ~8
-    (part of the springs-step A/B in docs/benchmarks.md)."""
+    (fewer passes over the springs model's activations)."""
 
     @staticmethod
     def forward(ctx, x):
@@ -418,9 +418,9 @@ _NARROW = 16
 
 def _matmul_wide_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b with the result's contiguous dimension the wider of M and N: CPU BLAS vectorises
-    along it: a (200, 96, 96) @ (200, 96, 6) product takes ~0.45 ms computed as
-    ((200, 6, 96) @ (200, 96, 96))ᵀ against 1.2–6 ms directly, depending on the operands'
-    strides (2 threads, torch 2.13; docs/benchmarks.md)."""
+    along it: a (200, 96, 96) @ (200, 96, 6) product is several times faster computed as
+    ((200, 6, 96) @ (200, 96, 96))ᵀ than directly, by how much depending on the operands'
+    strides."""
     if b.shape[-1] < _NARROW and b.shape[-1] < a.shape[-2]:
         return torch.matmul(b.mT, a.mT).mT
     return torch.matmul(a, b)
@@ -430,7 +430,7 @@ class _LayoutMatmul(torch.autograd.Function):
     """a @ b whose forward and gradients (themselves _LayoutMatmul products, so derivatives of
     every order) all go through :func:`_matmul_wide_rows`. Autograd's own matmul backward computes
     ∂a = g @ bᵀ with the contraction dimension last: narrow in LieConv's dense contraction
-    (n = 6 points per spring system), where that layout is 3–10x slower."""
+    (n = 6 points per spring system), where that layout is several times slower."""
 
     @staticmethod
     def forward(ctx, a, b):
@@ -453,7 +453,7 @@ class _MatmulGrads(torch.autograd.Function):
     double backprop: its derivative w.r.t. g, gga @ b + a @ ggb, is then one product over the
     joined K axis, [gga | a] @ [b ; ggb], instead of two products of g's (M, N) size and their
     sum — in the springs model's dense contraction (K = 6 points) a (200, 96, 96) product and a
-    pass over three such arrays less per layer and vector field (2.8 -> 1.4 ms in isolation).
+    pass over three such arrays less per layer and vector field (about half the time).
     Every product goes through :class:`_LayoutMatmul`, so derivatives of every order work."""
 
     @staticmethod

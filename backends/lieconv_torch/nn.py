@@ -54,7 +54,30 @@ class _Tree(nn.Module):
 class FunctionalModule(nn.Module):
     """``nn.Module`` around a functional model with ``apply(params, state, inputs, ...)``
     (e.g. :class:`lieconv_core.LieResNet`): ``forward(*inputs)`` runs it with the registered
-    parameters and updates the buffers in training mode."""
+    parameters and updates the buffers in training mode.
+
+    Parameters
+    ----------
+    model : Model
+        The functional model, e.g. a :class:`lieconv_core.LieResNet`.
+    params, state : dict
+        Nested dicts of arrays from ``model.init``; they become ``nn.Parameter`` s and buffers
+        (``state_dict`` keys are the portable flat names, e.g. ``params.lin_in.w``).
+    dtype : {"float32", "float64"} or torch.dtype
+        Floating dtype of the parameters and buffers.
+    device : str or torch.device
+        Where they live.
+
+    Examples
+    --------
+    >>> import torch, lieconv_core as lc
+    >>> from lieconv_torch import FunctionalModule
+    >>> net = lc.LieResNet(chin=1, num_outputs=1, k=16, num_layers=1, group=lc.groups.T(3))
+    >>> module = FunctionalModule(net, *net.init(seed=0, backend="torch"))
+    >>> x = (torch.randn(2, 8, 3), torch.ones(2, 8, 1), torch.ones(2, 8, dtype=torch.bool))
+    >>> module(*x, rng=0).shape            # rng: seed of the portable random draws
+    torch.Size([2, 1])
+    """
 
     def __init__(self, model: Any, params: dict, state: dict | None = None,
                  dtype: Any = "float32", device: Any = "cpu"):

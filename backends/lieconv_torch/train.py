@@ -127,6 +127,14 @@ class TorchTrainer:
             p.grad = flat[name]
         return loss, new_state
 
+    def update_state(self, batch: dict, seed: int = 0) -> None:
+        """The loss's training-mode forward without a parameter update: only the state (batch
+        norm statistics, radii) moves."""
+        with torch.no_grad():
+            _, new_state = self.loss_fn(self.params.tree(), self.state.tree(),
+                                        self.batch(batch), int(seed))
+        _copy_into(self.state, new_state)
+
     def run(self, fn: Callable, batch: dict, seed: int = 0) -> Any:
         """``fn(params, state, batch, rng)`` without parameter gradients (eval, prediction);
         its array outputs come back as numpy (a dict or tuple of them, or one)."""

@@ -1,4 +1,4 @@
-"""Datasets. ``springs``: the 6-body spring system of the LieConv paper (DESIGN §5)."""
+"""Datasets. ``springs``: the 6-body spring system of the LieConv paper."""
 
 from . import springs
 

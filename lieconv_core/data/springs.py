@@ -1,4 +1,4 @@
-"""The 6-body spring system of the LieConv paper (DESIGN §5): simulator, conserved quantities and
+"""The 6-body spring system of the LieConv paper: simulator, conserved quantities and
 the train/val/test chunks.
 
 State layout used everywhere in this package: ``z`` has shape ``(..., 2, n, d)`` with

@@ -1,4 +1,4 @@
-"""Learned dynamics: integrators (RK4, leapfrog) and Hamiltonian / direct models (DESIGN §4)."""
+"""Learned dynamics: integrators (RK4, leapfrog) and Hamiltonian / direct models (the paper's)."""
 
 from .integrators import leapfrog_step, odeint, rk4_step
 from .models import FC, HFC, MODELS, FLieResNet, HLieResNet, from_config, make_model

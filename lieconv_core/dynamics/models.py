@@ -1,4 +1,4 @@
-"""Dynamics models for the spring systems (DESIGN §4, "Hamiltonian model"), functional.
+"""Dynamics models for the spring systems (the paper's Hamiltonian model), functional.
 
 State z (bs, 2, n, d) with q = z[:, 0], p = z[:, 1]; system features sys (bs, n, 2) = [m_i, k_i].
 
@@ -242,7 +242,7 @@ class HFC(_Hamiltonian):
 
 
 MODELS = {"hlieconv": HLieResNet, "flieconv": FLieResNet, "hfc": HFC, "fc": FC}
-#: paper defaults (DESIGN §5): LieConv k=384, 4 layers; FC/HFC k=256
+#: paper defaults: LieConv k=384, 4 layers; FC/HFC k=256
 DEFAULT_K = {"hlieconv": 384, "flieconv": 384, "hfc": 256, "fc": 256}
 DEFAULT_LR = {"hlieconv": 1e-3, "flieconv": 1e-3, "hfc": 1e-2, "fc": 1e-2}
 

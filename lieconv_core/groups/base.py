@@ -16,7 +16,15 @@ from ._special import wrap_angle
 
 
 class Group:
-    """Base class. Subclasses set the class attributes and implement the hooks."""
+    """Base class. Subclasses set the class attributes and implement the hooks.
+
+    A group used by the layers needs :meth:`lift`, :meth:`pair_log` and
+    :meth:`distance_from_log`; the tests and augmentation also use :meth:`random_element`,
+    :meth:`act_on_points` and :meth:`act_on_elements`. Every hook takes the array namespace
+    ``xp`` first and may use only array-API operations on it, so that every backend runs it.
+    The example gallery builds a complete custom group ("A custom group from exp, log and a
+    lift").
+    """
 
     #: size of the flattened element representation
     elem_dim: int = 0
@@ -80,7 +88,7 @@ class Group:
 
     def random_element(self, xp: Any, shape: tuple[int, ...], draws: Any, dtype: Any,
                        device: Any) -> Any:
-        """Random group elements as algebra coordinates (*shape, lie_dim) (tests, augmentation)."""
+        """Random elements as algebra coordinates ``(*shape, lie_dim)`` (tests, augmentation)."""
         raise NotImplementedError
 
     def act_on_points(self, xp: Any, g: Any, coords: Any) -> Any:

@@ -111,9 +111,9 @@ class SE2(Group):
         return xp.concat([_angle(xp, elems)[..., None], self.position(xp, elems)], axis=-1)
 
     def feature_distance(self, xp, fu, qu, fv, qv):
-        """α|θ| + (1−α)‖u‖ from (φ, t) of both elements: θ = φ_u − φ_v (mod 2π) and, V(θ) being a
+        """``α|θ| + (1−α)‖u‖`` from (φ, t) of the elements: θ = φ_u − φ_v (mod 2π) and, V(θ) being a
         rotation scaled by a² + b² = (sin(θ/2) / (θ/2))², ‖u‖ = ‖t_u − t_v‖ · (θ/2) / sin(θ/2)
-        with |θ| folded into [0, π] (the distance is even in θ, so the log's branch cut does not
+        with ``|θ|`` folded into [0, π] (the distance is even in θ, so the log's branch cut does not
         matter here). ~20 elementwise operations per pair instead of the log's ~80 (the neighbour
         search and FPS evaluate it for every candidate pair); equal to
         distance_from_log(pair_log(u, v)) up to rounding (absolute error of θ ≈ eps·π), and the

@@ -64,6 +64,17 @@ class SO3(Group):
     q = ‖x‖.
 
     Elements: flattened 3×3 rotations (E = 9). Distance α‖ω‖ + (1−α)|Δq|.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lieconv_core.groups import SO3
+    >>> omega = np.array([[0.0, 0.0, np.pi / 2]])     # a quarter turn about z
+    >>> R = SO3().exp(np, omega)                       # (1, 3, 3)
+    >>> bool(np.allclose(R[0] @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]))
+    True
+    >>> bool(np.allclose(SO3().log(np, R), omega))
+    True
     """
 
     elem_dim = 9

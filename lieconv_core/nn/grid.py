@@ -46,9 +46,9 @@ included). Invalid queries get the reference's answer without a search.
   and host values (r, bounding boxes), which ``jax.jit`` cannot trace; jax keeps the chunked search
   (or its Pallas kernel on GPU);
 * the adapter allows host reads on the points' device (``adapter.compact_pairs``): not on GPUs,
-  where each host read is a device sync (on the H200 the grid's host-side binning made the
-  reference ball search 7.9 ms against the chunked search's 2.5 ms) and the kernels or the chunked
-  search stay on the device, and not under ``torch.compile`` (one graph);
+  where each host read is a device sync (the grid's host-side binning then costs more than the
+  chunked search saves) and the kernels or the chunked search stay on the device, and not under
+  ``torch.compile`` (one graph);
 * ball mode: r is a scalar (a host float is read: one device sync on GPUs, where the torch/cupy
   kernels normally take the search anyway), finite and > 0, and the priorities are a permutation;
 * the dense search would look at more than :data:`GRID_MIN_PAIRS` pairs (bs·m·n;
@@ -75,15 +75,15 @@ from .._backend import index_dtype
 
 #: auto dispatch: use the grid only when the dense search would look at more pairs (bs·m·n)
 GRID_MIN_PAIRS = 1 << 22
-#: ... for groups with a position bound (SE(2), SE(3)), whose distance costs ~3x the Euclidean
-#: one per pair, the grid pays on smaller searches (RotMNIST SE(2) fourth layer, 25 × 279 × 410
-#: pairs: grid 32 ms, chunked 50 ms; fifth, 25 × 190 × 279: 22 vs 26 ms; sixth, 0.6 M pairs:
-#: 16 vs 14 ms, torch)
+#: ... for groups with a position bound (SE(2), SE(3)), whose distance costs several times the
+#: Euclidean one per pair, the grid pays on smaller searches: around a million pairs it starts
+#: to beat the chunked search (the later layers of the RotMNIST SE(2) network sit near this
+#: threshold)
 GRID_MIN_PAIRS_BOUNDED = 1 << 20
 #: auto dispatch: use the grid only when the estimated candidates per query are <= n / this
 GRID_MIN_GAIN = 4
-#: at most this many (query, candidate) pairs are held at once (2^19: cache-sized passes; RotMNIST
-#: SE(2) first layer at fill 7%: torch 459 -> 374 ms, numpy 682 -> 405 ms against 2^22)
+#: at most this many (query, candidate) pairs are held at once (2^19: cache-sized passes, faster
+#: on CPUs than larger chunks)
 GRID_CHUNK_PAIRS = 1 << 19
 #: largest element dimension handled (3^(d-1) ranges per query)
 GRID_MAX_DIM = 3

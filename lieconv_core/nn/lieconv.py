@@ -1,4 +1,4 @@
-"""The LieConv layer (DESIGN §4), functional and written once against the array API.
+"""The LieConv layer of the paper, functional and written once against the array API.
 
 One forward pass: (1) subsample queries by farthest point sampling under the group distance;
 (2) find neighbourhoods (random subset of the ball of radius r, or kNN), chunked so the
@@ -47,7 +47,7 @@ R_AVG_MOMENTUM = 0.02
 CHUNK_ELEMS = CHUNK_ELEMS_DEVICE
 #: automatic query chunks (``chunk_elems`` None) hold at least this many rows (bs·queries): the
 #: output linear is one (rows, 16·chin) @ (16·chin, chout) GEMM per chunk, and narrower ones run
-#: slower (one T(3) cloud, N = 1000, k = 32, C = 256: 256-row chunks 64 ms, 512-row 57 ms)
+#: slower (BLAS is less efficient on GEMMs with few rows)
 MIN_CHUNK_ROWS = 512
 #: automatic compaction (``LieConv.compact`` None): the weight net runs on the valid pairs only
 #: when at most this fraction of the (query, slot) pairs is valid
@@ -60,16 +60,31 @@ PAIR_CACHE_MAX = 1 << 21
 class LieConv(Model):
     """LieConv(chin -> chout) on lifted clouds of ``group``.
 
-    Args:
-        chin, chout: channels in and out.
-        group: a :class:`lieconv_core.groups.Group`.
-        nbhd: neighbourhood size k (clipped to the number of points); None or inf means all points.
-        ds_frac: fraction of points kept as queries (farthest point sampling) when < 1.
-        fill: target fraction of points inside the ball, for the radius controller.
-        knn: use the k nearest points instead of a random subset of the ball.
-        mean: divide by the number of valid neighbours.
-        bn: masked batch norm in the weight net.
-        cache: reuse the FPS indices of the first call (fixed grids such as images).
+    Parameters
+    ----------
+    chin, chout : int
+        Channels in and out.
+    group : Group
+        A :class:`lieconv_core.groups.Group`.
+    nbhd : int, float or None
+        Neighbourhood size k (clipped to the number of points); None or inf means all points.
+    ds_frac : float
+        Fraction of points kept as queries (farthest point sampling) when < 1.
+    fill : float
+        Target fraction of points inside the ball, for the radius controller.
+    knn : bool
+        Use the k nearest points instead of a random subset of the ball.
+    mean : bool
+        Divide by the number of valid neighbours.
+    bn : bool
+        Masked batch norm in the weight net.
+    cache : bool
+        Reuse the FPS indices of the first call (fixed grids such as images).
+
+    Notes
+    -----
+    ``apply(params, state, cloud, ctx)`` maps a lifted :class:`~lieconv_core.Cloud` with
+    ``(bs, n, chin)`` values to one with ``(bs, m, chout)`` values, m = round(ds_frac·n).
 
     Memory: neighbour search through :meth:`ReferenceAdapter.neighbourhood` (a cell list for
     T(d)/Trivial(d) on large clouds, otherwise chunked); the aggregation runs in query chunks of

@@ -1,4 +1,4 @@
-"""The paper's image and molecule architectures (DESIGN §4) as LieResNet configurations, and the
+"""The paper's image and molecule architectures as LieResNet configurations, and the
 inputs they expect (the RotMNIST pixel grid, QM9 atom features)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BottleBlock, GlobalPool and LieResNet (DESIGN §4), functional."""
+"""BottleBlock, GlobalPool and LieResNet (as in the paper), functional."""
 
 from __future__ import annotations
 
@@ -84,19 +84,57 @@ def _per_layer(value: Any, n: int, name: str) -> list:
 
 
 class LieResNet(Model):
-    """Lift → Linear(chin → k0) → L × BottleBlock → [masked BN] → Swish → Linear(k_L → outputs) →
+    """The LieConv residual network: a functional model with ``init`` and ``apply``.
+
+    Lift → Linear(chin → k0) → L × BottleBlock → [masked BN] → Swish → Linear(k_L → outputs) →
     global masked mean (or sum) pool over points and lift samples.
 
-    Args:
-        chin: input feature channels; num_outputs: output channels.
-        k: channel width, or a list of num_layers + 1 widths.
-        nbhd: neighbourhood size (None / inf: all points).
-        ds_frac, fill: scalars or per-layer lists.
-        liftsamples: stabilizer samples per point. mean: mean (else sum) aggregation and pooling.
-        pool: pool over points (else return per-point outputs (bs, n·ns, num_outputs)).
+    Parameters
+    ----------
+    chin : int
+        Input feature channels.
+    num_outputs : int
+        Output channels.
+    k : int or sequence of int
+        Channel width, or a list of ``num_layers + 1`` widths.
+    nbhd : int, float or None
+        Neighbourhood size; None or inf means every point.
+    ds_frac, fill : float or sequence of float
+        Fraction of points kept by each layer (farthest point sampling) and target fraction of
+        points inside a ball (radius controller); scalars or per-layer lists.
+    bn : bool
+        Masked batch norm in the blocks and weight nets.
+    num_layers : int
+        Number of :class:`BottleBlock` s.
+    mean : bool
+        Mean (else sum) aggregation in the layers and in the pooling.
+    pool : bool
+        Pool over points; else ``apply`` returns per-point outputs ``(bs, n·ns, num_outputs)``.
+    liftsamples : int
+        Stabilizer samples per point (``ns``) for groups with a random lift.
+    group : Group
+        The symmetry group (default ``SE3(0.2)``).
+    knn : bool
+        k nearest neighbours instead of a random subset of the ball.
+    cache : bool
+        Reuse the farthest-point-sampling indices of the first call (fixed grids, images).
 
-    ``apply(params, state, (coords, values, mask), train, rng)`` takes coords (bs, n, d),
-    values (bs, n, chin), mask (bs, n) bool and returns (bs, num_outputs) (pooled), new_state.
+    Notes
+    -----
+    ``apply(params, state, (coords, values, mask), train=False, rng=None)`` takes coords
+    ``(bs, n, d)``, values ``(bs, n, chin)`` and a boolean mask ``(bs, n)`` (False on padding)
+    and returns ``(bs, num_outputs)`` (pooled) and the new state. Outputs are arrays of the
+    inputs' library and device.
+
+    Examples
+    --------
+    >>> import numpy as np, lieconv_core as lc
+    >>> net = lc.LieResNet(chin=1, num_outputs=2, k=16, num_layers=1, group=lc.groups.T(2))
+    >>> params, state = net.init(seed=0, dtype="float64", backend="numpy")
+    >>> x = np.random.default_rng(0).standard_normal((3, 10, 2))
+    >>> out, state = net.apply(params, state, (x, np.ones((3, 10, 1)), np.ones((3, 10), bool)))
+    >>> out.shape
+    (3, 2)
     """
 
     def __init__(self, chin: int, num_outputs: int = 1, k: int | Sequence[int] = 1536,

@@ -1,4 +1,4 @@
-"""Triton kernels for the three hot spots of a LieConv layer (DESIGN §4, §8).
+"""Triton kernels for the three hot spots of a LieConv layer.
 
 * :func:`fps_kernel` - farthest point sampling, one program per cloud, all m steps in one launch.
 * :func:`ball_kernel` / :func:`knn_kernel` - neighbour search with distances computed on the fly
@@ -175,8 +175,8 @@ def _dswish(z):
 @triton.jit
 def _mm(a, b):
     """a @ b in full precision. float32: tensor-core dot with IEEE inputs (no TF32). float64:
-    broadcast-multiply-sum, because Triton's fp64 MMA path rejected these tiles on an H200
-    (Triton 3.6: "fp64 don't support largeK MMA"). The branch is resolved at compile time."""
+    broadcast-multiply-sum, because Triton's fp64 MMA path rejects these tiles
+    ("fp64 don't support largeK MMA"). The branch is resolved at compile time."""
     if a.dtype == tl.float64:
         return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     else:
