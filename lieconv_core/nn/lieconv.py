@@ -29,7 +29,7 @@ from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups.base import Group
-from .layers import BN_EPS, bn_init, bn_swish, linear, linear_init, zero_invalid
+from .layers import bn_init, bn_scale, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
 
 #: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
@@ -401,7 +401,7 @@ class LieConv(Model):
         w, b = layer["lin"]["w"], layer["lin"]["b"]
         if bn_state is None:
             return w, b
-        scale = layer["bn"]["w"] / xp.sqrt(bn_state["var"] + BN_EPS)
+        scale = bn_scale(xp, layer["bn"]["w"], bn_state["var"])
         return w * scale, (b - bn_state["mean"]) * scale + layer["bn"]["b"]
 
     def _update_radius(self, xp, r, counts, qmask, pmask):
