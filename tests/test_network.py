@@ -229,27 +229,31 @@ def test_subsampling_edge_cases():
 
 
 def _observed_fill(x, r):
-    d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
+    """Mean fraction of points within T(2) distance r: the original's 0.2‖Δx‖ < r."""
+    d = 0.2 * np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
     return (d < r).sum(-1).mean() / x.shape[1]
 
 
 @pytest.mark.parametrize("target", [0.2, 0.6])
 def test_radius_controller_reaches_target_fill(target):
+    """The controller r <- r + 0.5 (fill - observed) settles near the target fill. T(2)'s
+    distance is the original's 0.2‖Δx‖, so a step of r moves the ball's Euclidean radius 5x as
+    far: batches of 16 clouds keep the batch-to-batch noise of the observed fill small enough."""
     group = G.T(2)
     net = small_net(group, fill=target, nbhd=None, num_layers=1, bn=False)
     params, state = net.init(seed=0, dtype="float64", backend="numpy")
     rng = np.random.default_rng(0)
     for step in range(40):
-        x = rng.standard_normal((4, 30, 2))
-        v = rng.standard_normal((4, 30, 3))
-        m = np.ones((4, 30), bool)
+        x = rng.standard_normal((16, 30, 2))
+        v = rng.standard_normal((16, 30, 3))
+        m = np.ones((16, 30), bool)
         _, state = net.apply(params, state, (x, v, m), train=True, rng=step)
     r = float(state["blocks"]["0"]["conv"]["r"])
     assert r != 2.0
     x = rng.standard_normal((64, 30, 2))
     assert abs(_observed_fill(x, r) - target) < 0.05
     # eval mode: r is frozen
-    _, state2 = net.apply(params, state, (x[:4], v, m), train=False)
+    _, state2 = net.apply(params, state, (x[:16], v, m), train=False)
     assert float(state2["blocks"]["0"]["conv"]["r"]) == r
 
 
@@ -415,9 +419,10 @@ def test_compacted_weight_net_matches_all_slots(monkeypatch, group, nbhd, ds, tr
 
     net = small_net(group, nbhd=nbhd, ds_frac=ds, fill=0.3, bn=True)
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
-    if nbhd == 12:  # small balls: fewer than 12 points in every ball
+    if nbhd == 12:  # small balls: fewer than 12 points in every ball (T(2): ‖Δx‖ < 0.8)
         for blk in state["blocks"].values():
-            blk["conv"]["r"] = np.asarray(0.3 if isinstance(group, G.SO2) else 0.8)
+            r = 0.3 if isinstance(group, G.SO2) else 0.8 * group.distance_scale
+            blk["conv"]["r"] = np.asarray(r)
     x, v, m = make_inputs(group.space_dim)
     for blk in net.blocks:
         monkeypatch.setattr(blk.conv, "chunk_elems", 3 * 28 * 32)  # several query chunks (eval)

@@ -190,10 +190,11 @@ class LieConv(Model):
         if dense:
             # every point is a candidate: a (bs, m, n) pair mask instead of indices
             nbr_idx = None
-            nbr_mask, counts = ad.dense_neighbourhood(xp, self.group, qt, pt, r, self.knn, **pd)
+            nbr_mask, counts = ad.dense_neighbourhood(
+                xp, self.group, qt, pt, self.group.search_radius(r), self.knn, **pd)
         else:
-            nbr_idx, nbr_mask, counts = ad.neighbourhood(xp, self.group, qt, pt, k, r, prio,
-                                                         self.knn, **pd)
+            nbr_idx, nbr_mask, counts = ad.neighbourhood(
+                xp, self.group, qt, pt, k, self.group.search_radius(r), prio, self.knn, **pd)
         if not dense and self.compact is not False and ad.compact_pairs(nbr_mask):
             nbr_idx, nbr_mask = _drop_empty_slots(xp, nbr_idx, nbr_mask)
         new_state = dict(state)
