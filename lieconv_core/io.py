@@ -160,3 +160,4 @@ def load_model(run_dir: str | os.PathLike, backend: str | None = None, dtype: st
     dt = resolve_dtype(xp, dtype or cfg.get("dtype", "float32"))
     device = device if device is not None else default_device(xp)
     return model, to_backend(unflatten(params_flat), xp, dt, device), cfg
+from .original import OriginalWeightsError, from_original  # noqa: E402,F401
