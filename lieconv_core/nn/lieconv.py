@@ -89,6 +89,11 @@ class LieConv(Model):
     #: None: the dense path (no neighbour indices, one (m·16, n) @ (n, c) product per cloud)
     #: whenever k >= n; True / False force it on or off (settable per instance or class)
     dense: bool | None = None
+    #: embed [log(u⁻¹v), q_v, q_u] instead of [log(v⁻¹u), q_u, q_v] for query u and neighbour
+    #: v: the original's orientation in layers after an odd number of subsampling layers (its
+    #: subsampled pair tensor ``abq_pairs[B, idx][B, :, idx]`` has the query axis second; see
+    #: :class:`~lieconv_core.nn.LieResNet`'s ``original_pairs`` and docs/original.md)
+    swap_pairs: bool = False
 
     def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
                  ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
@@ -307,6 +312,8 @@ class LieConv(Model):
         point, (bs, s, n, embed_dim). With ``log`` (bs, s, n, lie_dim) (the pair logs of
         :meth:`pairs`, sliced to the queries) the logs are read from there."""
         qu = None if query.q is None else query.q[:, :, None, :]
+        if self.swap_pairs:
+            return self._embed_swapped(xp, ad, query, cloud, nbr_idx)
         if log is not None:
             if nbr_idx is None:
                 return self.group.embed_from_log(
@@ -324,6 +331,17 @@ class LieConv(Model):
         return self.group.pair_embed(
             xp, query.elems[:, :, None, :], qu, ad.gather(xp, cloud.elems, nbr_idx),
             None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
+
+    def _embed_swapped(self, xp, ad, query, cloud, nbr_idx):
+        """:meth:`_embed` with the roles swapped, [log(u⁻¹v), q_v, q_u] for query u and
+        neighbour v (:attr:`swap_pairs`): (bs, s, k or n, embed_dim)."""
+        qu = None if query.q is None else query.q[:, :, None, :]
+        if nbr_idx is None:
+            v, qv = cloud.elems[:, None, :, :], None if cloud.q is None else cloud.q[:, None]
+        else:
+            v = ad.gather(xp, cloud.elems, nbr_idx)
+            qv = None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx)
+        return self.group.pair_embed(xp, v, qv, query.elems[:, :, None, :], qu)
 
     def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx, comp=None):
         """Training mode with batch norm: weight net on the pair embeddings (bs, m, k, d) with
@@ -392,6 +410,9 @@ class LieConv(Model):
             return None if a is None else xp.take(xp.reshape(a, (-1, a.shape[-1])), r, axis=0)
 
         qu, qv = rows(query.q, qrow), rows(cloud.q, prow)
+        if self.swap_pairs:
+            return self.group.pair_embed(xp, rows(cloud.elems, prow), qv,
+                                         rows(query.elems, qrow), qu)
         if log is not None:  # queries are the points (no subsampling)
             return self.group.embed_from_log(xp, rows(log, qrow * n + j), qu, qv)
         return self.group.pair_embed(xp, rows(query.elems, qrow), qu, rows(cloud.elems, prow), qv)
