@@ -38,3 +38,16 @@ def test_ball_holds_the_points_within_the_original_distance(group, scale, nbhd):
     assert float(new["r"]) == pytest.approx(update(scale * eucl), abs=1e-14)
     assert abs(float(new["r"]) - update(eucl)) > 1e-3
     assert group.search_radius(r) == pytest.approx(r / scale)
+
+
+def test_fill_target_is_capped_at_one():
+    """The original's controller aims at min(fill, 1): with fill = 3 a ball holding every point
+    leaves r unchanged (observed fill 1), as with fill = 1."""
+    rng = np.random.default_rng(0)
+    x, v = rng.standard_normal((1, 6, 2)), rng.standard_normal((1, 6, 3))
+    m = np.ones((1, 6), bool)
+    for fill in (1.0, 3.0):
+        conv = lc.LieConv(3, 4, G.T(2), nbhd=None, fill=fill)
+        params, state = conv.init(seed=0, dtype="float64", backend="numpy")
+        _, new = conv.forward(params, state, lc.lift(G.T(2), x, v, m), train=True, rng=0)
+        assert conv.fill == 1.0 and float(new["r"]) == float(state["r"])

@@ -62,7 +62,8 @@ class LieConv(Model):
         group: a :class:`lieconv_core.groups.Group`.
         nbhd: neighbourhood size k (clipped to the number of points); None or inf means all points.
         ds_frac: fraction of points kept as queries (farthest point sampling) when < 1.
-        fill: target fraction of points inside the ball, for the radius controller.
+        fill: target fraction of points inside the ball, for the radius controller (capped at 1,
+            as in the original: a larger target cannot be reached).
         knn: use the k nearest points instead of a random subset of the ball.
         mean: divide by the number of valid neighbours.
         bn: masked batch norm in the weight net.
@@ -106,7 +107,7 @@ class LieConv(Model):
             raise ValueError(f"nbhd must be >= 1 (or None for all points), got {nbhd}")
         self.chin, self.chout, self.group = int(chin), int(chout), group
         self.nbhd = None if nbhd is None or math.isinf(nbhd) else int(nbhd)
-        self.ds_frac, self.fill = float(ds_frac), float(fill)
+        self.ds_frac, self.fill = float(ds_frac), min(float(fill), 1.0)
         self.knn, self.mean, self.bn, self.cache = bool(knn), bool(mean), bool(bn), bool(cache)
 
     # --- parameters ------------------------------------------------------------------------------
