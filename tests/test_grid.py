@@ -387,7 +387,9 @@ def test_t3_layer_invariant_through_grid_path_and_control_fails(monkeypatch):
     def run(group, coords):
         conv = lc.LieConv(3, 4, group, nbhd=16, mean=True)
         params, state = conv.init_host(np.random.default_rng(0))
-        state["r"] = state["r_train"] = np.asarray(0.13)  # ≈ 19 points per ball at density 2100
+        # a ball of Euclidean radius 0.13 (≈ 19 points at density 2100) under the group's
+        # distance (the original's 0.2‖Δx‖ for T(3), 0.8‖Δx‖ for Trivial(3))
+        state["r"] = state["r_train"] = np.asarray(0.13 * group.distance_scale)
         cloud = lc.lift(group, coords, v, m)
         out, _ = conv.apply(params, state, cloud, Model.context(np, False, PortableDraws(5)))
         return out.values

@@ -229,28 +229,33 @@ def test_subsampling_edge_cases():
 
 
 def _observed_fill(x, r):
-    d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
+    """Mean fraction of points within T(2) distance r: the original's 0.2‖Δx‖ < r."""
+    d = 0.2 * np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
     return (d < r).sum(-1).mean() / x.shape[1]
 
 
 @pytest.mark.parametrize("target", [0.2, 0.6])
 def test_radius_controller_reaches_target_fill(target):
+    """The controller r <- r + 0.5 (fill - observed) settles near the target fill. T(2)'s
+    distance is the original's 0.2‖Δx‖, so a step of r moves the ball's Euclidean radius 5x as
+    far: batches of 16 clouds keep the batch-to-batch noise of the observed fill small enough."""
     group = G.T(2)
     net = small_net(group, fill=target, nbhd=None, num_layers=1, bn=False)
     params, state = net.init(seed=0, dtype="float64", backend="numpy")
     rng = np.random.default_rng(0)
     for step in range(40):
-        x = rng.standard_normal((4, 30, 2))
-        v = rng.standard_normal((4, 30, 3))
-        m = np.ones((4, 30), bool)
+        x = rng.standard_normal((16, 30, 2))
+        v = rng.standard_normal((16, 30, 3))
+        m = np.ones((16, 30), bool)
         _, state = net.apply(params, state, (x, v, m), train=True, rng=step)
-    r = float(state["blocks"]["0"]["conv"]["r"])
+    r = float(state["blocks"]["0"]["conv"]["r_train"])  # the controller's radius
     assert r != 2.0
     x = rng.standard_normal((64, 30, 2))
     assert abs(_observed_fill(x, r) - target) < 0.05
-    # eval mode: r is frozen
-    _, state2 = net.apply(params, state, (x[:4], v, m), train=False)
-    assert float(state2["blocks"]["0"]["conv"]["r"]) == r
+    # eval mode: the radii are frozen
+    _, state2 = net.apply(params, state, (x[:16], v, m), train=False)
+    for key in ("r", "r_train", "r_count"):
+        assert float(state2["blocks"]["0"]["conv"][key]) == float(state["blocks"]["0"]["conv"][key])
 
 
 def test_knn_option_matches_brute_force():
@@ -415,10 +420,10 @@ def test_compacted_weight_net_matches_all_slots(monkeypatch, group, nbhd, ds, tr
 
     net = small_net(group, nbhd=nbhd, ds_frac=ds, fill=0.3, bn=True)
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
-    if nbhd == 12:  # small balls: fewer than 12 points in every ball
+    if nbhd == 12:  # small balls: fewer than 12 points in every ball (T(2): ‖Δx‖ < 0.8)
         for blk in state["blocks"].values():
-            blk["conv"]["r"] = blk["conv"]["r_train"] = np.asarray(
-                0.3 if isinstance(group, G.SO2) else 0.8)
+            r = 0.3 if isinstance(group, G.SO2) else 0.8 * group.distance_scale
+            blk["conv"]["r"] = blk["conv"]["r_train"] = np.asarray(r)
     x, v, m = make_inputs(group.space_dim)
     for blk in net.blocks:
         monkeypatch.setattr(blk.conv, "chunk_elems", 3 * 28 * 32)  # several query chunks (eval)
@@ -557,8 +562,9 @@ def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
     """Training mode: the output on valid entries, and the running statistics, are those of
     torch's batch_norm applied to the valid entries alone (biased variance to normalise,
     unbiased in the running variance, momentum 0.1); invalid entries come out as zeros, and
-    eval mode uses the running statistics. A control that also counts the masked entries
-    (filled with large values) is far off."""
+    eval mode uses the running statistics. The variances here are far above eps, where the
+    original's √max(var, eps) is √var: torch's batch_norm with a negligible eps. A control
+    that also counts the masked entries (filled with large values) is far off."""
     torch = pytest.importorskip("torch")
     from lieconv_core.nn.layers import masked_batchnorm
 
@@ -572,7 +578,7 @@ def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
     rm, rv = torch.tensor(s["mean"]), torch.tensor(s["var"])
     want = torch.nn.functional.batch_norm(
         torch.tensor(x[mask]), rm, rv, torch.tensor(p["w"]), torch.tensor(p["b"]),
-        training=True, momentum=0.1, eps=1e-5).numpy()
+        training=True, momentum=0.1, eps=1e-300).numpy()
     np.testing.assert_allclose(y[mask], want, rtol=1e-10, atol=1e-12)
     assert np.all(y[~mask] == 0)
     np.testing.assert_allclose(new_s["mean"], rm.numpy(), rtol=1e-12)
@@ -580,11 +586,78 @@ def test_masked_batchnorm_matches_torch_batch_norm_on_valid_entries():
     y_eval, same = masked_batchnorm(np, p, new_s, x, mask, False)
     want_eval = torch.nn.functional.batch_norm(
         torch.tensor(x[mask]), rm, rv, torch.tensor(p["w"]), torch.tensor(p["b"]),
-        training=False, eps=1e-5).numpy()
+        training=False, eps=1e-300).numpy()
     np.testing.assert_allclose(y_eval[mask], want_eval, rtol=1e-10, atol=1e-12)
     assert same is new_s
     control, _ = masked_batchnorm(np, p, s, x, np.ones_like(mask), True)
     assert np.abs(control[mask] - want).max() > 0.1
+
+
+def test_masked_batchnorm_clamps_the_variance_at_eps():
+    """The original's MaskBatchNormNd divides by √max(var, eps), not torch's √(var + eps): a
+    channel with batch variance eps/4 is scaled by 1/√eps (training), a channel with running
+    variance below eps likewise (eval), and a channel well above eps by 1/√var exactly. Control:
+    torch's convention is >10% off on the near-constant channel."""
+    from lieconv_core.nn.layers import BN_EPS, masked_batchnorm
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 2))
+    z = (x[:, 0] - x[:, 0].mean()) / x[:, 0].std()
+    x[:, 0] = 3 + 0.5 * np.sqrt(BN_EPS) * z  # batch variance eps/4
+    p = {"w": np.array([1.5, 0.5]), "b": np.array([0.1, -0.2])}
+    s = {"mean": np.zeros(2), "var": np.array([1e-9, 4.0])}
+    y, _ = masked_batchnorm(np, p, s, x, None, True)
+    mean, var = x.mean(0), x.var(0)
+    assert var[0] < BN_EPS / 2 and var[1] > 0.1
+    want = (x - mean) * (p["w"] / np.sqrt([BN_EPS, var[1]])) + p["b"]
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-15)
+    torch_conv = (x - mean) * (p["w"] / np.sqrt(var + BN_EPS)) + p["b"]
+    assert np.abs(torch_conv[:, 0] - want[:, 0]).max() > 0.1 * np.abs(want[:, 0] - 0.1).max()
+    y_eval, _ = masked_batchnorm(np, p, s, x, None, False)
+    want_eval = x * (p["w"] / np.sqrt([BN_EPS, 4.0])) + p["b"]
+    np.testing.assert_allclose(y_eval, want_eval, rtol=1e-13, atol=1e-15)
+
+
+def test_fused_bn_swish_clamped_variance_gradients(jax_x64):
+    """torch's and jax's fused training-mode bn_swish against the reference composition under
+    autograd on a batch with one channel below eps (σ is constant there, so the gradient has no
+    x̂ term for it): outputs and gradients for x, w, b to 1e-12."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xpt
+    from lieconv_torch.adapter import ADAPTER
+
+    from lieconv_core.adapter import ReferenceAdapter
+    from lieconv_core.nn.layers import BN_EPS
+
+    rng = np.random.default_rng(2)
+    xn = rng.standard_normal((40, 3))
+    xn[:, 1] = 1 + 0.3 * np.sqrt(BN_EPS) * xn[:, 1]
+    maskn = rng.random(40) < 0.8
+    gn = rng.standard_normal((40, 3))
+    pn = {"w": np.array([1.2, 0.7, 0.9]), "b": np.array([0.1, 0.2, -0.3])}
+    s = {"mean": torch.zeros(3, dtype=torch.float64), "var": torch.ones(3, dtype=torch.float64)}
+    res = []
+    for ad in (ReferenceAdapter(), ADAPTER):
+        x = torch.tensor(xn, requires_grad=True)
+        p = {k: torch.tensor(v, requires_grad=True) for k, v in pn.items()}
+        y, _ = ad.bn_swish(xpt, p, s, x, torch.tensor(maskn), True)
+        grads = torch.autograd.grad(torch.sum(y * torch.tensor(gn)), (x, p["w"], p["b"]))
+        res.append([t.detach().numpy() for t in (y, *grads)])
+    for want, got in zip(*res):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    import jax
+    import jax.numpy as jnp
+    from lieconv_jax.adapter import ADAPTER as JAD
+
+    def loss(x, w, b):
+        y, _ = JAD.bn_swish(jnp, {"w": w, "b": b}, {"mean": jnp.zeros(3), "var": jnp.ones(3)},
+                            x, jnp.asarray(maskn), True)
+        return jnp.sum(y * gn)
+
+    jg = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(xn), jnp.asarray(pn["w"]),
+                                          jnp.asarray(pn["b"]))
+    for want, got in zip(res[0][1:], jg):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
 
 
 def test_torch_eval_bn_swish_matches_the_reference(torch1):

@@ -239,7 +239,8 @@ def test_eval_mode_agrees_with_train_mode_on_a_pixel_grid(group, torch1, tmp_pat
     from lieconv_core.training import load_run
 
     x, v, y = _grid_digits(160, seed=0)
-    clf = P.Classifier(group=group, epochs=6, batch_size=16, lr=1e-2, progress=False,
+    lr = 1e-2 if group == "T2" else 3e-3
+    clf = P.Classifier(group=group, epochs=12, batch_size=16, lr=lr, progress=False,
                        dtype="float64", k=16, num_layers=2, nbhd=9, fill=0.15, augment=False)
     clf.fit(x, y, values=v, out=tmp_path / group)
     _, _, model, params, state, _ = load_run(tmp_path / group)
@@ -248,8 +249,9 @@ def test_eval_mode_agrees_with_train_mode_on_a_pixel_grid(group, torch1, tmp_pat
     for train in (True, False):
         out, _ = model.apply(params, state, inputs, train=train, rng=3)
         accs[train] = float(np.mean(out.argmax(-1) == y))
-    assert accs[False] >= 0.8, accs
+    assert accs[False] >= (0.9 if group == "T2" else 0.6), accs  # chance: 0.5
     assert abs(accs[True] - accs[False]) <= 0.05, accs
     r = [float(b["conv"]["r"]) for b in state["blocks"].values()]
     r_train = [float(b["conv"]["r_train"]) for b in state["blocks"].values()]
     assert r != r_train  # the eval radius is the average, not the last training radius
+    assert np.allclose(r, r_train, rtol=0.05)  # ... of radii that have settled

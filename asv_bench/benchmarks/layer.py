@@ -39,8 +39,8 @@ class _Layer:
         g = T(3)
         self.conv = conv = LieConv(c, c, g, nbhd=k, mean=True)
         params, state = conv.init_host(np.random.default_rng(0))
-        if radius is not None:
-            state["r"] = state["r_train"] = np.asarray(radius)
+        if radius is not None:  # a Euclidean radius: T(3)'s distance is 0.2‖Δx‖
+            state["r"] = state["r_train"] = np.asarray(radius * g.distance_scale)
         self.params, self.state = b.tree(params, "float32"), b.tree(state, "float32")
         gen = np.random.default_rng(1)
         self.x = b.asarray(point_cloud(n, 3), "float32")

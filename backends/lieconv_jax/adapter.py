@@ -231,14 +231,14 @@ class JaxAdapter(ReferenceAdapter):
 
 
 def _bn_swish_forward(x, w, b, m, eps):
-    """y = swish((x − μ)·(w/√(σ² + eps)) + b)·m with μ, σ² the mean and biased variance over the
+    """y = swish((x − μ)·(w/√max(σ², eps)) + b)·m with μ, σ² the mean and biased variance over the
     rows where m = 1, in the reference's order of operations. x (N, c), m (N, 1) 0/1."""
     n = jnp.maximum(jnp.sum(m), jnp.ones((), x.dtype))
     mean = jnp.sum(x * m, axis=0) / n
     xc = x - mean
     xm = xc * m
     var = jnp.sum(xm * xm, axis=0) / n
-    scale = w / jnp.sqrt(var + eps)
+    scale = w / jnp.sqrt(jnp.maximum(var, eps))
     pre = xc * scale + b
     return jax.nn.silu(pre) * m, (mean, var, n, scale, pre)
 
@@ -263,9 +263,11 @@ def _masked_bn_swish_bwd(eps, res, cts):
     gb = jnp.sum(g, axis=0)
     xc = x - mean
     gxc = jnp.sum(g * xc, axis=0)  # Σ g·(x − μ) over valid rows
-    inv2 = 1 / (var + eps)
-    # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere
-    gx = (g - gb / n - xc * (gxc * inv2 / n)) * scale * m
+    inv2 = 1 / jnp.maximum(var, eps)
+    # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere (no x̂ term for
+    # channels whose variance is clamped to eps: σ is constant there)
+    gvar = jnp.where(var >= eps, gxc * inv2 / n, jnp.zeros_like(gxc))
+    gx = (g - gb / n - xc * gvar) * scale * m
     return gx, gxc * jnp.sqrt(inv2), gb, jnp.zeros_like(m)
 
 

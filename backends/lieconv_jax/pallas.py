@@ -17,7 +17,8 @@ identical indices (same quantisation, same tie rules), floats to rounding.
   the weight net, emits per-query partial parameter gradients and d(values) that are summed
   outside); that backward is itself differentiable (reverse-over-reverse through the reference).
 
-Group coverage: Euclidean distances (T(d), Trivial(d), d <= 3) for FPS/neighbourhoods;
+Group coverage: Euclidean distances (T(d), Trivial(d), d <= 3) for FPS/neighbourhoods (their
+search metric ‖Δx‖: ball radii arrive rescaled by ``Group.search_radius``, r / α or r / (1 − α));
 pointconv is group-independent.
 """
 

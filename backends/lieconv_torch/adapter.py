@@ -244,7 +244,7 @@ class TorchAdapter(ReferenceAdapter):
     def _bn_swish_eval(p, s, x, mask):
         from lieconv_core.nn.layers import BN_EPS
 
-        scale = p["w"] / torch.sqrt(s["var"] + BN_EPS)
+        scale = p["w"] / torch.sqrt(torch.clamp(s["var"], min=BN_EPS))
         y = torch.sub(x, s["mean"]).mul_(scale).add_(p["b"])
         y = torch.nn.functional.silu(y, inplace=True)
         return y if mask is None else y.masked_fill_(~mask[..., None], 0)
@@ -497,20 +497,20 @@ class _MaskedBNSwish(torch.autograd.Function):
             mean = torch.mv(x.T, m[:, 0]) / n
             xm = torch.sub(x, mean).mul_(m)  # x − μ on valid rows, 0 elsewhere
         var = torch.diagonal(xm.T @ xm) / n
-        inv = torch.rsqrt(var + eps)
+        inv = torch.rsqrt(torch.clamp(var, min=eps))  # √max(var, eps), the original's
         scale = w * inv
         pre = xm.mul_(scale).add_(b)  # (b on invalid rows, where y is zeroed)
         y = torch.nn.functional.silu(pre)
         if m is not None:
             y.mul_(m)
         ctx.eps = eps
-        ctx.save_for_backward(x, w, b, m, pre, mean, scale, inv, n)
+        ctx.save_for_backward(x, w, b, m, pre, mean, scale, inv, n, var)
         ctx.mark_non_differentiable(mean, var, n)
         return y, mean, var, n
 
     @staticmethod
     def backward(ctx, gy, _gmean, _gvar, _gn):
-        x, w, b, m, pre, mean, scale, inv, n = ctx.saved_tensors
+        x, w, b, m, pre, mean, scale, inv, n, var = ctx.saved_tensors
         need = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
             wrt = [t for t, nd in zip((x, w, b), need) if nd]
@@ -526,7 +526,9 @@ class _MaskedBNSwish(torch.autograd.Function):
         xc = x - mean
         gxc = torch.diagonal(g.T @ xc)  # Σ g·(x − μ) over valid rows (g is 0 elsewhere)
         # dx = (w/σ)·(g − mean(g) − x̂·mean(g·x̂)) on valid rows, zero elsewhere, built in xc
-        gx = xc.mul_(-gxc * (inv * inv) / n).add_(g).sub_(gb / n).mul_(scale)
+        # (channels whose variance is clamped to eps have a constant σ: no x̂ term)
+        gvar = torch.where(var >= ctx.eps, -gxc * (inv * inv) / n, torch.zeros_like(gxc))
+        gx = xc.mul_(gvar).add_(g).sub_(gb / n).mul_(scale)
         if m is not None:
             gx.mul_(m)
         return gx, gxc * inv, gb, None, None
@@ -540,7 +542,7 @@ def _bn_swish_composite(x, w, b, m, eps):
     mean = torch.sum(x * m, dim=0) / n
     xc = x - mean
     var = torch.sum(xc * xc * m, dim=0) / n
-    return torch.nn.functional.silu(xc * (w * torch.rsqrt(var + eps)) + b) * m
+    return torch.nn.functional.silu(xc * (w * torch.rsqrt(torch.clamp(var, min=eps))) + b) * m
 
 
 def _euclidean_fps(xp: Any, elems: torch.Tensor, mask: torch.Tensor, m: int,

@@ -92,7 +92,7 @@ class _Hamiltonian(DynamicsModel):
     def energy(self, params: dict, z: Any, sys: Any) -> Any:
         """H (bs,) = Σ ‖p‖²/2m + V(q − mean q)."""
         xp = self._check(z, sys)
-        q, p = z[:, 0], z[:, 1]
+        q, p = z[:, 0, ...], z[:, 1, ...]
         kinetic = xp.sum(xp.sum(p * p, axis=-1) / (2 * sys[..., 0]), axis=-1)
         return kinetic + self.potential(params, q, sys)
 

@@ -70,6 +70,21 @@ class Group:
         distance_features(v), qv)`` bit for bit. Default: pair_distance on the elements."""
         return self.pair_distance(xp, fu, qu, fv, qv)
 
+    @property
+    def distance_scale(self) -> float:
+        """s > 0 with the group distance equal to s · :meth:`pair_distance` — 1 except for T(d)
+        (α) and Trivial(d) (1 − α), whose searches compute the Euclidean ‖Δx‖ (what the
+        fused kernels and the cell list evaluate) while the distance is the original's
+        α‖Δx‖ or (1 − α)‖Δx‖. A ball of radius r is the ball of radius r / s under
+        :meth:`pair_distance` (:meth:`search_radius`); FPS is the same under either."""
+        return 1.0
+
+    def search_radius(self, r: Any) -> Any:
+        """The radius under :meth:`pair_distance` of the ball of group-distance radius r (a
+        scalar or 0-d array): r / :attr:`distance_scale` (r itself where the scale is 1)."""
+        s = self.distance_scale
+        return r if s == 1 else r / s
+
     def position_bound(self) -> float | None:
         """A constant c > 0 with ``pair_distance(u, qu, v, qv) >= c·‖position(u) − position(v)‖``
         for every pair, or None when the distance has no such bound (the default). The cell-list

@@ -10,14 +10,27 @@ from .subgroup import Subgroup
 
 
 class T(Group):
-    """Translation group T(d) acting on R^d. Elements: a = x; log(v⁻¹u) = u − v; distance ‖Δx‖."""
+    """Translation group T(d) acting on R^d. Elements: a = x; log(v⁻¹u) = u − v.
+
+    The distance is the original's α‖Δx‖ (its base-class formula α‖log(v⁻¹u)‖ + (1 − α)‖Δq‖
+    with no q; α = 0.2 by default): a ball of radius r holds the points with ‖Δx‖ < r/α.
+    :meth:`pair_distance` is the Euclidean ‖Δx‖ that the searches evaluate;
+    :attr:`distance_scale` is α.
+    """
 
     q_dim = 0
 
-    def __init__(self, d: int = 2):
+    def __init__(self, d: int = 2, alpha: float = 0.2):
         if d < 1:
             raise ValueError(f"d must be a positive dimension, got {d}")
+        if not 0 < alpha:
+            raise ValueError(f"alpha must be > 0 (the distance is alpha·|dx|), got {alpha}")
         self.space_dim = self.elem_dim = self.lie_dim = d
+        self.alpha = float(alpha)
+
+    @property
+    def distance_scale(self) -> float:
+        return self.alpha
 
     def lift(self, xp, coords, nsamples, draws):
         return coords, None
@@ -49,7 +62,8 @@ class T(Group):
         return M[..., : self.space_dim, self.space_dim]
 
     def __repr__(self) -> str:
-        return f"T({self.space_dim})"
+        d = self.space_dim
+        return f"T({d})" if self.alpha == 0.2 else f"T({d}, alpha={self.alpha})"
 
 
 def Tx() -> Subgroup:

@@ -6,15 +6,28 @@ from .base import Group, norm
 
 
 class Trivial(Group):
-    """Trivial group acting on R^d. Elements are the points themselves; embedding [x_u, x_v]."""
+    """Trivial group acting on R^d. Elements are the points themselves; embedding [x_u, x_v].
+
+    The distance is the original's (1 − α)‖Δx‖ (its base-class formula with no algebra part and
+    q = x; α = 0.2 by default): a ball of radius r holds the points with ‖Δx‖ < r/(1 − α).
+    :meth:`pair_distance` is the Euclidean ‖Δx‖ that the searches evaluate;
+    :attr:`distance_scale` is 1 − α.
+    """
 
     lie_dim = 0
     q_dim = 0
 
-    def __init__(self, d: int = 2):
+    def __init__(self, d: int = 2, alpha: float = 0.2):
         if d < 1:
             raise ValueError(f"d must be a positive dimension, got {d}")
+        if not alpha < 1:
+            raise ValueError(f"alpha must be < 1 (the distance is (1-alpha)·|dx|), got {alpha}")
         self.space_dim = self.elem_dim = d
+        self.alpha = float(alpha)
+
+    @property
+    def distance_scale(self) -> float:
+        return 1 - self.alpha
 
     @property
     def embed_dim(self) -> int:
@@ -40,4 +53,5 @@ class Trivial(Group):
         return elems
 
     def __repr__(self) -> str:
-        return f"Trivial({self.space_dim})"
+        return (f"Trivial({self.space_dim})" if self.alpha == 0.2
+                else f"Trivial({self.space_dim}, alpha={self.alpha})")

@@ -60,6 +60,11 @@ included). Invalid queries get the reference's answer without a search.
 * every valid coordinate is finite and the grid has at most 2³¹ cells per axis.
 
 Otherwise :func:`grid_neighbourhood` returns None and the caller runs the chunked search.
+
+For T(d) and Trivial(d) the distance here is the search metric ‖Δx‖ (``group.pair_distance``);
+their group distances are the original's α‖Δx‖ and (1 − α)‖Δx‖, and the LieConv layer passes the
+radius as r / α or r / (1 − α) (``Group.search_radius``), so every search path, kernels included,
+compares the same ‖Δx‖ with the same rescaled radius.
 """
 
 from __future__ import annotations

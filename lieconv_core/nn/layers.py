@@ -15,6 +15,9 @@ import numpy as np
 from .._backend import adapter_for
 
 BN_MOMENTUM = 0.1
+#: batch norm divides by √max(var, BN_EPS), the original's ``MaskBatchNormNd`` (not torch's
+#: √(var + eps)): the two differ by ~1e-5 relative in eval mode and by up to √2 where a channel's
+#: batch variance is near eps (docs/original.md)
 BN_EPS = 1e-5
 
 
@@ -38,6 +41,11 @@ def swish(xp: Any, x: Any) -> Any:
     return adapter_for(xp).swish(xp, x)
 
 
+def bn_scale(xp: Any, w: Any, var: Any) -> Any:
+    """The per-channel batch-norm scale w / √max(var, eps) (the original's convention): (c,)."""
+    return w / xp.sqrt(xp.clip(var, min=BN_EPS))
+
+
 def bn_init(channels: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Masked batch-norm params (affine w, b) and state (running mean and variance)."""
     params = {"w": np.ones(channels), "b": np.zeros(channels)}
@@ -52,8 +60,8 @@ def masked_batchnorm(
 
     x (..., c), mask (...) bool, or None when every entry is valid. In training mode the
     statistics are the mean and the biased variance over valid entries, and the running statistics
-    move by momentum 0.1 (running variance unbiased, as in PyTorch). Invalid entries come out as
-    zeros.
+    move by momentum 0.1 (running variance unbiased, as in PyTorch). The scale is
+    w / √max(var, eps) (:func:`bn_scale`, the original's). Invalid entries come out as zeros.
     """
     if train:
         axes = tuple(range(x.ndim - 1))
@@ -82,7 +90,7 @@ def masked_batchnorm(
         var = s["var"]
     # the per-channel scale is folded first: one pass over x (and one in the backward) instead of
     # a division by the (c,) standard deviation and a multiplication by the (c,) weight
-    y = xc * (p["w"] / xp.sqrt(var + BN_EPS)) + p["b"]
+    y = xc * bn_scale(xp, p["w"], var) + p["b"]
     return zero_invalid(xp, y, mask), new_s
 
 

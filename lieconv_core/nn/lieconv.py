@@ -29,7 +29,7 @@ from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups.base import Group
-from .layers import BN_EPS, bn_init, bn_swish, linear, linear_init, zero_invalid
+from .layers import bn_init, bn_scale, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
 
 #: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
@@ -71,7 +71,8 @@ class LieConv(Model):
     ds_frac : float
         Fraction of points kept as queries (farthest point sampling) when < 1.
     fill : float
-        Target fraction of points inside the ball, for the radius controller.
+        Target fraction of points inside the ball, for the radius controller (capped at 1, as
+        in the original: a larger target cannot be reached).
     knn : bool
         Use the k nearest points instead of a random subset of the ball.
     mean : bool
@@ -107,6 +108,11 @@ class LieConv(Model):
     #: None: the dense path (no neighbour indices, one (m·16, n) @ (n, c) product per cloud)
     #: whenever k >= n; True / False force it on or off (settable per instance or class)
     dense: bool | None = None
+    #: embed [log(u⁻¹v), q_v, q_u] instead of [log(v⁻¹u), q_u, q_v] for query u and neighbour
+    #: v: the original's orientation in layers after an odd number of subsampling layers (its
+    #: subsampled pair tensor ``abq_pairs[B, idx][B, :, idx]`` has the query axis second; see
+    #: :class:`~lieconv_core.nn.LieResNet`'s ``original_pairs`` and docs/original.md)
+    swap_pairs: bool = False
 
     def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
                  ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
@@ -119,7 +125,7 @@ class LieConv(Model):
             raise ValueError(f"nbhd must be >= 1 (or None for all points), got {nbhd}")
         self.chin, self.chout, self.group = int(chin), int(chout), group
         self.nbhd = None if nbhd is None or math.isinf(nbhd) else int(nbhd)
-        self.ds_frac, self.fill = float(ds_frac), float(fill)
+        self.ds_frac, self.fill = float(ds_frac), min(float(fill), 1.0)
         self.knn, self.mean, self.bn, self.cache = bool(knn), bool(mean), bool(bn), bool(cache)
 
     # --- parameters ------------------------------------------------------------------------------
@@ -212,10 +218,11 @@ class LieConv(Model):
         if dense:
             # every point is a candidate: a (bs, m, n) pair mask instead of indices
             nbr_idx = None
-            nbr_mask, counts = ad.dense_neighbourhood(xp, self.group, qt, pt, r, self.knn, **pd)
+            nbr_mask, counts = ad.dense_neighbourhood(
+                xp, self.group, qt, pt, self.group.search_radius(r), self.knn, **pd)
         else:
-            nbr_idx, nbr_mask, counts = ad.neighbourhood(xp, self.group, qt, pt, k, r, prio,
-                                                         self.knn, **pd)
+            nbr_idx, nbr_mask, counts = ad.neighbourhood(
+                xp, self.group, qt, pt, k, self.group.search_radius(r), prio, self.knn, **pd)
         if not dense and self.compact is not False and ad.compact_pairs(nbr_mask):
             nbr_idx, nbr_mask = _drop_empty_slots(xp, nbr_idx, nbr_mask)
         new_state = dict(state)
@@ -328,6 +335,8 @@ class LieConv(Model):
         point, (bs, s, n, embed_dim). With ``log`` (bs, s, n, lie_dim) (the pair logs of
         :meth:`pairs`, sliced to the queries) the logs are read from there."""
         qu = None if query.q is None else query.q[:, :, None, :]
+        if self.swap_pairs:
+            return self._embed_swapped(xp, ad, query, cloud, nbr_idx)
         if log is not None:
             if nbr_idx is None:
                 return self.group.embed_from_log(
@@ -345,6 +354,17 @@ class LieConv(Model):
         return self.group.pair_embed(
             xp, query.elems[:, :, None, :], qu, ad.gather(xp, cloud.elems, nbr_idx),
             None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx))
+
+    def _embed_swapped(self, xp, ad, query, cloud, nbr_idx):
+        """:meth:`_embed` with the roles swapped, [log(u⁻¹v), q_v, q_u] for query u and
+        neighbour v (:attr:`swap_pairs`): (bs, s, k or n, embed_dim)."""
+        qu = None if query.q is None else query.q[:, :, None, :]
+        if nbr_idx is None:
+            v, qv = cloud.elems[:, None, :, :], None if cloud.q is None else cloud.q[:, None]
+        else:
+            v = ad.gather(xp, cloud.elems, nbr_idx)
+            qv = None if cloud.q is None else ad.gather(xp, cloud.q, nbr_idx)
+        return self.group.pair_embed(xp, v, qv, query.elems[:, :, None, :], qu)
 
     def _aggregate(self, params, wn_state, emb, values, nbr_idx, nbr_mask, ctx, comp=None):
         """Training mode with batch norm: weight net on the pair embeddings (bs, m, k, d) with
@@ -413,6 +433,9 @@ class LieConv(Model):
             return None if a is None else xp.take(xp.reshape(a, (-1, a.shape[-1])), r, axis=0)
 
         qu, qv = rows(query.q, qrow), rows(cloud.q, prow)
+        if self.swap_pairs:
+            return self.group.pair_embed(xp, rows(cloud.elems, prow), qv,
+                                         rows(query.elems, qrow), qu)
         if log is not None:  # queries are the points (no subsampling)
             return self.group.embed_from_log(xp, rows(log, qrow * n + j), qu, qv)
         return self.group.pair_embed(xp, rows(query.elems, qrow), qu, rows(cloud.elems, prow), qv)
@@ -423,7 +446,7 @@ class LieConv(Model):
         w, b = layer["lin"]["w"], layer["lin"]["b"]
         if bn_state is None:
             return w, b
-        scale = layer["bn"]["w"] / xp.sqrt(bn_state["var"] + BN_EPS)
+        scale = bn_scale(xp, layer["bn"]["w"], bn_state["var"])
         return w * scale, (b - bn_state["mean"]) * scale + layer["bn"]["b"]
 
     def _update_radius(self, xp, state, r, counts, qmask, pmask) -> dict:

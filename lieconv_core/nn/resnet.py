@@ -118,6 +118,13 @@ class LieResNet(Model):
         k nearest neighbours instead of a random subset of the ball.
     cache : bool
         Reuse the farthest-point-sampling indices of the first call (fixed grids, images).
+    original_pairs : bool
+        The original's pair orientation (default): its subsampling transposes the
+        ``(bs, n, n)`` pair tensor, so the layers after an odd number of subsampling layers
+        (``ds_frac < 1``) embed ``[log(u⁻¹v), q_v, q_u]`` for query u and neighbour v
+        (:attr:`LieConv.swap_pairs`), which trained weights of the original rely on. False:
+        ``[log(v⁻¹u), q_u, q_v]`` in every layer. Either is equivariant; without subsampling
+        they are the same network.
 
     Notes
     -----
@@ -141,7 +148,8 @@ class LieResNet(Model):
                  nbhd: int | float | None = None, ds_frac: float | Sequence[float] = 1.0,
                  bn: bool = True, num_layers: int = 6, mean: bool = True, pool: bool = True,
                  liftsamples: int = 1, fill: float | Sequence[float] = 1 / 4,
-                 group: Group | None = None, knn: bool = False, cache: bool = False):
+                 group: Group | None = None, knn: bool = False, cache: bool = False,
+                 original_pairs: bool = True):
         self.group = group if group is not None else SE3(0.2)
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
@@ -162,6 +170,12 @@ class LieResNet(Model):
                                 bn=bn, cache=cache), bn=bn)
             for i in range(num_layers)
         ]
+        self.original_pairs = bool(original_pairs)
+        flips = 0  # subsampling layers so far: each transposes the original's pair tensor
+        for block, ds in zip(self.blocks, self.ds_frac):
+            if self.original_pairs and flips % 2 == 1:
+                block.conv.swap_pairs = True
+            flips += ds < 1
 
     def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
         params: dict[str, Any] = {"lin_in": linear_init(gen, self.chin, self.k[0]), "blocks": {}}

@@ -8,7 +8,10 @@
 
 Distances are those of the Euclidean groups (T(d), Trivial(d)): sqrt(Σ_e (u_e - v_e)²), summed in
 the reference's order and (the launchers pass ``enable_fp_fusion=False``, kernels use
-``sqrt_rn``) rounded exactly like the reference, so that indices agree bit for bit.
+``sqrt_rn``) rounded exactly like the reference, so that indices agree bit for bit. These are
+the groups' search metric (``Group.pair_distance``); their distances proper are the original's
+α‖Δx‖ and (1 − α)‖Δx‖, so ball radii arrive as r / α or r / (1 − α)
+(``Group.search_radius``, applied by the LieConv layer before any search).
 
 On CPU the kernels run under the Triton interpreter (TRITON_INTERPRET=1 before importing triton).
 """
