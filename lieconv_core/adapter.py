@@ -371,7 +371,8 @@ class ReferenceAdapter:
         at a time."""
         m = next(a for a in arrays if a is not None).shape[1]
         step = equal_step(m, step)
-        parts = [fn(*(None if a is None else a[:, s:s + step, ...] for a in arrays))
+        # stops clipped to m: the standard leaves out-of-bounds slice stops unspecified
+        parts = [fn(*(None if a is None else a[:, s:min(s + step, m), ...] for a in arrays))
                  for s in range(0, m, step)]
         return concat_parts(xp, parts)
 
