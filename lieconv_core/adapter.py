@@ -252,6 +252,9 @@ class ReferenceAdapter:
         (chunked search). Kernel overrides may ignore it. ``chunk_pairs`` None: the adapter's
         :meth:`chunk_pairs` for the points' device.
         """
+        if k > points[2].shape[1]:  # the searches take k of the n columns
+            raise ValueError(f"k must be at most the number of points ({points[2].shape[1]}), "
+                             f"got {k}")
         if chunk_pairs is None:
             chunk_pairs = self.chunk_pairs(points[2])
         if pair_dist is not None:

@@ -75,3 +75,17 @@ def test_workload_forward_on_strict(bench_path, ragged_chunks, name):
         outs.append(b.to_numpy(Runner(b, model, inputs, np.zeros(1), "l1").forward()))
     assert any(m > step and m % step for m, step in ragged_chunks), ragged_chunks
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("knn", [False, True])
+def test_neighbourhood_k_above_n_is_a_valueerror(knn):
+    """k > n would slice the n columns past their end: an error naming k."""
+    import array_api_strict as xps
+
+    from lieconv_core.groups import T
+
+    e = xps.zeros((1, 5, 3), dtype=xps.float64)
+    pts = (e, None, xps.ones((1, 5), dtype=xps.bool))
+    prio = xps.reshape(xps.arange(5), (1, 5))
+    with pytest.raises(ValueError, match="k must be at most"):
+        ReferenceAdapter().neighbourhood(xps, T(3), pts, pts, 6, xps.asarray(1.0), prio, knn)
