@@ -129,7 +129,8 @@ class LieConv(Model):
         return self.apply(params, state, cloud, self.context(xp, train, as_draws(rng)))
 
     def num_queries(self, n: int) -> int:
-        return n if self.ds_frac >= 1 else max(1, int(round(self.ds_frac * n)))
+        """Queries kept of n points: round(ds_frac·n), at least one (none of none)."""
+        return n if self.ds_frac >= 1 else min(n, max(1, int(round(self.ds_frac * n))))
 
     def query_indices(self, state: dict, cloud: Cloud, ctx: Ctx) -> tuple[Any, dict]:
         """FPS indices (bs, m) of the queries, or None without subsampling; may update the cache."""
@@ -169,6 +170,8 @@ class LieConv(Model):
         if cloud.values.shape[-1] != self.chin:
             raise ValueError(f"LieConv expects {self.chin} input channels, "
                              f"got {cloud.values.shape[-1]}")
+        if 0 in tuple(cloud.mask.shape):
+            return self._empty_apply(xp, cloud), state
         if idx is None:
             idx, state = self.query_indices(state, cloud, ctx)
         query = self.subsample(cloud, idx, ctx)
@@ -247,6 +250,16 @@ class LieConv(Model):
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
         out = zero_invalid(xp, out, query.mask)
         return query._replace(values=out), new_state
+
+    def _empty_apply(self, xp: Any, cloud: Cloud) -> Cloud:
+        """The query cloud of a cloud with no entries (bs = 0 or n = 0): its first
+        :meth:`num_queries` entries with zero values (bs, m, chout)."""
+        bs, n = cloud.mask.shape
+        m = self.num_queries(n)
+        query = Cloud(*(None if a is None else a[:, :m, ...] for a in cloud))
+        zeros = xp.zeros((bs, m, self.chout), dtype=cloud.values.dtype,
+                         device=_device(cloud.mask))
+        return query._replace(values=zeros)
 
     def pairs(self, xp: Any, cloud: Cloud) -> tuple[Any, Any] | None:
         """(log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of the cloud's elements

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as _device
 
-from ..cloud import Cloud, lift_unchecked, validate_inputs
+from ..cloud import Cloud, default_mask, lift_unchecked, validate_inputs
 from ..groups import SE3
 from ..groups.base import Group
 from ..random import as_draws
@@ -96,7 +97,10 @@ class LieResNet(Model):
         pool: pool over points (else return per-point outputs (bs, n·ns, num_outputs)).
 
     ``apply(params, state, (coords, values, mask), train, rng)`` takes coords (bs, n, d),
-    values (bs, n, chin), mask (bs, n) bool and returns (bs, num_outputs) (pooled), new_state.
+    values (bs, n, chin), mask (bs, n) bool (None: every point valid) and returns
+    (bs, num_outputs) (pooled), new_state. Empty batches (bs = 0) and empty clouds (n = 0) give
+    outputs of those shapes, zero where a cloud has no points (as an all-padding cloud does), and
+    the state unchanged.
     """
 
     def __init__(self, chin: int, num_outputs: int = 1, k: int | Sequence[int] = 1536,
@@ -140,6 +144,7 @@ class LieResNet(Model):
         """(coords, values, mask) -> outputs (bs, num_outputs) (or per point), new_state."""
         coords, values, mask = inputs
         xp = validate_inputs(self.group, coords, values, mask, chin=self.chin)
+        mask = default_mask(xp, coords, mask)
         _check_dtype(params, coords)
         draws = as_draws(rng)
         cloud = lift_unchecked(self.group, coords, values, mask, self.liftsamples, draws)
@@ -151,6 +156,8 @@ class LieResNet(Model):
         from .._backend import array_namespace
 
         xp = xp or array_namespace(cloud.elems, cloud.values, cloud.mask)
+        if 0 in tuple(cloud.mask.shape):
+            return self._empty_output(xp, cloud), state
         ctx = self.context(xp, train, as_draws(rng))
         v = linear(params["lin_in"], zero_invalid(xp, cloud.values, cloud.mask))
         cloud = cloud._replace(values=zero_invalid(xp, v, cloud.mask))
@@ -172,6 +179,13 @@ class LieResNet(Model):
         if not self.pool:
             return zero_invalid(xp, v, cloud.mask), new_state
         return masked_pool(xp, v, cloud.mask, mean=self.mean), new_state
+
+    def _empty_output(self, xp: Any, cloud: Cloud) -> Any:
+        """Zeros (bs, num_outputs) (or (bs, n·ns, num_outputs) unpooled) for a cloud with no
+        entries: what an all-padding cloud gives."""
+        bs, n = cloud.mask.shape
+        shape = (bs, self.num_outputs) if self.pool else (bs, n, self.num_outputs)
+        return xp.zeros(shape, dtype=cloud.values.dtype, device=_device(cloud.mask))
 
 
 def _check_dtype(params: dict, coords: Any) -> None:
