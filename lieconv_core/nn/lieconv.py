@@ -28,6 +28,7 @@ from array_api_compat import device as _device
 from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
+from ..groups import as_group
 from ..groups.base import Group
 from .layers import BN_EPS, bn_init, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
@@ -59,7 +60,7 @@ class LieConv(Model):
 
     Args:
         chin, chout: channels in and out.
-        group: a :class:`lieconv_core.groups.Group`.
+        group: a :class:`lieconv_core.groups.Group`, or its name (``groups.names()``).
         nbhd: neighbourhood size k (clipped to the number of points); None or inf means all points.
         ds_frac: fraction of points kept as queries (farthest point sampling) when < 1.
         fill: target fraction of points inside the ball, for the radius controller.
@@ -90,7 +91,7 @@ class LieConv(Model):
     #: whenever k >= n; True / False force it on or off (settable per instance or class)
     dense: bool | None = None
 
-    def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
+    def __init__(self, chin: int, chout: int, group: Group | str, nbhd: int | float | None = 32,
                  ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
                  mean: bool = False, bn: bool = False, cache: bool = False):
         if chin < 1 or chout < 1:
@@ -99,7 +100,7 @@ class LieConv(Model):
             raise ValueError(f"ds_frac must be in (0, 1], got {ds_frac}")
         if nbhd is not None and not nbhd >= 1:
             raise ValueError(f"nbhd must be >= 1 (or None for all points), got {nbhd}")
-        self.chin, self.chout, self.group = int(chin), int(chout), group
+        self.chin, self.chout, self.group = int(chin), int(chout), as_group(group)
         self.nbhd = None if nbhd is None or math.isinf(nbhd) else int(nbhd)
         self.ds_frac, self.fill = float(ds_frac), float(fill)
         self.knn, self.mean, self.bn, self.cache = bool(knn), bool(mean), bool(bn), bool(cache)

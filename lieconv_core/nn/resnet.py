@@ -10,7 +10,7 @@ import numpy as np
 from array_api_compat import device as _device
 
 from ..cloud import Cloud, default_mask, lift_unchecked, validate_inputs
-from ..groups import SE3
+from ..groups import SE3, as_group
 from ..groups.base import Group
 from ..random import as_draws
 from .layers import bn_init, bn_swish, linear, linear_init, masked_pool, swish, zero_invalid
@@ -95,6 +95,7 @@ class LieResNet(Model):
         ds_frac, fill: scalars or per-layer lists.
         liftsamples: stabilizer samples per point. mean: mean (else sum) aggregation and pooling.
         pool: pool over points (else return per-point outputs (bs, n·ns, num_outputs)).
+        group: a :class:`lieconv_core.groups.Group` or its name (default SE(3), α = 0.2).
 
     ``apply(params, state, (coords, values, mask), train, rng)`` takes coords (bs, n, d),
     values (bs, n, chin), mask (bs, n) bool (None: every point valid) and returns
@@ -107,8 +108,8 @@ class LieResNet(Model):
                  nbhd: int | float | None = None, ds_frac: float | Sequence[float] = 1.0,
                  bn: bool = True, num_layers: int = 6, mean: bool = True, pool: bool = True,
                  liftsamples: int = 1, fill: float | Sequence[float] = 1 / 4,
-                 group: Group | None = None, knn: bool = False, cache: bool = False):
-        self.group = group if group is not None else SE3(0.2)
+                 group: Group | str | None = None, knn: bool = False, cache: bool = False):
+        self.group = as_group(group) if group is not None else SE3(0.2)
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
         self.chin, self.num_outputs, self.num_layers = int(chin), int(num_outputs), int(num_layers)
