@@ -38,3 +38,22 @@ def test_models_accept_group_names():
         LieResNet(3, group="SE4")
     with pytest.raises(TypeError, match="group must be a Group"):
         LieConv(4, 4, 3)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_functional_module_keeps_the_params_dtype(dtype):
+    """FunctionalModule without ``dtype`` keeps float64 params float64 (it cast them to float32,
+    and the forward then blamed the inputs' dtype)."""
+    torch = pytest.importorskip("torch")
+    from lieconv_torch import FunctionalModule
+
+    net = LieResNet(1, 2, k=8, nbhd=4, num_layers=1, group="T2")
+    params, state = net.init(0, dtype, backend="torch")
+    module = FunctionalModule(net, params, state).eval()
+    assert all(p.dtype == getattr(torch, dtype) for p in module.parameters())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 2, generator=gen, dtype=getattr(torch, dtype))
+    out = module(x, torch.ones(2, 5, 1, dtype=x.dtype), torch.ones(2, 5, dtype=torch.bool))
+    assert out.dtype == x.dtype and out.shape == (2, 2)
+    cast = FunctionalModule(net, params, state, dtype="float32")
+    assert all(p.dtype == torch.float32 for p in cast.parameters())

@@ -27,7 +27,9 @@ def torch_dtype(dtype: Any) -> torch.dtype:
 class _Tree(nn.Module):
     """A nested dict of tensors as parameters (or buffers) of nested modules."""
 
-    def __init__(self, tree: dict, dtype: torch.dtype, device: Any, buffers: bool = False):
+    def __init__(self, tree: dict, dtype: torch.dtype | None, device: Any,
+                 buffers: bool = False):
+        """Floating leaves are cast to ``dtype`` (None: each keeps its own)."""
         super().__init__()
         self._keys = list(tree)
         for key, val in tree.items():
@@ -36,7 +38,7 @@ class _Tree(nn.Module):
                 continue
             arr = np.array(val) if not isinstance(val, torch.Tensor) else val  # own, writable copy
             t = torch.as_tensor(arr, device=device)
-            if t.is_floating_point():
+            if t.is_floating_point() and dtype is not None:
                 t = t.to(dtype)
             if buffers or not t.is_floating_point():
                 self.register_buffer(key, t.clone())
@@ -54,12 +56,13 @@ class _Tree(nn.Module):
 class FunctionalModule(nn.Module):
     """``nn.Module`` around a functional model with ``apply(params, state, inputs, ...)``
     (e.g. :class:`lieconv_core.LieResNet`): ``forward(*inputs)`` runs it with the registered
-    parameters and updates the buffers in training mode."""
+    parameters and updates the buffers in training mode. ``dtype`` None (default): params and
+    state keep their dtypes; "float32" / "float64": floating leaves are cast to it."""
 
     def __init__(self, model: Any, params: dict, state: dict | None = None,
-                 dtype: Any = "float32", device: Any = "cpu"):
+                 dtype: Any = None, device: Any = "cpu"):
         super().__init__()
-        dt = torch_dtype(dtype)
+        dt = None if dtype is None else torch_dtype(dtype)
         self.model = model
         self.params = _Tree(params, dt, device)
         self.state = _Tree(state or {}, dt, device, buffers=True)
