@@ -57,3 +57,10 @@ def test_functional_module_keeps_the_params_dtype(dtype):
     assert out.dtype == x.dtype and out.shape == (2, 2)
     cast = FunctionalModule(net, params, state, dtype="float32")
     assert all(p.dtype == torch.float32 for p in cast.parameters())
+
+
+@pytest.mark.parametrize("k, layers", [(2, 2), ([8, 3], 1), ([8, 12, 8], 2), (0, 0)])
+def test_widths_the_blocks_cannot_take_fail_at_construction(k, layers):
+    """k < 4 (a LieConv of k // 4 = 0 channels) or decreasing k: a ValueError naming k."""
+    with pytest.raises(ValueError, match="^k must"):
+        LieResNet(3, k=k, num_layers=layers, group="T2")

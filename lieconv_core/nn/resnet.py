@@ -76,6 +76,19 @@ class BottleBlock:
         return out._replace(values=v), new_state
 
 
+def _check_widths(k: list[int]) -> list[int]:
+    """The channel widths k (num_layers + 1), or ValueError naming k where the bottleneck blocks
+    cannot take them: each runs its LieConv on k_i // 4 channels (floor: the RotMNIST widths 155,
+    188, ... are not multiples of 4) and adds its input to its output (k_i <= k_i+1)."""
+    if min(k) < (4 if len(k) > 1 else 1):
+        raise ValueError(f"k must be at least 4 (the bottleneck blocks run LieConv on k // 4 "
+                         f"channels), got k={k}")
+    if any(b < a for a, b in zip(k, k[1:])):
+        raise ValueError(f"k must not decrease from layer to layer (each block adds its input "
+                         f"to its output), got k={k}")
+    return k
+
+
 def _per_layer(value: Any, n: int, name: str) -> list:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != n:
@@ -113,7 +126,7 @@ class LieResNet(Model):
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
         self.chin, self.num_outputs, self.num_layers = int(chin), int(num_outputs), int(num_layers)
-        self.k = [int(c) for c in _per_layer(k, num_layers + 1, "k")]
+        self.k = _check_widths([int(c) for c in _per_layer(k, num_layers + 1, "k")])
         self.ds_frac = _per_layer(ds_frac, num_layers, "ds_frac")
         self.fill = _per_layer(fill, num_layers, "fill")
         self.bn, self.mean, self.pool = bool(bn), bool(mean), bool(pool)
