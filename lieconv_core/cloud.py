@@ -103,9 +103,9 @@ def lift(group: Group, coords: Any, values: Any, mask: Any, nsamples: int = 1,
     """Lift points to group elements.
 
     coords (bs, n, d), values (bs, n, c), mask (bs, n) bool or None (every point valid) ->
-    :class:`Cloud` with bs × n·ns
-    entries, point-major (entry i·ns + s is stabilizer sample s of point i). ``rng``: seed,
-    ``numpy.random.Generator`` or a Draws object (portable by default, see ``lieconv_core.random``).
+    :class:`Cloud` with bs × n·ns entries, point-major (entry i·ns + s is stabilizer sample s of
+    point i). ``rng``: seed, ``numpy.random.Generator`` or a Draws object (portable by default,
+    see ``lieconv_core.random``).
     """
     xp = validate_inputs(group, coords, values, mask)
     return lift_unchecked(group, coords, values, default_mask(xp, coords, mask), nsamples, rng)

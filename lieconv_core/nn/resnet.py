@@ -103,7 +103,7 @@ class LieResNet(Model):
 
     Args:
         chin: input feature channels; num_outputs: output channels.
-        k: channel width, or a list of num_layers + 1 widths.
+        k: channel width, or a list of num_layers + 1 widths (at least 4, non-decreasing).
         nbhd: neighbourhood size (None / inf: all points).
         ds_frac, fill: scalars or per-layer lists.
         liftsamples: stabilizer samples per point. mean: mean (else sum) aggregation and pooling.
