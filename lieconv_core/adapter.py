@@ -252,6 +252,9 @@ class ReferenceAdapter:
         (chunked search). Kernel overrides may ignore it. ``chunk_pairs`` None: the adapter's
         :meth:`chunk_pairs` for the points' device.
         """
+        if k > points[2].shape[1]:  # the searches take k of the n columns
+            raise ValueError(f"k must be at most the number of points ({points[2].shape[1]}), "
+                             f"got {k}")
         if chunk_pairs is None:
             chunk_pairs = self.chunk_pairs(points[2])
         if pair_dist is not None:
@@ -371,7 +374,8 @@ class ReferenceAdapter:
         at a time."""
         m = next(a for a in arrays if a is not None).shape[1]
         step = equal_step(m, step)
-        parts = [fn(*(None if a is None else a[:, s:s + step, ...] for a in arrays))
+        # stops clipped to m: the standard leaves out-of-bounds slice stops unspecified
+        parts = [fn(*(None if a is None else a[:, s:min(s + step, m), ...] for a in arrays))
                  for s in range(0, m, step)]
         return concat_parts(xp, parts)
 

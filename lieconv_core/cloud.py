@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from ._backend import adapter_for, array_namespace
@@ -42,15 +43,32 @@ def _concrete_any(x: Any) -> bool | None:
         return None
 
 
+def default_mask(xp: Any, coords: Any, mask: Any) -> Any:
+    """mask, or where it is None an all-True (bs, n) mask (every point of coords (bs, n, d)
+    valid)."""
+    if mask is not None:
+        return mask
+    return xp.ones_like(coords[..., 0], dtype=xp.bool)
+
+
+def coord_bound(xp: Any, dtype: Any) -> float:
+    """The largest coordinate magnitude accepted: sqrt(finfo(dtype).max) / 1024, so that squared
+    distances (and the weight net's activations on the pair embeddings) stay finite."""
+    return math.sqrt(float(xp.finfo(dtype).max)) / 1024
+
+
 def validate_inputs(group: Group, coords: Any, values: Any, mask: Any, chin: int | None = None,
                     check_finite: bool = True) -> Any:
-    """Check (coords, values, mask) and return their namespace; errors name the argument."""
+    """Check (coords, values, mask) and return their namespace; errors name the argument.
+    mask None: every point valid. Data checks (finite, magnitude below :func:`coord_bound`,
+    the group's domain) run where values can be read (not while a compiler traces)."""
     xp = array_namespace(coords, values, mask, names=("coords", "values", "mask"))
     if coords.ndim != 3 or coords.shape[-1] != group.space_dim:
         raise ValueError(
             f"coords must have shape (batch, points, {group.space_dim}) for {group!r}, "
             f"got {tuple(coords.shape)}"
         )
+    mask = default_mask(xp, coords, mask)
     if not _is_floating(xp, coords):
         raise TypeError(f"coords must be float32 or float64, got {coords.dtype}")
     if values.ndim != 3 or tuple(values.shape[:2]) != tuple(coords.shape[:2]):
@@ -73,6 +91,10 @@ def validate_inputs(group: Group, coords: Any, values: Any, mask: Any, chin: int
         finite = xp.all(xp.isfinite(coords), axis=-1)
         if _concrete_any(xp.any(mask & ~finite)):
             raise ValueError("coords contain NaN or inf at valid (unmasked) points")
+        bound = coord_bound(xp, coords.dtype)
+        if _concrete_any(xp.any(mask & xp.any(xp.abs(coords) > bound, axis=-1))):
+            raise ValueError(f"coords must have magnitude at most {bound:.3g} in "
+                             f"{coords.dtype} at valid points (squared distances overflow)")
         vfinite = xp.all(xp.isfinite(values), axis=-1)
         if _concrete_any(xp.any(mask & ~vfinite)):
             raise ValueError("values contain NaN or inf at valid (unmasked) points")
@@ -96,8 +118,8 @@ def lift(group: Group, coords: Any, values: Any, mask: Any, nsamples: int = 1,
         Point coordinates (``d = group.space_dim``).
     values : array, shape (bs, n, c)
         Features.
-    mask : bool array, shape (bs, n)
-        False for padding.
+    mask : bool array, shape (bs, n), or None
+        False for padding; None: every point is valid.
     nsamples : int
         Stabilizer samples per point (``ns``); used by groups with a random lift.
     rng : int, numpy.random.Generator or draws object, optional
@@ -116,8 +138,8 @@ def lift(group: Group, coords: Any, values: Any, mask: Any, nsamples: int = 1,
     >>> cloud.elems.shape, cloud.values.shape
     ((1, 8, 9), (1, 8, 3))
     """
-    validate_inputs(group, coords, values, mask)
-    return lift_unchecked(group, coords, values, mask, nsamples, rng)
+    xp = validate_inputs(group, coords, values, mask)
+    return lift_unchecked(group, coords, values, default_mask(xp, coords, mask), nsamples, rng)
 
 
 def lift_unchecked(group: Group, coords: Any, values: Any, mask: Any, nsamples: int,

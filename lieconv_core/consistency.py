@@ -247,7 +247,10 @@ def _fps_check(gname: str, ns: int, n: int, m: int) -> Callable:
     return f
 
 
-def _nbhd_check(gname: str, ns: int, n: int, k: int, knn: bool) -> Callable:
+def _nbhd_check(gname: str, ns: int, n: int, k: int, knn: bool,
+                chunk_pairs: int | None = None) -> Callable:
+    """``chunk_pairs``: the search's chunk bound (None: the adapter's default)."""
+
     def f(b: Backend, dtype: str):
         g, cl = _lifted_host(gname, ns, 2, n, 1, dtype)
         c = _to_cloud(b, cl, dtype)
@@ -256,14 +259,18 @@ def _nbhd_check(gname: str, ns: int, n: int, k: int, knn: bool) -> Callable:
             np.broadcast_to(np.arange(nn), (bs, nn)), axis=1))
         r = b.asarray(np.asarray(1.0), dtype)
         pts = (c.elems, c.q, c.mask)
-        idx, valid, _ = b.adapter.neighbourhood(b.xp, g, pts, pts, k, r, prio, knn)
+        idx, valid, _ = b.adapter.neighbourhood(b.xp, g, pts, pts, k, r, prio, knn,
+                                                chunk_pairs=chunk_pairs)
         idx, valid = b.to_numpy(idx).astype(np.int64), b.to_numpy(valid)
         return np.where(valid, idx, -1)  # indices of masked-off slots are unspecified
 
     return f
 
 
-def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool) -> Callable:
+def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool,
+                chunk_elems: int | None = None) -> Callable:
+    """``chunk_elems``: the layer's aggregation chunk bound (None: the adapter's default)."""
+
     def f(b: Backend, dtype: str):
         from .nn import LieConv
         from .nn.module import Model
@@ -271,6 +278,7 @@ def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool) -> Calla
 
         g, cl = _lifted_host(gname, ns, 2, n, 8, dtype)
         conv = LieConv(8, 12, g, nbhd=16, ds_frac=ds_frac, fill=0.5, knn=knn, mean=True, bn=True)
+        conv.chunk_elems = chunk_elems
         params, state = conv.init_host(np.random.default_rng(11))
         ctx = Model.context(b.xp, False, PortableDraws(13))
         out, _ = conv.apply(b.tree(params, dtype), b.tree(state, dtype), _to_cloud(b, cl, dtype),
@@ -309,9 +317,13 @@ def checks() -> dict[str, tuple[Callable, bool]]:
     out["nbhd ball T3"] = (_nbhd_check("T3", 1, 300, 16, False), True)
     out["nbhd knn T3"] = (_nbhd_check("T3", 1, 300, 16, True), True)
     out["nbhd ball SE3 ns=2"] = (_nbhd_check("SE3", 2, 100, 16, False), True)
+    # several query chunks, the last one shorter (2·300·7 pairs: chunks of 7 of 300 queries)
+    out["nbhd ball T3 chunks"] = (_nbhd_check("T3", 1, 300, 16, False, 2 * 300 * 7), True)
     out["LieConv T3"] = (_conv_check("T3", 1, 200, 1.0, False), False)
     out["LieConv T3 ds=0.5 knn"] = (_conv_check("T3", 1, 200, 0.5, True), False)
     out["LieConv SE3 ns=2"] = (_conv_check("SE3", 2, 60, 1.0, False), False)
+    # bs·k·32 = 1024 elements per query: chunks of 7 of the 120 queries, the last one shorter
+    out["LieConv SE3 ns=2 chunks"] = (_conv_check("SE3", 2, 60, 1.0, False, 7 * 1024), False)
     out["LieResNet T3 eval"] = (_resnet_check("T3", 1, False), False)
     out["LieResNet SE2 eval"] = (_resnet_check("SE2", 2, False), False)
     out["LieResNet T3 train"] = (_resnet_check("T3", 1, True), False)

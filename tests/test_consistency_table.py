@@ -4,7 +4,8 @@ import pytest
 
 from lieconv_core import consistency
 
-QUICK = ["exp SE3", "log SO3", "lift SE2", "fps T3", "nbhd knn", "LieConv T3", "LieResNet T3 eval"]
+QUICK = ["exp SE3", "log SO3", "lift SE2", "fps T3", "nbhd knn", "LieConv T3", "LieResNet T3 eval",
+         "nbhd ball T3 chunks"]  # several query chunks, the last one shorter
 # one cold run per cell (repeats=0): the table is checked, not timed
 
 

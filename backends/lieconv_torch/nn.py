@@ -27,7 +27,9 @@ def torch_dtype(dtype: Any) -> torch.dtype:
 class _Tree(nn.Module):
     """A nested dict of tensors as parameters (or buffers) of nested modules."""
 
-    def __init__(self, tree: dict, dtype: torch.dtype, device: Any, buffers: bool = False):
+    def __init__(self, tree: dict, dtype: torch.dtype | None, device: Any,
+                 buffers: bool = False):
+        """Floating leaves are cast to ``dtype`` (None: each keeps its own)."""
         super().__init__()
         self._keys = list(tree)
         for key, val in tree.items():
@@ -36,7 +38,7 @@ class _Tree(nn.Module):
                 continue
             arr = np.array(val) if not isinstance(val, torch.Tensor) else val  # own, writable copy
             t = torch.as_tensor(arr, device=device)
-            if t.is_floating_point():
+            if t.is_floating_point() and dtype is not None:
                 t = t.to(dtype)
             if buffers or not t.is_floating_point():
                 self.register_buffer(key, t.clone())
@@ -63,8 +65,9 @@ class FunctionalModule(nn.Module):
     params, state : dict
         Nested dicts of arrays from ``model.init``; they become ``nn.Parameter`` s and buffers
         (``state_dict`` keys are the portable flat names, e.g. ``params.lin_in.w``).
-    dtype : {"float32", "float64"} or torch.dtype
-        Floating dtype of the parameters and buffers.
+    dtype : {"float32", "float64"}, torch.dtype or None
+        Floating dtype of the parameters and buffers; None (default): params and state keep
+        their dtypes.
     device : str or torch.device
         Where they live.
 
@@ -80,9 +83,9 @@ class FunctionalModule(nn.Module):
     """
 
     def __init__(self, model: Any, params: dict, state: dict | None = None,
-                 dtype: Any = "float32", device: Any = "cpu"):
+                 dtype: Any = None, device: Any = "cpu"):
         super().__init__()
-        dt = torch_dtype(dtype)
+        dt = None if dtype is None else torch_dtype(dtype)
         self.model = model
         self.params = _Tree(params, dt, device)
         self.state = _Tree(state or {}, dt, device, buffers=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._checks import check_coords, check_trailing, not_scaled_rotation, require_member, tolerance
 from ._special import wrap_angle
 from .base import Group, uniform_angle
 from .so2 import rot2, rotate2
@@ -25,6 +26,7 @@ class RxSO2(Group):
         self.alpha = float(alpha)
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         r2 = xp.sum(coords * coords, axis=-1)
         # padded points may sit at the origin; they are masked, but must stay finite
         r2 = xp.where(r2 > 0, r2, xp.ones_like(r2))
@@ -51,10 +53,14 @@ class RxSO2(Group):
 
     def exp(self, xp: Any, a: Any) -> Any:
         """(..., 2) (log-scale, angle) -> (..., 2, 2) scaled rotation."""
+        check_trailing(a, (2,), "a", f"{self!r}.exp")
         return xp.exp(a[..., 0])[..., None, None] * rot2(xp, a[..., 1])
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., 2, 2) -> (..., 2)."""
+        """(..., 2, 2) -> (..., 2). M not a positive multiple of a rotation (to sqrt(eps)):
+        ValueError where values can be read."""
+        check_trailing(M, (2, 2), "M", f"{self!r}.log")
+        require_member(xp, not_scaled_rotation(xp, M, tolerance(xp, M)), self, "M")
         det = M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] * M[..., 1, 0]
         theta = xp.atan2(M[..., 1, 0] - M[..., 0, 1], M[..., 0, 0] + M[..., 1, 1])
         return xp.stack([xp.log(det) / 2, theta], axis=-1)

@@ -7,6 +7,14 @@ from typing import Any
 
 from array_api_compat import device as _dev
 
+from ._checks import (
+    check_coords,
+    check_trailing,
+    not_affine,
+    not_rotation,
+    require_member,
+    tolerance,
+)
 from ._special import cosc, sinc, wrap_angle
 from .base import Group, norm, sqrt_sum_squares, uniform_angle
 
@@ -76,6 +84,7 @@ class SE2(Group):
         self.alpha = float(alpha)
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         bs, n, _ = coords.shape
         phase = 2 * math.pi * draws.uniform(xp, (bs, n, 1), coords.dtype, _dev(coords))
         steps = xp.arange(nsamples, dtype=coords.dtype, device=_dev(coords))
@@ -150,10 +159,16 @@ class SE2(Group):
 
     def exp(self, xp: Any, a: Any) -> Any:
         """(..., 3) -> (..., 3, 3)."""
+        check_trailing(a, (3,), "a", f"{self!r}.exp")
         return se2_exp(xp, a)
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., 3, 3) -> (..., 3)."""
+        """(..., 3, 3) -> (..., 3). M not in SE(2) (to sqrt(eps)): ValueError where values can
+        be read."""
+        check_trailing(M, (3, 3), "M", f"{self!r}.log")
+        tol = tolerance(xp, M)
+        require_member(xp, not_rotation(xp, M[..., :2, :2], tol) | not_affine(xp, M, tol),
+                       self, "M")
         return se2_log(xp, M)
 
     def __repr__(self) -> str:

@@ -6,6 +6,14 @@ from typing import Any
 
 from array_api_compat import device as _dev
 
+from ._checks import (
+    check_coords,
+    check_trailing,
+    not_affine,
+    not_rotation,
+    require_member,
+    tolerance,
+)
 from ._special import (
     cosc,
     coscc,
@@ -80,6 +88,7 @@ class SE3(Group):
         self.alpha = float(alpha)
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         bs, n, _ = coords.shape
         R = haar_rotations(xp, (bs, n, nsamples), draws, coords.dtype, _dev(coords))
         t = xp.broadcast_to(coords[:, :, None, :], (bs, n, nsamples, 3))
@@ -117,10 +126,16 @@ class SE3(Group):
 
     def exp(self, xp: Any, a: Any) -> Any:
         """(..., 6) -> (..., 4, 4)."""
+        check_trailing(a, (6,), "a", f"{self!r}.exp")
         return se3_exp(xp, a)
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., 4, 4) -> (..., 6)."""
+        """(..., 4, 4) -> (..., 6). M not in SE(3) (to sqrt(eps)): ValueError where values can
+        be read."""
+        check_trailing(M, (4, 4), "M", f"{self!r}.log")
+        tol = tolerance(xp, M)
+        require_member(xp, not_rotation(xp, M[..., :3, :3], tol) | not_affine(xp, M, tol),
+                       self, "M")
         return se3_log(xp, M)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._checks import check_coords, check_trailing, not_rotation, require_member, tolerance
 from ._special import wrap_angle
 from .base import Group, norm, uniform_angle
 
@@ -34,6 +35,7 @@ class SO2(Group):
         self.alpha = float(alpha)
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         theta = xp.atan2(coords[..., 1], coords[..., 0])
         return theta[..., None], norm(xp, coords)[..., None]
 
@@ -56,10 +58,14 @@ class SO2(Group):
 
     def exp(self, xp: Any, a: Any) -> Any:
         """(..., 1) -> (..., 2, 2)."""
+        check_trailing(a, (1,), "a", f"{self!r}.exp")
         return rot2(xp, a[..., 0])
 
     def log(self, xp: Any, R: Any) -> Any:
-        """(..., 2, 2) -> (..., 1), angle in (-π, π]."""
+        """(..., 2, 2) -> (..., 1), angle in (-π, π]. R not a rotation (to sqrt(eps)):
+        ValueError where values can be read."""
+        check_trailing(R, (2, 2), "R", f"{self!r}.log")
+        require_member(xp, not_rotation(xp, R, tolerance(xp, R)), self, "R")
         return xp.atan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1])[..., None]
 
     def __repr__(self) -> str:

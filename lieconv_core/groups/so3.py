@@ -7,6 +7,7 @@ from typing import Any
 
 from array_api_compat import device as _dev
 
+from ._checks import check_coords, check_trailing, not_rotation, require_member, tolerance
 from ._special import eye_like, hat3, so3_exp, so3_log, so3_log_parts, transpose_product
 from .base import Group, norm
 
@@ -87,6 +88,7 @@ class SO3(Group):
         self.alpha = float(alpha)
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         bs, n, _ = coords.shape
         r = norm(xp, coords)
         safe_r = xp.where(r > 0, r, xp.ones_like(r))
@@ -118,10 +120,14 @@ class SO3(Group):
 
     def exp(self, xp: Any, a: Any) -> Any:
         """(..., 3) axis-angle -> (..., 3, 3)."""
+        check_trailing(a, (3,), "a", f"{self!r}.exp")
         return so3_exp(xp, a)
 
     def log(self, xp: Any, R: Any) -> Any:
-        """(..., 3, 3) -> (..., 3), accurate up to and including θ = π."""
+        """(..., 3, 3) -> (..., 3), accurate up to and including θ = π. R not a rotation (to
+        sqrt(eps)): ValueError where values can be read."""
+        check_trailing(R, (3, 3), "R", f"{self!r}.log")
+        require_member(xp, not_rotation(xp, R, tolerance(xp, R)), self, "R")
         return so3_log(xp, R)
 
     def __repr__(self) -> str:

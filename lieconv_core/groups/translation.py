@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._checks import check_coords, check_trailing, not_translation, require_member, tolerance
 from ._special import eye_like
 from .base import Group, norm
 from .subgroup import Subgroup
@@ -33,6 +34,7 @@ class T(Group):
         return self.alpha
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         return coords, None
 
     def pair_log(self, xp, u, v):
@@ -52,13 +54,18 @@ class T(Group):
     def exp(self, xp: Any, a: Any) -> Any:
         """(..., d) -> (..., d+1, d+1) homogeneous translation matrix."""
         d = self.space_dim
+        check_trailing(a, (d,), "a", f"{self!r}.exp")
         top = xp.concat([xp.broadcast_to(eye_like(xp, a, d), (*a.shape[:-1], d, d)),
                          a[..., :, None]], axis=-1)
         bottom = xp.concat([xp.zeros_like(a), xp.ones_like(a[..., :1])], axis=-1)[..., None, :]
         return xp.concat([top, bottom], axis=-2)
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., d+1, d+1) -> (..., d)."""
+        """(..., d+1, d+1) -> (..., d). M not a translation (to sqrt(eps)): ValueError where
+        values can be read."""
+        d = self.space_dim
+        check_trailing(M, (d + 1, d + 1), "M", f"{self!r}.log")
+        require_member(xp, not_translation(xp, M, tolerance(xp, M)), self, "M")
         return M[..., : self.space_dim, self.space_dim]
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._checks import check_coords
 from .base import Group, norm
 
 
@@ -34,6 +35,7 @@ class Trivial(Group):
         return 2 * self.space_dim
 
     def lift(self, xp, coords, nsamples, draws):
+        check_coords(self, coords)
         return coords, None
 
     def pair_embed(self, xp, u, qu, v, qv):

@@ -28,6 +28,7 @@ from array_api_compat import device as _device
 from .._backend import index_dtype
 from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
+from ..groups import as_group
 from ..groups.base import Group
 from .layers import bn_init, bn_scale, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
@@ -64,8 +65,8 @@ class LieConv(Model):
     ----------
     chin, chout : int
         Channels in and out.
-    group : Group
-        A :class:`lieconv_core.groups.Group`.
+    group : Group or str
+        A :class:`lieconv_core.groups.Group`, or its name (``groups.names()``).
     nbhd : int, float or None
         Neighbourhood size k (clipped to the number of points); None or inf means all points.
     ds_frac : float
@@ -114,7 +115,7 @@ class LieConv(Model):
     #: :class:`~lieconv_core.nn.LieResNet`'s ``original_pairs`` and docs/original.md)
     swap_pairs: bool = False
 
-    def __init__(self, chin: int, chout: int, group: Group, nbhd: int | float | None = 32,
+    def __init__(self, chin: int, chout: int, group: Group | str, nbhd: int | float | None = 32,
                  ds_frac: float = 1.0, fill: float = 1 / 3, knn: bool = False,
                  mean: bool = False, bn: bool = False, cache: bool = False):
         if chin < 1 or chout < 1:
@@ -123,7 +124,7 @@ class LieConv(Model):
             raise ValueError(f"ds_frac must be in (0, 1], got {ds_frac}")
         if nbhd is not None and not nbhd >= 1:
             raise ValueError(f"nbhd must be >= 1 (or None for all points), got {nbhd}")
-        self.chin, self.chout, self.group = int(chin), int(chout), group
+        self.chin, self.chout, self.group = int(chin), int(chout), as_group(group)
         self.nbhd = None if nbhd is None or math.isinf(nbhd) else int(nbhd)
         self.ds_frac, self.fill = float(ds_frac), min(float(fill), 1.0)
         self.knn, self.mean, self.bn, self.cache = bool(knn), bool(mean), bool(bn), bool(cache)
@@ -157,7 +158,8 @@ class LieConv(Model):
         return self.apply(params, state, cloud, self.context(xp, train, as_draws(rng)))
 
     def num_queries(self, n: int) -> int:
-        return n if self.ds_frac >= 1 else max(1, int(round(self.ds_frac * n)))
+        """Queries kept of n points: round(ds_frac·n), at least one (none of none)."""
+        return n if self.ds_frac >= 1 else min(n, max(1, int(round(self.ds_frac * n))))
 
     def query_indices(self, state: dict, cloud: Cloud, ctx: Ctx) -> tuple[Any, dict]:
         """FPS indices (bs, m) of the queries, or None without subsampling; may update the cache."""
@@ -197,6 +199,8 @@ class LieConv(Model):
         if cloud.values.shape[-1] != self.chin:
             raise ValueError(f"LieConv expects {self.chin} input channels, "
                              f"got {cloud.values.shape[-1]}")
+        if 0 in tuple(cloud.mask.shape):
+            return self._empty_apply(xp, cloud), state
         if idx is None:
             idx, state = self.query_indices(state, cloud, ctx)
         query = self.subsample(cloud, idx, ctx)
@@ -276,6 +280,16 @@ class LieConv(Model):
             out = out / xp.maximum(cnt, xp.ones_like(cnt))
         out = zero_invalid(xp, out, query.mask)
         return query._replace(values=out), new_state
+
+    def _empty_apply(self, xp: Any, cloud: Cloud) -> Cloud:
+        """The query cloud of a cloud with no entries (bs = 0 or n = 0): its first
+        :meth:`num_queries` entries with zero values (bs, m, chout)."""
+        bs, n = cloud.mask.shape
+        m = self.num_queries(n)
+        query = Cloud(*(None if a is None else a[:, :m, ...] for a in cloud))
+        zeros = xp.zeros((bs, m, self.chout), dtype=cloud.values.dtype,
+                         device=_device(cloud.mask))
+        return query._replace(values=zeros)
 
     def pairs(self, xp: Any, cloud: Cloud) -> tuple[Any, Any] | None:
         """(log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of the cloud's elements

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..groups import SE2, SE3
+from ..groups import SE2, SE3, as_group
 from ..groups.base import Group
 from .resnet import LieResNet
 
@@ -31,14 +31,14 @@ def image_mask_index(size: int = 28, crop_radius: float = 15.0) -> np.ndarray:
     return np.nonzero(np.linalg.norm(xy, axis=-1) < crop_radius)[0]
 
 
-def image_lieresnet(group: Group | None = None, chin: int = 1, num_targets: int = 10,
+def image_lieresnet(group: Group | str | None = None, chin: int = 1, num_targets: int = 10,
                     k: int = 128, total_ds: float = 0.1, fill: float = 0.1, nbhd: int = 25,
                     num_layers: int = 6, liftsamples: int | None = None, bn: bool = True,
                     mean: bool = True, knn: bool = False, cache: bool = False) -> LieResNet:
     """RotMNIST model: per-layer ds_frac = total_ds^(1/L), fill_i = fill / ds_frac^i and channels
     k_i = int(k / ds_frac^(i/2)). Paper config: k=128, total_ds=0.1, fill=0.1, nbhd=25, SE(2) with
     liftsamples=2 (≈0.59 M parameters)."""
-    group = group if group is not None else SE2(0.05)
+    group = as_group(group) if group is not None else SE2(0.05)
     ds = total_ds ** (1 / num_layers)
     fills = [fill / ds**i for i in range(num_layers)]
     ks = [int(k / ds ** (i / 2)) for i in range(num_layers + 1)]
@@ -57,13 +57,13 @@ def molecule_features(charges: Any) -> np.ndarray:
     return (onehot[..., :, None] * powers[..., None, :]).reshape(*z.shape, 15)
 
 
-def molecule_lieresnet(group: Group | None = None, num_targets: int = 1, k: int = 1536,
+def molecule_lieresnet(group: Group | str | None = None, num_targets: int = 1, k: int = 1536,
                        num_layers: int = 6, nbhd: int | None = None, fill: float | None = None,
                        liftsamples: int | None = None, bn: bool = True, mean: bool = True
                        ) -> LieResNet:
     """QM9 model (chin = 15). T(3): k=1536, nbhd=100, fill=1; SE(3)/SO(3): α=0.2,
     liftsamples=4, nbhd=25, fill=0.5 (defaults chosen by the group)."""
-    group = group if group is not None else SE3(0.2)
+    group = as_group(group) if group is not None else SE3(0.2)
     rand = group.random_lift
     nbhd = nbhd if nbhd is not None else (25 if rand else 100)
     fill = fill if fill is not None else (0.5 if rand else 1.0)

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as _device
 
-from ..cloud import Cloud, lift_unchecked, validate_inputs
-from ..groups import SE3
+from ..cloud import Cloud, default_mask, lift_unchecked, validate_inputs
+from ..groups import SE3, as_group
 from ..groups.base import Group
 from ..random import as_draws
 from .layers import bn_init, bn_swish, linear, linear_init, masked_pool, swish, zero_invalid
@@ -75,6 +76,19 @@ class BottleBlock:
         return out._replace(values=v), new_state
 
 
+def _check_widths(k: list[int]) -> list[int]:
+    """The channel widths k (num_layers + 1), or ValueError naming k where the bottleneck blocks
+    cannot take them: each runs its LieConv on k_i // 4 channels (floor: the RotMNIST widths 155,
+    188, ... are not multiples of 4) and adds its input to its output (k_i <= k_i+1)."""
+    if min(k) < (4 if len(k) > 1 else 1):
+        raise ValueError(f"k must be at least 4 (the bottleneck blocks run LieConv on k // 4 "
+                         f"channels), got k={k}")
+    if any(b < a for a, b in zip(k, k[1:])):
+        raise ValueError(f"k must not decrease from layer to layer (each block adds its input "
+                         f"to its output), got k={k}")
+    return k
+
+
 def _per_layer(value: Any, n: int, name: str) -> list:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != n:
@@ -96,7 +110,7 @@ class LieResNet(Model):
     num_outputs : int
         Output channels.
     k : int or sequence of int
-        Channel width, or a list of ``num_layers + 1`` widths.
+        Channel width, or a list of ``num_layers + 1`` widths (at least 4, non-decreasing).
     nbhd : int, float or None
         Neighbourhood size; None or inf means every point.
     ds_frac, fill : float or sequence of float
@@ -112,8 +126,8 @@ class LieResNet(Model):
         Pool over points; else ``apply`` returns per-point outputs ``(bs, n·ns, num_outputs)``.
     liftsamples : int
         Stabilizer samples per point (``ns``) for groups with a random lift.
-    group : Group
-        The symmetry group (default ``SE3(0.2)``).
+    group : Group or str
+        The symmetry group or its name (default ``SE3(0.2)``).
     knn : bool
         k nearest neighbours instead of a random subset of the ball.
     cache : bool
@@ -130,8 +144,10 @@ class LieResNet(Model):
     -----
     ``apply(params, state, (coords, values, mask), train=False, rng=None)`` takes coords
     ``(bs, n, d)``, values ``(bs, n, chin)`` and a boolean mask ``(bs, n)`` (False on padding)
-    and returns ``(bs, num_outputs)`` (pooled) and the new state. Outputs are arrays of the
-    inputs' library and device.
+    (None: every point valid) and returns ``(bs, num_outputs)`` (pooled) and the new state.
+    Outputs are arrays of the inputs' library and device. Empty batches (bs = 0) and empty
+    clouds (n = 0) give outputs of those shapes, zero where a cloud has no points (as an
+    all-padding cloud does), and the state unchanged.
 
     Examples
     --------
@@ -148,13 +164,13 @@ class LieResNet(Model):
                  nbhd: int | float | None = None, ds_frac: float | Sequence[float] = 1.0,
                  bn: bool = True, num_layers: int = 6, mean: bool = True, pool: bool = True,
                  liftsamples: int = 1, fill: float | Sequence[float] = 1 / 4,
-                 group: Group | None = None, knn: bool = False, cache: bool = False,
+                 group: Group | str | None = None, knn: bool = False, cache: bool = False,
                  original_pairs: bool = True):
-        self.group = group if group is not None else SE3(0.2)
+        self.group = as_group(group) if group is not None else SE3(0.2)
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
         self.chin, self.num_outputs, self.num_layers = int(chin), int(num_outputs), int(num_layers)
-        self.k = [int(c) for c in _per_layer(k, num_layers + 1, "k")]
+        self.k = _check_widths([int(c) for c in _per_layer(k, num_layers + 1, "k")])
         self.ds_frac = _per_layer(ds_frac, num_layers, "ds_frac")
         self.fill = _per_layer(fill, num_layers, "fill")
         self.bn, self.mean, self.pool = bool(bn), bool(mean), bool(pool)
@@ -192,6 +208,7 @@ class LieResNet(Model):
         """(coords, values, mask) -> outputs (bs, num_outputs) (or per point), new_state."""
         coords, values, mask = inputs
         xp = validate_inputs(self.group, coords, values, mask, chin=self.chin)
+        mask = default_mask(xp, coords, mask)
         _check_dtype(params, coords)
         draws = as_draws(rng)
         cloud = lift_unchecked(self.group, coords, values, mask, self.liftsamples, draws)
@@ -203,6 +220,8 @@ class LieResNet(Model):
         from .._backend import array_namespace
 
         xp = xp or array_namespace(cloud.elems, cloud.values, cloud.mask)
+        if 0 in tuple(cloud.mask.shape):
+            return self._empty_output(xp, cloud), state
         ctx = self.context(xp, train, as_draws(rng))
         v = linear(params["lin_in"], zero_invalid(xp, cloud.values, cloud.mask))
         cloud = cloud._replace(values=zero_invalid(xp, v, cloud.mask))
@@ -224,6 +243,13 @@ class LieResNet(Model):
         if not self.pool:
             return zero_invalid(xp, v, cloud.mask), new_state
         return masked_pool(xp, v, cloud.mask, mean=self.mean), new_state
+
+    def _empty_output(self, xp: Any, cloud: Cloud) -> Any:
+        """Zeros (bs, num_outputs) (or (bs, n·ns, num_outputs) unpooled) for a cloud with no
+        entries: what an all-padding cloud gives."""
+        bs, n = cloud.mask.shape
+        shape = (bs, self.num_outputs) if self.pool else (bs, n, self.num_outputs)
+        return xp.zeros(shape, dtype=cloud.values.dtype, device=_device(cloud.mask))
 
 
 def _check_dtype(params: dict, coords: Any) -> None:

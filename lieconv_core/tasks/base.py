@@ -57,10 +57,7 @@ class Dataset:
 def make_group(name: str, alpha: float | None = None) -> G.Group:
     """A group from its registered name, with ``alpha`` (weight of the rotational part of the
     distance) where the group has one."""
-    group = G.by_name(name)
-    if alpha is not None and hasattr(type(group), "alpha") and "alpha" in vars(group):
-        group = type(group)(alpha)
-    return group
+    return G.get(name, **({} if alpha is None else {"alpha": alpha}))
 
 
 def check_finite(ds: Dataset, keys: tuple[str, ...]) -> None:
