@@ -5,6 +5,7 @@
     nox -s consistency       # cross-backend table; fails on a deviation > 1e-10 / 1e-5
     nox -s bench             # asv run --quick against the current environment (offline)
     nox -s gpu               # GPU tests + consistency incl. torch:cuda / jax:gpu / cupy (opt-in)
+    nox -s mutants           # mutation testing of groups/ and the kernels' dispatch (opt-in, slow)
 
 Environments. Every session runs in the interpreter nox itself runs in (run the project venv's
 ``.venv/bin/nox``) and by default installs nothing: ``venv_backend="none"`` sessions work offline
@@ -32,7 +33,8 @@ MODULE = {"numpy": "numpy", "torch": "torch", "jax": "jax", "array_api_strict": 
 #: the pyproject extra that installs each backend
 EXTRA = {"numpy": None, "torch": "torch", "jax": "jax", "array_api_strict": None}
 
-nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # "bench" and "gpu" on request
+nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # "bench", "gpu", "mutants":
+# on request
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -112,3 +114,13 @@ def gpu(session: nox.Session) -> None:
                 env={"LIECONV_BACKEND": "torch"})
     session.run(PY, "-m", "lieconv_core.consistency", "--backends",
                 "numpy,torch:cuda,jax:gpu,cupy", external=True)
+
+
+@nox.session(venv_backend="none")
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (off by default: it runs the target's tests once per mutant): one-operator
+    mutants of the group actions, exp/log and lifts (groups/) and of the Triton / Pallas dispatch,
+    each run against the tests that must kill it; prints every survivor and the score. Extra
+    arguments go to ``tests/_mutants.py``, e.g. ``nox -s mutants -- --only groups --max 20`` or
+    ``-- --only groups-full`` (the helpers and pair logs too). See docs/contributing.md."""
+    session.run(PY, "-m", "tests._mutants", *session.posargs, external=True)
