@@ -1,10 +1,12 @@
 """Mutation testing of the group actions, exp/log, lifts and the kernels' dispatch.
 
 Each mutant changes one operator, comparison, constant or return value inside one of the target
-functions (see ``TARGETS``), in a scratch copy of the repository; the target's tests then run in
-that copy (``pytest -x``). A mutant is *killed* when they fail, *survives* when they pass. The
-score is killed / total. Surviving mutants that cannot change behaviour (equivalent mutants)
-are listed, with the reason, in ``EQUIVALENT`` and reported apart; docs/contributing.md
+functions (see ``TARGETS``); the target's tests then run against it (``pytest -x``): for the
+groups in this process, with the mutated function swapped in for every reference to the
+original, for the kernels' dispatch in a scratch copy of the repository with the mutated file.
+A mutant is *killed* when they fail, *survives* when they pass. The score is killed / total.
+Surviving mutants that cannot change behaviour (equivalent mutants) are listed, with the reason,
+in ``EQUIVALENT`` and reported apart; docs/contributing.md
 ("Mutation testing") has the current score.
 
     python -m tests._mutants                       # groups, triton, pallas
@@ -52,6 +54,10 @@ TARGETS = {
     "pallas": (["backends/lieconv_jax/adapter.py"], {"_pallas"},
                ["tests/test_kernels_pallas.py", "-k", "single-point or lax_fps"]),
 }
+
+#: target sets whose tests run in this process (the numpy tests of the groups); the kernel tests
+#: run in a scratch copy, one pytest process per mutant (jax's caches, Triton's interpreter)
+IN_PROCESS = {"groups", "groups-full"}
 
 #: (file, function, line, mutation) -> why the mutant cannot change behaviour
 EQUIVALENT: dict[tuple[str, str, int, str], str] = {}
@@ -180,6 +186,94 @@ def _replace(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
             setattr(parent, field, [new if v is old else v for v in value])
 
 
+def _module_name(path: str) -> str:
+    parts = Path(path).with_suffix("").parts
+    return ".".join(parts[1:] if parts[0] == "backends" else parts)
+
+
+def _owner(tree: ast.Module, func: ast.FunctionDef) -> str | None:
+    """The name of the top-level class that defines ``func``, or None for a module function."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(n is func for n in ast.walk(node)):
+            return node.name
+    return None
+
+
+def _mutated_function(m: Mutant):
+    """(owner name or None, the mutated function object) compiled in the module's globals."""
+    import importlib
+
+    tree = ast.parse((ROOT / m.path).read_text())
+    for _, func in _functions(tree, {m.func}):
+        nodes = list(ast.walk(func))
+        node = nodes[m.site] if m.site < len(nodes) else None
+        if node is None or _describe(node, func) != m.what or \
+                getattr(node, "lineno", func.lineno) != m.line:
+            continue
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            _replace(_parent(func, node), node,
+                     ast.Call(ast.Name("bool", ast.Load()), [node.operand], []))
+        else:
+            _mutate(node, func)
+        func.decorator_list = []
+        src = ast.unparse(ast.fix_missing_locations(ast.Module([func], [])))
+        module = importlib.import_module(_module_name(m.path))
+        ns: dict = {}
+        exec(compile(src, m.path, "exec"), vars(module), ns)  # noqa: S102
+        return module, _owner(tree, func), ns[func.name]
+    raise LookupError(m)
+
+
+def _swap_everywhere(old, new) -> list:
+    """Replace every reference to the function ``old`` in the loaded modules of the project (and
+    their classes) by ``new``; returns the undo list of (holder, name, old)."""
+    undo = []
+    prefixes = ("lieconv_core", "lieconv_", "tests")
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(prefixes):
+            continue
+        for holder in [module, *[v for v in vars(module).values() if isinstance(v, type)]]:
+            for key, value in list(vars(holder).items()):
+                if value is old:
+                    undo.append((holder, key, value))
+                    setattr(holder, key, new)
+    return undo
+
+
+def run_in_process(mutants: list[Mutant], args: list[str], name: str) -> list[Mutant]:
+    """Run every mutant's tests in this process (one import of the tests, the mutated function
+    swapped in and out): much faster than a pytest process per mutant. Returns the survivors."""
+    import contextlib
+    import io
+
+    import pytest
+
+    argv = [*PYTEST[3:], *args]
+    os.chdir(ROOT)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        base = pytest.main(argv)
+    if base != 0:
+        raise RuntimeError(f"{name}: the tests fail without any mutation (pytest exit {base})")
+    survivors = []
+    for i, m in enumerate(mutants):
+        module, owner, new = _mutated_function(m)
+        old = vars(getattr(module, owner))[m.func] if owner else getattr(module, m.func)
+        undo = _swap_everywhere(old, new)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                rc = pytest.main(argv)
+        finally:
+            for holder, key, value in undo:
+                setattr(holder, key, value)
+        status = "SURVIVED" if rc == 0 else "killed"
+        print(f"[{name} {i + 1}/{len(mutants)}] {status:8} {m.path}:{m.line} {m.func}: "
+              f"{m.what}", flush=True)
+        if rc == 0:
+            survivors.append(m)
+    return survivors
+
+
 def _scratch() -> Path:
     """A copy of the files the tests need (code, tests, config), outside the repository."""
     tmp = Path(tempfile.mkdtemp(prefix="lieconv-mutants-"))
@@ -212,6 +306,9 @@ def run_target(name: str, limit: int | None, listing: bool) -> tuple[int, int, l
         for m in mutants:
             print(f"{m.path}:{m.line} {m.func}: {m.what}")
         return 0, len(mutants), []
+    if name in IN_PROCESS:
+        survivors = run_in_process(mutants, args, name)
+        return len(mutants) - len(survivors), len(mutants), survivors
     where = _scratch()
     try:
         start = time.perf_counter()
