@@ -44,7 +44,8 @@ _GROUP_FILES = ["base.py", "translation.py", "trivial.py", "so2.py", "rxso2.py",
 _NUMPY_ONLY = "not torch and not jax and not array_api_strict and not float32"
 
 #: name -> (files, function names to mutate, pytest arguments that must kill the mutants)
-_GROUP_TESTS = ["tests/test_equivariance.py", "tests/test_groups.py", "-k", _NUMPY_ONLY]
+_GROUP_TESTS = ["tests/test_equivariance.py", "tests/test_groups.py", "tests/test_lift.py", "-k",
+                _NUMPY_ONLY]
 TARGETS = {
     "groups": ([f"lieconv_core/groups/{f}" for f in _GROUP_FILES], _GROUP_CORE, _GROUP_TESTS),
     "groups-full": ([f"lieconv_core/groups/{f}" for f in _GROUP_FILES], _GROUP_FUNCS,
@@ -298,10 +299,15 @@ def run_tests(where: Path, args: list[str], timeout: float) -> str:
     return "pass" if proc.returncode == 0 else "fail"
 
 
-def run_target(name: str, limit: int | None, listing: bool) -> tuple[int, int, list[Mutant]]:
+def run_target(name: str, limit: int | None, listing: bool,
+               select: str = "") -> tuple[int, int, list[Mutant]]:
     """(killed, total, survivors) of one target set."""
     files, names, args = TARGETS[name]
-    mutants = enumerate_mutants(files, names)[:limit]
+    mutants = enumerate_mutants(files, names)
+    if select:
+        mutants = [m for m in mutants if any(part in f"{m.path}:{m.line} {m.func}: {m.what}"
+                                             for part in select.split(","))]
+    mutants = mutants[:limit]
     if listing:
         for m in mutants:
             print(f"{m.path}:{m.line} {m.func}: {m.what}")
@@ -338,11 +344,13 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated target sets, of: {', '.join(TARGETS)}")
     ap.add_argument("--max", type=int, default=None, help="at most this many mutants per set")
     ap.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    ap.add_argument("--select", default="", help="only the mutants whose 'path:line func: "
+                    "mutation' line contains one of these comma-separated strings")
     opts = ap.parse_args(argv)
     killed = total = 0
     survivors: list[Mutant] = []
     for name in opts.only.split(","):
-        k, t, s = run_target(name, opts.max, opts.list)
+        k, t, s = run_target(name, opts.max, opts.list, opts.select)
         killed, total, survivors = killed + k, total + t, survivors + s
     if opts.list:
         print(f"{total} mutants")

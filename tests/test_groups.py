@@ -367,3 +367,58 @@ def test_pair_log_is_the_log_of_the_relative_element(group):
         diff[..., 0] = (diff[..., 0] + math.pi) % (2 * math.pi) - math.pi
     assert np.abs(got).max() > 1
     np.testing.assert_allclose(diff, 0, atol=1e-10)
+
+
+@pytest.mark.parametrize("group", [G.T(2), G.T(3), G.SO2(), G.RxSO2(), G.SE2(), G.SO3(),
+                                   G.SE3(), G.Tx(), G.Rx(), G.Trivial(2)], ids=repr)
+def test_random_element_shapes(group):
+    """random_element(shape) is (*shape, lie_dim) for a shape of several axes, every
+    coordinate varies over the draws (the subgroups: the kept ones; the others are 0), and acting
+    with one row of them moves points (except the trivial group's)."""
+    from lieconv_core.random import PortableDraws
+
+    g = group.random_element(np, (4, 3), PortableDraws(0), np.float64, None)
+    assert g.shape == (4, 3, group.lie_dim if not isinstance(group, G.Subgroup)
+                       else group.parent.lie_dim)
+    spread = np.std(np.reshape(g, (12, -1)), axis=0)
+    kept = group.keep if isinstance(group, G.Subgroup) else range(g.shape[-1])
+    assert all(spread[i] > 1e-2 for i in kept), spread
+    assert all(spread[i] == 0 for i in range(g.shape[-1]) if i not in kept)
+
+
+def test_rxso2_lift_keeps_points_at_the_origin_finite():
+    """Padded points may sit at the origin (they are masked): RxSO(2)'s lift keeps them finite
+    (log-radius 0 there), and lifts every other point to (log r, θ) (written out)."""
+    from lieconv_core.random import PortableDraws
+
+    x = np.array([[[0.0, 0.0], [3.0, 4.0], [0.0, -2.0]]])
+    elems, q = G.RxSO2().lift(np, x, 1, PortableDraws(0))
+    assert q is None and np.all(np.isfinite(elems))
+    want = np.array([[0.0, 0.0], [np.log(5.0), np.arctan2(4.0, 3.0)], [np.log(2.0), -np.pi / 2]])
+    np.testing.assert_allclose(elems[0], want, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("group", [G.SO3(), G.SE3()], ids=repr)
+def test_3d_lifts_of_points_near_and_at_the_origin(group):
+    """SO(3)/SE(3) lifts of a point at the origin (padding) and of points closer to it than 1:
+    every lifted element is a rotation (RᵀR = I, det 1) that maps e1 to the point's direction
+    (SO(3); any direction at the origin), with the radius as orbit id (SO(3)) or the point as
+    translation (SE(3))."""
+    from lieconv_core.random import PortableDraws
+
+    x = np.array([[[0.0, 0.0, 0.0], [0.3, -0.2, 0.1], [0.0, 0.0, -0.5], [-2.0, 1.0, 0.5]]])
+    elems, q = group.lift(np, x, 3, PortableDraws(0))
+    k = int(round(math.sqrt(group.elem_dim)))
+    M = np.reshape(elems, (-1, k, k))
+    R = M[:, :3, :3]
+    np.testing.assert_allclose(np.swapaxes(R, 1, 2) @ R, np.broadcast_to(np.eye(3), R.shape),
+                               atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
+    pts = np.repeat(x[0], 3, axis=0)
+    r = np.linalg.norm(pts, axis=-1)
+    if isinstance(group, G.SO3):
+        np.testing.assert_allclose(q[0, :, 0], r, rtol=1e-15)
+        far = r > 0
+        np.testing.assert_allclose(R[far, :, 0], pts[far] / r[far, None], atol=1e-12)
+    else:
+        np.testing.assert_allclose(M[:, :3, 3], pts, rtol=1e-15)
