@@ -6,6 +6,7 @@
     nox -s bench             # asv run --quick against the current environment (offline)
     nox -s gpu               # GPU tests + consistency incl. torch:cuda / jax:gpu / cupy (opt-in)
     nox -s docs              # the Sphinx site, warnings as errors, into docs/_build/html
+    nox -s mutants           # mutation testing of groups/ and the kernels' dispatch (opt-in, slow)
 
 Environments. Every session runs in the interpreter nox itself runs in (run the project venv's
 ``.venv/bin/nox``) and by default installs nothing: ``venv_backend="none"`` sessions work offline
@@ -33,7 +34,7 @@ MODULE = {"numpy": "numpy", "torch": "torch", "jax": "jax", "array_api_strict": 
 #: the pyproject extra that installs each backend
 EXTRA = {"numpy": None, "torch": "torch", "jax": "jax", "array_api_strict": None}
 
-nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # "bench", "gpu", "docs": -s
+nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # others: nox -s NAME
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -129,3 +130,13 @@ def docs(session: nox.Session) -> None:
     session.run(PY, "-m", "sphinx", "-W", "--keep-going", "-b", "html", str(ROOT / "docs"),
                 str(ROOT / "docs" / "_build" / "html"), *session.posargs, external=True,
                 env={"PYTHONPATH": path, "MPLBACKEND": "Agg"})
+
+
+@nox.session(venv_backend="none")
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (off by default: it runs the target's tests once per mutant): one-operator
+    mutants of the group actions, exp/log and lifts (groups/) and of the Triton / Pallas dispatch,
+    each run against the tests that must kill it; prints every survivor and the score. Extra
+    arguments go to ``tests/_mutants.py``, e.g. ``nox -s mutants -- --only groups --max 20`` or
+    ``-- --only groups-full`` (the helpers and pair logs too). See docs/contributing.md."""
+    session.run(PY, "-m", "tests._mutants", *session.posargs, external=True)

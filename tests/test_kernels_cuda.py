@@ -65,6 +65,15 @@ def env():
     return cupy, xp, CupyAdapter("auto"), ReferenceAdapter()
 
 
+def _launched(**expected):
+    """Assert the CUDA kernels launched since the last call, ``name=count``, and reset."""
+    from lieconv_cupy.adapter import LAUNCHES
+
+    got = {name: LAUNCHES[name] for name in expected}
+    LAUNCHES.clear()
+    assert got == expected, f"kernel launches {got}, expected {expected}"
+
+
 @needs_cupy
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -72,8 +81,10 @@ def test_fps_neighbourhood(env, case, dtype):
     cp, xp, ad, ref = env
     c = make_case(case, dtype)
     x, mask, u = cp.asarray(c["x"]), cp.asarray(c["mask"]), cp.asarray(c["u"])
+    _launched()
     for m in sorted({1, c["m"], c["n"]}):
         got = ad.fps(xp, c["group"], x, None, mask, m, u)
+        _launched(fps=1)  # the kernel itself, not the reference fallback
         want = ref.fps(xp, c["group"], x, None, mask, m, u)
         np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want), f"fps m={m}")
     q = (cp.asarray(c["qe"]), None, cp.asarray(c["qmask"]))
@@ -81,6 +92,7 @@ def test_fps_neighbourhood(env, case, dtype):
     for knn in (False, True):
         got = ad.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
                                cp.asarray(c["prio"]), knn)
+        _launched(knn=int(knn), ball=int(not knn))
         want = ref.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
                                  cp.asarray(c["prio"]), knn)
         for a, b, what in zip(got, want, ("idx", "mask", "counts")):
@@ -102,7 +114,9 @@ def test_pointconv(env, case, dtype):
                                    cp.asarray(c["prio"]), False)
     layers = [(cp.asarray(w), cp.asarray(b)) for w, b in c["layers"]]
     emb, values = cp.asarray(c["emb"]), cp.asarray(c["values"])
+    _launched()
     got = ad.pointconv(xp, layers, emb, values, idx, nm)
+    _launched(pc_fwd=1)
     want = ref.pointconv(xp, layers, emb, values, idx, nm)
     assert_close(cp.asnumpy(got), cp.asnumpy(want), dtype, "forward")
     # gradients against torch autograd of the reference, when torch is installed
@@ -116,6 +130,7 @@ def test_pointconv(env, case, dtype):
         torch.as_tensor(cp.asnumpy(idx)), torch.as_tensor(cp.asnumpy(nm)))
     want_g = torch.autograd.grad(out, t, torch.as_tensor(c["grad_out"]))
     grads, demb, dval = ad.pointconv_vjp(layers, emb, values, idx, nm, cp.asarray(c["grad_out"]))
+    _launched(pc_bwd=1)
     got_g = [demb, dval, *[x for wb in grads for x in wb]]
     for a, b in zip(got_g, want_g):
         assert_close(cp.asnumpy(a), b.detach().numpy(), dtype, "gradient")

@@ -6,6 +6,7 @@ LIECONV_PALLAS_COMPILED=1 to run the compiled kernels instead (scripts/gpu_check
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -55,19 +56,35 @@ def _j(a):
     return jnp.asarray(np.asarray(a))
 
 
+@contextlib.contextmanager
+def kernels_run(*names):
+    """Assert that the block traced each Pallas kernel in ``names`` (not the reference
+    fallback): jax's caches are cleared first, so every kernel the block uses is traced anew."""
+    from lieconv_jax import pallas
+
+    jax.clear_caches()
+    pallas.TRACES.clear()
+    yield
+    missing = [n for n in names if pallas.TRACES[n] == 0]
+    assert not missing, f"kernels not run: {missing} (ran: {dict(pallas.TRACES)})"
+
+
 @pytest.mark.parametrize("case,dtype", SEARCH_CASES)
 def test_fps_and_neighbourhood(env, case, dtype):
     ad, ref = env
     c = make_case(case, dtype)
     x, mask, u = _j(c["x"]), _j(c["mask"]), _j(c["u"])
-    got = ad.fps(jnp, c["group"], x, None, mask, c["m"], u)
+    with kernels_run("fps"):
+        got = ad.fps(jnp, c["group"], x, None, mask, c["m"], u)
     want = ref.fps(jnp, c["group"], x, None, mask, c["m"], u)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert got.dtype == want.dtype
     q = (_j(c["qe"]), None, _j(c["qmask"]))
     p = (x, None, mask)
     for knn in (False, True):
-        got = ad.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]), knn)
+        with kernels_run("knn" if knn else "ball"):
+            got = ad.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]),
+                                   knn)
         want = ref.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]), knn)
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]), f"idx knn={knn}")
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]), f"mask knn={knn}")
@@ -89,10 +106,13 @@ def test_pointconv_forward_backward(env, case, dtype):
     layers = [(_j(w), _j(b)) for w, b in c["layers"]]
     emb, values, g = _j(c["emb"]), _j(c["values"]), _j(c["grad_out"])
     outs = []
-    for a in (ad, ref):
-        out, vjp = jax.vjp(lambda L, e, v, a=a: a.pointconv(jnp, L, e, v, idx, nmask),
+    with kernels_run("pointconv_fwd", "pointconv_bwd"):
+        out, vjp = jax.vjp(lambda L, e, v: ad.pointconv(jnp, L, e, v, idx, nmask),
                            layers, emb, values)
         outs.append((out, vjp(g)))
+    out, vjp = jax.vjp(lambda L, e, v: ref.pointconv(jnp, L, e, v, idx, nmask),
+                       layers, emb, values)
+    outs.append((out, vjp(g)))
     (o1, g1), (o2, g2) = outs
     assert o1.dtype == o2.dtype
     assert_close(o1, o2, dtype, "forward")
@@ -116,7 +136,9 @@ def test_pointconv_double_backward(env):
 
         return jax.grad(lambda v: jnp.sum(jax.grad(inner)(emb * v[0, 0, 0]) ** 2))(values)
 
-    assert_close(jax.jit(lambda: outer(ad))(), outer(ref), "float64", "double backward")
+    with kernels_run("pointconv_fwd", "pointconv_bwd"):
+        got = jax.jit(lambda: outer(ad))()
+    assert_close(got, outer(ref), "float64", "double backward")
 
 
 def test_hamiltonian_training_step_through_kernels(monkeypatch):
@@ -138,13 +160,21 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
     tr = S.make_splits(n_train=4, n_val=1, n_test=1, seed=0)["train"]
     model = make_model("hlieconv", group="T2", k=16, num_layers=1)
     host = model.init_host(np.random.default_rng(0))
+    from lieconv_jax import pallas
+
     results = []
     for mode in (MODE, "never"):
         # the adapter registry, as LIECONV_JAX_KERNELS=<mode> would set it up in a new process
         monkeypatch.setattr(B, "_adapters", {"jax": JaxAdapter(mode)})
+        jax.clear_caches()
+        pallas.TRACES.clear()
         t = SP.trainer("jax", model, host, tr.ts, lr=1e-3, total_steps=10, dtype="float64")
         loss = t.step({"z": tr.z, "sys": tr.sys})
         results.append((loss, t.params_host()))
+        ran = {n for n, c in pallas.TRACES.items() if c}
+        # the kernel path really ran (and the "never" control ran none of it)
+        assert ran >= ({"pointconv_fwd", "pointconv_bwd"} if mode == MODE else set()), ran
+        assert mode == MODE or not ran, ran
     (l1, p1), (l2, p2) = results
     assert np.isfinite(l1)
     np.testing.assert_allclose(l1, l2, rtol=1e-12)

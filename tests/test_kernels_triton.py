@@ -8,6 +8,7 @@ child pytest with ``TRITON_INTERPRET=1`` (nothing leaks into the other test file
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,15 +35,42 @@ needs_kernels = pytest.mark.skipif(
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="kernels run in this process")
-def test_interpreter_subprocess():
+def test_interpreter_subprocess(tmp_path):
+    """This file's kernel tests in a child pytest under the interpreter: every test the child
+    selects must pass, none may skip, and it must select all of them (a junit report counts)."""
+    import xml.etree.ElementTree as ET
+
     env = dict(os.environ, TRITON_INTERPRET="1")
+    report = tmp_path / "child.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         f"--junitxml={report}", "-k", "not test_interpreter_subprocess", __file__],
         env=env, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parent.parent)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
-    assert " passed" in proc.stdout, tail
+    suite = ET.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "skipped", "failures", "errors")}
+    assert counts["skipped"] == counts["failures"] == counts["errors"] == 0, (counts, tail)
+    assert counts["tests"] == EXPECTED_IN_CHILD, (counts, tail)
     print(proc.stdout.strip().splitlines()[-1])
+
+
+#: tests the child runs: fps, neighbourhood (x2: ball, knn) and pointconv per case and dtype,
+#: plus test_fps_is_kernel_path, the double-backward, partial-grads and fallback tests
+EXPECTED_IN_CHILD = len(CASES) * 2 * 4 + 4
+
+
+@contextlib.contextmanager
+def kernels_run(**expected):
+    """Assert that the block launched each Triton kernel ``name`` exactly ``count`` times
+    (``name=count``; 0: not at all): the kernels themselves ran, not the reference fallback."""
+    from lieconv_torch.kernels import launch
+
+    launch.LAUNCHES.clear()
+    yield
+    got = {name: launch.LAUNCHES[name] for name in expected}
+    assert got == expected, f"kernel launches {got}, expected {expected}"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +96,8 @@ def test_fps(env, case, dtype):
     c = make_case(case, dtype)
     x, mask, u = _t(c["x"]), _t(c["mask"]), _t(c["u"])
     for m in sorted({1, c["m"], c["n"]}):
-        got = ad.fps(xp, c["group"], x, None, mask, m, u)
+        with kernels_run(fps=1):
+            got = ad.fps(xp, c["group"], x, None, mask, m, u)
         want = ref.fps(xp, c["group"], x, None, mask, m, u)
         np.testing.assert_array_equal(_np(got), _np(want), err_msg=f"m={m}")
         assert got.dtype == want.dtype
@@ -95,7 +124,8 @@ def test_neighbourhood(env, case, dtype, knn):
     q = (_t(c["qe"]), None, _t(c["qmask"]))
     p = (_t(c["x"]), None, _t(c["mask"]))
     r, prio = _t(c["r"]), _t(c["prio"])
-    got = ad.neighbourhood(xp, c["group"], q, p, c["k"], r, prio, knn)
+    with kernels_run(knn=int(knn), ball=int(not knn)):
+        got = ad.neighbourhood(xp, c["group"], q, p, c["k"], r, prio, knn)
     want = ref.neighbourhood(xp, c["group"], q, p, c["k"], r, prio, knn)
     np.testing.assert_array_equal(_np(got[0]), _np(want[0]), err_msg="indices")
     np.testing.assert_array_equal(_np(got[1]), _np(want[1]), err_msg="mask")
@@ -124,13 +154,15 @@ def test_pointconv_forward_backward(env, case, dtype):
     xp, ad, ref = env
     c = make_case(case, dtype)
     emb, values, idx, nmask, layers = _pointconv_inputs(c, ref, xp)
-    got = ad.pointconv(xp, layers, emb, values, idx, nmask)
+    with kernels_run(pointconv_fwd=1):
+        got = ad.pointconv(xp, layers, emb, values, idx, nmask)
     want = ref.pointconv(xp, layers, emb, values, idx, nmask)
     assert got.shape == want.shape and got.dtype == want.dtype
     assert_close(_np(got), _np(want), dtype, "forward")
     ins = [emb, values] + [t for wb in layers for t in wb]
     g = _t(c["grad_out"])
-    got_g = torch.autograd.grad(got, ins, g)
+    with kernels_run(pointconv_bwd=1):
+        got_g = torch.autograd.grad(got, ins, g)
     want_g = torch.autograd.grad(want, ins, g)
     names = ["emb", "values", "W1", "b1", "W2", "b2", "W3", "b3"]
     for name, a, b in zip(names, got_g, want_g):
@@ -144,10 +176,11 @@ def test_pointconv_double_backward(env):
     c = make_case("T2-grid", "float64")
     emb, values, idx, nmask, layers = _pointconv_inputs(c, ref, xp)
     outs = []
-    for a in (ad, ref):
-        out = a.pointconv(xp, layers, emb, values, idx, nmask)
-        (ge,) = torch.autograd.grad((out ** 2).sum(), emb, create_graph=True)
-        (gw,) = torch.autograd.grad((ge ** 2).sum(), layers[0][0])
+    for a, launches in ((ad, 1), (ref, 0)):
+        with kernels_run(pointconv_fwd=launches):
+            out = a.pointconv(xp, layers, emb, values, idx, nmask)
+            (ge,) = torch.autograd.grad((out ** 2).sum(), emb, create_graph=True)
+            (gw,) = torch.autograd.grad((ge ** 2).sum(), layers[0][0])
         outs.append(gw)
     assert_close(_np(outs[0]), _np(outs[1]), "float64", "double backward")
 
@@ -159,8 +192,9 @@ def test_pointconv_partial_grads(env):
     c = make_case("T3-random", "float32")
     emb, values, idx, nmask, layers = _pointconv_inputs(c, ref, xp)
     layers = [(w.detach(), b.detach()) for w, b in layers]
-    got = torch.autograd.grad(ad.pointconv(xp, layers, emb, values.detach(), idx, nmask).sum(),
-                              emb)
+    with kernels_run(pointconv_fwd=1, pointconv_bwd=1):
+        got = torch.autograd.grad(ad.pointconv(xp, layers, emb, values.detach(), idx,
+                                               nmask).sum(), emb)
     want = torch.autograd.grad(ref.pointconv(xp, layers, emb, values.detach(), idx, nmask).sum(),
                                emb)
     assert_close(_np(got[0]), _np(want[0]), "float32", "demb")

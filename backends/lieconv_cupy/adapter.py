@@ -10,6 +10,7 @@ Everything else runs the reference path. ``LIECONV_CUPY_KERNELS=never`` disables
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_PAIRS, QUANT, Referen
 #: the CUDA source of the kernels (compiled by NVRTC on first use; nvcc-checked in the tests)
 KERNELS_CU = Path(__file__).with_name("kernels.cu")
 HID, OUT, KT = 32, 16, 64
+#: kernel launches by name ("fps", "ball", "knn", "pc_fwd", "pc_bwd"): the tests check that a
+#: case ran the kernel itself, not the reference fallback
+LAUNCHES: Counter = Counter()
 
 
 def supports_group(group: Any) -> bool:
@@ -55,8 +59,10 @@ class CupyAdapter(ReferenceAdapter):
         return self._module
 
     def _fn(self, name: str, dtype: Any) -> Any:
+        """The compiled kernel ``name`` for ``dtype``; every caller launches it at once."""
         import cupy
 
+        LAUNCHES[name] += 1
         suffix = "f32" if dtype == cupy.float32 else "f64"
         return self._mod().get_function(f"{name}_{suffix}")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,11 @@ H, O = 32, 16
 #: whole cloud, is held on-chip; the one-hot gather of pointconv costs O(k·n·c) per query)
 MAX_N = 16384
 MAX_N_CONV = 512
+#: Pallas kernels put into a traced program, by name ("fps", "ball", "knn", "pointconv_fwd",
+#: "pointconv_bwd"). Counted when the kernel is traced, so a program reused from jax's cache does
+#: not count again: the tests clear the caches (``jax.clear_caches()``) and check that each case
+#: ran the kernel itself, not the reference fallback.
+TRACES: Counter = Counter()
 HIGHEST = lax.Precision.HIGHEST
 
 
@@ -113,6 +119,7 @@ def fps(elems, mask, m: int, u, interpret: bool = False):
     x = _pad_to(jnp.swapaxes(elems, 1, 2), 2, NP)
     mk = _pad_to(mask.astype(jnp.int32), 1, NP)
     kern = functools.partial(_fps_kernel, m=m, E=E, NP=NP, MP=MP, scale=_scale(elems.dtype))
+    TRACES["fps"] += 1
     out = pl.pallas_call(
         kern, out_shape=jax.ShapeDtypeStruct((bs, MP), jnp.int32), grid=(bs,),
         in_specs=[pl.BlockSpec((1, E, NP), lambda b: (b, 0, 0)),
@@ -190,6 +197,7 @@ def neighbourhood(query, points, k: int, r, priorities, knn: bool, interpret: bo
     r_arr = jnp.reshape(jnp.asarray(r).astype(dt), (1, 1))
     kern = functools.partial(_nbhd_kernel, n=n, k=k, E=E, BM=BM, NP=NP, KP=KP, knn=knn,
                              scale=_scale(dt))
+    TRACES["knn" if knn else "ball"] += 1
     idx, keep, cnt = pl.pallas_call(
         kern,
         out_shape=(jax.ShapeDtypeStruct((bs, MP, KP), jnp.int32),
@@ -320,6 +328,7 @@ def _pc_forward(layers, emb, values, idx, mask, interpret):
     lay = _layout(emb, values)
     bs, m, K_, D, n, C, KP, NP, DP, CP = lay
     e, v, i, k = _padded(emb, values, idx, mask, lay)
+    TRACES["pointconv_fwd"] += 1
     out = pl.pallas_call(
         functools.partial(_pc_fwd_kernel, NP=NP),
         out_shape=jax.ShapeDtypeStruct((bs, m, CP, O), emb.dtype),
@@ -338,6 +347,7 @@ def _pc_backward(layers, emb, values, idx, mask, g, interpret):
     gg = _pad_to(jnp.reshape(g, (bs, m, C, O)), 2, CP)
     dt = emb.dtype
     per_query = [(NP, CP)] + _param_shapes(DP)
+    TRACES["pointconv_bwd"] += 1
     outs = pl.pallas_call(
         functools.partial(_pc_bwd_kernel, NP=NP),
         out_shape=(jax.ShapeDtypeStruct((bs, m, KP, DP), dt),

@@ -7,6 +7,7 @@ to rounding (floats).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
@@ -19,6 +20,9 @@ from . import _triton as K
 #: FPS keeps a whole cloud in one block; larger clouds use the reference path
 FPS_MAX_N = 16384
 _NOFUSE = {"enable_fp_fusion": False}
+#: kernel launches by name ("fps", "ball", "knn", "pointconv_fwd", "pointconv_bwd"): the tests
+#: check that a case ran the kernel itself, not the reference fallback
+LAUNCHES: Counter = Counter()
 
 
 def _scale(dtype: torch.dtype) -> float:
@@ -46,6 +50,7 @@ def fps(elems: torch.Tensor, mask: torch.Tensor, m: int, u: torch.Tensor) -> tor
         return out
     start = fps_start(mask, u).contiguous()
     block = max(16, triton.next_power_of_2(n))
+    LAUNCHES["fps"] += 1
     K.fps_kernel[(bs,)](_elems(elems), mask.to(torch.int8).contiguous(), start, out, n, m,
                         _scale(elems.dtype), E=E, BLOCK_N=block,
                         num_warps=4 if block <= 2048 else 8, **_NOFUSE)
@@ -71,6 +76,7 @@ def neighbourhood(query: tuple, points: tuple, k: int, r: Any, priorities: torch
         counts = None if knn else torch.zeros((bs, m), dtype=qe.dtype, device=dev)
         return idx, nmask.bool(), counts
     if knn:
+        LAUNCHES["knn"] += 1
         K.knn_kernel[grid](_elems(qe), qm8, _elems(pe), pm8, idx, nmask, m, n, k,
                            _scale(qe.dtype), E=E, BLOCK_M=block_m, BLOCK_N=block_n, **_NOFUSE)
         return idx, nmask.bool(), None
@@ -78,6 +84,7 @@ def neighbourhood(query: tuple, points: tuple, k: int, r: Any, priorities: torch
     r_t = torch.as_tensor(r, device=dev).to(qe.dtype).reshape(1)
     counts = torch.empty((bs, m), dtype=qe.dtype, device=dev)
     block_k = max(16, min(128, triton.next_power_of_2(k)))
+    LAUNCHES["ball"] += 1
     K.ball_kernel[grid](_elems(qe), qm8, _elems(pe), pm8, order, r_t, idx, nmask, counts,
                         m, n, k, E=E, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                         **_NOFUSE)
@@ -102,6 +109,7 @@ def _fwd(emb, values, idx, mask8, params):
         return out
     bl = _blocks(D, K_, C)
     grid = (bs * m, triton.cdiv(C, bl["BLOCK_C"]))
+    LAUNCHES["pointconv_fwd"] += 1
     K.pointconv_fwd_kernel[grid](emb, values, idx, mask8, *params, out, m, n, K_, C, **bl)
     return out
 
@@ -118,6 +126,7 @@ def _bwd(emb, values, idx, mask8, params, g):
     npar = DP * H + H + H * H + H + H * O + O
     dpar = torch.zeros((nprog, npar), dtype=emb.dtype, device=emb.device)
     if rows:
+        LAUNCHES["pointconv_bwd"] += 1
         K.pointconv_bwd_kernel[(nprog,)](emb, values, idx, mask8, *params, g.contiguous(),
                                          demb, dval, dpar, rows, m, n, K_, C, **bl)
     tot = dpar.sum(0)
