@@ -99,14 +99,14 @@ def _directions(flat: dict, x: np.ndarray) -> tuple[dict, np.ndarray]:
 
 
 def numpy_reference(group, layers):
-    """numpy's outputs (bs, 2) and the loss's central differences (eps 1e-5) along the parameter
+    """numpy's outputs (bs, 2) and the loss's central differences (eps 1e-6) along the parameter
     and the coordinate directions (two floats)."""
     net = make_net(group, layers, dense=True)
     params, state = net.init(seed=1, dtype="float64", backend="numpy")
     flat = flatten(params)
     x, v, m = make_inputs(group.space_dim)
     dp, dx = _directions(flat, x)
-    w, eps = _loss_weights(x.shape[0]), 1e-5
+    w, eps = _loss_weights(x.shape[0]), 1e-6  # truncation error ~eps², rounding ~1e-16/eps
 
     def loss(s_params, s_coords):
         p = {k: a + s_params * eps * dp[k] for k, a in flat.items()}
