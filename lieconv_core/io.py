@@ -120,28 +120,6 @@ def load_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def check_params(model: Any, flat: dict[str, np.ndarray], source: str = "checkpoint") -> None:
-    """Raise CheckpointError unless ``flat`` has exactly the model's parameter names and shapes."""
-    from .nn.module import flatten
-
-    host = flatten(model.init_host(np.random.default_rng(0)))
-    expected = {k: np.shape(v) for k, v in host.items()}
-    missing = sorted(set(expected) - set(flat))
-    extra = sorted(set(flat) - set(expected))
-    bad = sorted(k for k in set(expected) & set(flat) if tuple(flat[k].shape) != expected[k])
-    if missing or extra or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if extra:
-            parts.append(f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-        if bad:
-            parts.append("shape mismatch " + ", ".join(
-                f"{k}: {tuple(flat[k].shape)} vs {expected[k]}" for k in bad[:5]))
-        raise CheckpointError(f"{source} does not fit the model config {model.config()}: "
-                              + "; ".join(parts))
-
-
 def save_weights(run_dir: str | os.PathLike, params_flat: dict[str, np.ndarray],
                  name: str = WEIGHTS, metadata: dict | None = None) -> Path:
     path = Path(run_dir) / name

@@ -65,6 +65,12 @@ class CloudTask(Task):
         make_group(cfg["group"], cfg.get("alpha"))
         return cfg
 
+    def finish_config(self, cfg: dict, alpha: float | None = None) -> dict:
+        """``cfg`` with the group's ``alpha`` (if given), validated."""
+        if alpha is not None:
+            cfg = {**cfg, "alpha": float(alpha)}
+        return self.validate_config(cfg)
+
     def primary_for(self, cfg: dict) -> tuple[str, bool]:
         """The metric that picks the best checkpoint, and whether larger is better."""
         return ("accuracy", True) if cfg["kind"] == "classify" else ("mae", False)

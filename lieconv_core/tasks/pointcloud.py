@@ -58,9 +58,7 @@ class PointCloudTask(CloudTask):
                "nbhd": int(nbhd or DEFAULTS["nbhd"]),
                "fill": float(fill or DEFAULTS["fill"]), "liftsamples": int(ns),
                "knn": bool(knn), "augment": bool(augment), "bn": bool(bn)}
-        if alpha is not None:
-            cfg["alpha"] = float(alpha)
-        return self.validate_config(cfg)
+        return self.finish_config(cfg, alpha)
 
     def augment(self, batch: dict, gen: np.random.Generator, cfg: dict) -> dict:
         """A random element of the model's group applied to each training cloud."""

@@ -88,9 +88,7 @@ class QM9Task(CloudTask):
                "fill": float(fill or (0.5 if rand else 1.0)),
                "liftsamples": int(liftsamples or (4 if rand else 1)), "target": target,
                "target_names": [target], "unit": TARGETS[target][0], "augment": bool(augment)}
-        if alpha is not None:
-            cfg["alpha"] = float(alpha)
-        return self.validate_config(cfg)
+        return self.finish_config(cfg, alpha)
 
     def inputs(self, batch: dict, cfg: dict) -> dict:
         """charges / positions -> coords, values (15 features), mask."""

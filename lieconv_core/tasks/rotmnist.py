@@ -56,9 +56,7 @@ class RotMNISTTask(CloudTask):
                "fill": float(fill or PAPER["fill"]), "nbhd": int(nbhd or PAPER["nbhd"]),
                "liftsamples": int(liftsamples or (2 if g.random_lift else 1)),
                "knn": bool(knn), "augment": bool(augment), "cache": True}
-        if alpha is not None:
-            cfg["alpha"] = float(alpha)
-        return self.validate_config(cfg)
+        return self.finish_config(cfg, alpha)
 
     def inputs(self, batch: dict, cfg: dict) -> dict:
         """Pixels (bs, 648) -> coords (bs, 648, 2), values (bs, 648, 1), mask."""
