@@ -147,7 +147,9 @@ def test_config_is_checked_before_anything_is_built(torch1, data, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     for key, val, msg in (("k", 200000, "k must be an integer in"),
                           ("num_layers", 1000000, "num_layers must be an integer in"),
-                          ("k", "64", "k must be an integer")):
+                          ("k", "64", "k must be an integer"),
+                          ("k", 4096, "k 4096 \\(the weights have 8\\)"),
+                          ("num_layers", 60, "num_layers 60 \\(the weights have 1\\)")):
         bad = json.loads(json.dumps(cfg))
         bad["model"][key] = val
         (run / "config.json").write_text(json.dumps(bad))

@@ -168,6 +168,31 @@ def _compare(want: dict, got: dict, source: str) -> None:
         raise io.CheckpointError(f"{source} does not fit the model config: " + "; ".join(parts))
 
 
+def check_header(cfg: dict, path: Path) -> None:
+    """CheckpointError unless the widths and depth in ``cfg`` (``k``, ``num_layers``) agree with
+    the tensor shapes in the header of the safetensors file ``path`` (read without its data),
+    so that a config that does not belong to the weights is refused before a model is built."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception:  # a missing or corrupt file: load_tensors says which, with its reason
+        return
+    lin_in = [s for k, s in shapes.items() if k.endswith("lin_in.w")]
+    blocks = {k.split("blocks.")[1].split(".")[0] for k in shapes
+              if "blocks." in k and not k.startswith(("state.", "opt."))}
+    bad = []
+    if lin_in and "k" in cfg and cfg.get("arch", "lieresnet") == "lieresnet" \
+            and lin_in[0][-1] != cfg["k"]:
+        bad.append(f"k {cfg['k']} (the weights have {lin_in[0][-1]})")
+    if blocks and "num_layers" in cfg and len(blocks) != cfg["num_layers"]:
+        bad.append(f"num_layers {cfg['num_layers']} (the weights have {len(blocks)})")
+    if bad:
+        raise io.CheckpointError(f"{path}: the config does not fit the weights: "
+                                 + "; ".join(bad))
+
+
 def load_checkpoint(path: Path, model: Any) -> tuple[dict, dict, dict, dict]:
     """(params, state, optimizer state, history or {}) of a checkpoint file, checked against
     ``model`` (names and shapes) and against its stored sha256."""
@@ -480,6 +505,7 @@ def load_run(path: str | Path, name: str = WEIGHTS) -> tuple[Task, dict, Any, di
     try:
         task = get_task(config.get("task", "springs"))
         cfg = task.validate_config(config["model"])
+        check_header(cfg, path / name)
         model = task.build_model(cfg)
     except (ValueError, TypeError, KeyError) as exc:
         raise io.CheckpointError(f"{path / CONFIG}: {exc}") from exc
