@@ -82,16 +82,24 @@ def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0
 
 
 class JaxTrainer:
-    """Adam on the parameters of a functional model, one jitted :meth:`step` per batch.
+    """Adam on the parameters of a functional model, one jitted :meth:`step` per batch (compiled
+    once per batch shape).
 
-    Args:
-        loss_fn: ``loss_fn(params, state, batch, rng) -> (loss, new_state)`` on jax arrays;
-            ``rng`` is a :class:`lieconv_jax.JaxDraws` made from the seed :meth:`step` receives.
-        params, state: nested dicts of host arrays (state may be empty).
-        lr, total_steps, warmup_steps: the schedule; dtype: "float32" or "float64".
-        device: a jax Device (default: jax's default device); opt_state: portable optimizer
-            state to continue from.
-    The step is compiled once per batch shape.
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn(params, state, batch, rng) -> (loss, new_state)`` on jax arrays; ``rng`` is a
+        :class:`lieconv_jax.JaxDraws` made from the seed :meth:`step` receives.
+    params, state : dict
+        Nested dicts of host arrays (state may be empty).
+    lr, total_steps, warmup_steps : float, int, int
+        The schedule (:func:`lieconv_core.training.schedule.lr_at`).
+    dtype : {"float32", "float64"}
+        Floating dtype of parameters and batches.
+    device : jax.Device, optional
+        Default: jax's default device.
+    opt_state : dict, optional
+        Portable optimizer state to continue from.
     """
 
     backend = "jax"

@@ -38,18 +38,27 @@ def resolve_device(device: str) -> torch.device:
 class TorchTrainer:
     """Adam on the parameters of a functional model, one :meth:`step` per batch.
 
-    Args:
-        loss_fn: ``loss_fn(params, state, batch, rng) -> (loss, new_state)`` on torch tensors;
-            ``rng`` is the int seed :meth:`step` receives (portable draws).
-        params, state: nested dicts of host arrays (state: BN statistics, radii; may be empty).
-        lr, total_steps, warmup_steps: the schedule (:func:`lieconv_core.training.schedule.lr_at`).
-        dtype: "float32" or "float64"; device: a torch device.
-        opt_state: portable optimizer state to continue from.
-        compile: run the loss and the parameter gradients as one ``torch.compile``-d
-            ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.functional_mode`),
-            compiled for each new batch shape. Only for losses that draw no random numbers
-            (the seed would be a constant of the compiled program): the first step compiles for
-            minutes, later steps run faster on CPU; the same numbers up to rounding.
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn(params, state, batch, rng) -> (loss, new_state)`` on torch tensors; ``rng``
+        is the int seed :meth:`step` receives (portable draws).
+    params, state : dict
+        Nested dicts of host arrays (state: BN statistics, radii; may be empty).
+    lr, total_steps, warmup_steps : float, int, int
+        The schedule (:func:`lieconv_core.training.schedule.lr_at`).
+    dtype : {"float32", "float64"}
+        Floating dtype of parameters and batches.
+    device : torch.device or str
+        Where they live.
+    opt_state : dict, optional
+        Portable optimizer state to continue from.
+    compile : bool
+        Run the loss and the parameter gradients as one ``torch.compile``-d
+        ``torch.func.grad_and_value`` (:func:`lieconv_torch.adapter.functional_mode`), compiled
+        for each new batch shape. Only for losses that draw no random numbers (the seed would
+        be a constant of the compiled program): the first step compiles for minutes, later
+        steps run faster on CPU; the same numbers up to rounding.
     """
 
     backend = "torch"

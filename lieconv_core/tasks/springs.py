@@ -250,11 +250,13 @@ def drift_plot(run: Any, rows: list) -> str | None:
 
 def trainer(backend: str, model: Any, params: dict | None = None, ts: Any = None, *,
             seed: int = 0, **kw: Any) -> Any:
-    """The backend trainer of a dynamics ``model`` (e.g. :func:`lieconv_core.dynamics.
-    make_model`'s) on chunks over the times ``ts`` (default: the data's 5-step chunks), for use
-    outside :func:`lieconv_core.training.fit`: ``tr.step({"z": z, "sys": sys})`` takes a batch of
-    chunks z (bs, T, 2, n, 2) and system features (bs, n, 2). ``kw`` goes to
-    :func:`lieconv_core.training.make_trainer` (lr, total_steps, dtype, device, compile, ...)."""
+    """The backend trainer of a dynamics model, for use outside the training engine.
+
+    ``model`` comes from :func:`lieconv_core.dynamics.make_model`; the loss is the MSE of its
+    rollout over the chunk times ``ts`` (default: the data's 5-step chunks).
+    ``tr.step({"z": z, "sys": sys})`` takes a batch of chunks z (bs, T, 2, n, 2) and system
+    features (bs, n, 2). ``kw`` goes to :func:`lieconv_core.training.make_trainer` (lr,
+    total_steps, dtype, device, compile, ...)."""
     from ..training import make_trainer
 
     task = SpringsTask()
