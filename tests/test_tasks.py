@@ -255,3 +255,15 @@ def test_eval_mode_agrees_with_train_mode_on_a_pixel_grid(group, torch1, tmp_pat
     r_train = [float(b["conv"]["r_train"]) for b in state["blocks"].values()]
     assert r != r_train  # the eval radius is the average, not the last training radius
     assert np.allclose(r, r_train, rtol=0.05)  # ... of radii that have settled
+
+
+def test_model_config_keeps_the_pair_orientation():
+    """A run is rebuilt with the pair orientation it was trained with: the image model swaps
+    the pair embedding after odd numbers of subsampling layers unless its config says
+    original_pairs false."""
+    task = get_task("rotmnist")
+    cfg = task.model_config("SO2", k=16, num_layers=3)
+    swaps = [b.conv.swap_pairs for b in task.build_model(cfg).blocks]
+    assert swaps == [False, True, False]
+    plain = task.build_model({**cfg, "original_pairs": False})
+    assert not any(b.conv.swap_pairs for b in plain.blocks)

@@ -122,16 +122,24 @@ def lieresnet_from_config(cfg: dict) -> LieResNet:
     common = dict(k=cfg["k"], num_layers=cfg["num_layers"], nbhd=cfg["nbhd"],
                   fill=cfg["fill"], liftsamples=cfg["liftsamples"])
     if arch == "image":
-        return presets.image_lieresnet(group, chin=cfg["chin"], num_targets=cfg["num_outputs"],
+        net = presets.image_lieresnet(group, chin=cfg["chin"], num_targets=cfg["num_outputs"],
                                        total_ds=cfg["total_ds"], knn=cfg.get("knn", False),
                                        cache=cfg.get("cache", True), **common)
-    if arch == "molecule":
-        return presets.molecule_lieresnet(group, num_targets=cfg["num_outputs"], **common)
-    if arch != "lieresnet":
+    elif arch == "molecule":
+        net = presets.molecule_lieresnet(group, num_targets=cfg["num_outputs"], **common)
+    elif arch == "lieresnet":
+        net = LieResNet(cfg["chin"], num_outputs=cfg["num_outputs"], group=group,
+                        ds_frac=cfg.get("ds_frac", 1.0), knn=cfg.get("knn", False),
+                        bn=cfg.get("bn", True), mean=cfg.get("mean", True), **common)
+    else:
         raise ValueError(f"unknown architecture {arch!r} in the model config")
-    return LieResNet(cfg["chin"], num_outputs=cfg["num_outputs"], group=group,
-                     ds_frac=cfg.get("ds_frac", 1.0), knn=cfg.get("knn", False),
-                     bn=cfg.get("bn", True), mean=cfg.get("mean", True), **common)
+    # the pair orientation after subsampling (LieResNet's original_pairs; the original's by
+    # default); stored in the config so that a run is rebuilt as it was trained
+    if not cfg.get("original_pairs", True):
+        net.original_pairs = False
+        for block in net.blocks:
+            block.conv.swap_pairs = False
+    return net
 
 
 #: bounds on the sizes a config may ask for (a corrupt config must not allocate for minutes)
