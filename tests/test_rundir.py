@@ -236,6 +236,9 @@ def test_rundir_owns_only_its_files(tmp_path):
     with RunDir.open(out, "output") as run:
         run.write_json("metrics.json", {"a": 1})
         assert run.entries() == ["metrics.json"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (out / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask  # as open() makes
     with pytest.raises(FileExistsError, match="already holds metrics.json"):
         RunDir.open(out, "output")
     with RunDir.open(out, "output", overwrite=True) as run:
