@@ -126,11 +126,17 @@ def test_a_second_writer_is_refused_with_the_holders_pid(torch1, data, tmp_path,
     assert _train(data, out, "--epochs", "1", "--overwrite") == 0  # the lock went with it
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT's default disposition, so that Python turns it into
+    KeyboardInterrupt even when the test runs as a background job (whose shell ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_says_where_the_checkpoint_is(torch1, data, tmp_path):
     out = tmp_path / "int"
     proc = subprocess.Popen(_cli("train", "pointcloud", "--data", data, *TINY, "--epochs",
                                  "500", "--eval-every", "1", "--out", str(out)),
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "last.safetensors").exists():
         time.sleep(0.05)
