@@ -3,7 +3,7 @@
 
 :func:`lr_at` is the host formula (the torch trainer sets it before each step); the jax trainer
 uses ``optax.warmup_cosine_decay_schedule`` / ``optax.cosine_decay_schedule``, which compute the
-same numbers (tests/test_training.py compares them).
+same numbers (tests/test_tasks.py compares them).
 """
 
 from __future__ import annotations
