@@ -167,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     task, cfg, data, info = _model_and_data(args)
     epochs, bs, lr = TRAIN_DEFAULTS[args.task]
     lr = args.lr or lr or task.default_lr(cfg)
-    hist = fit(task, cfg, data, args.out, backend=args.backend, epochs=args.epochs or epochs,
+    fit(task, cfg, data, args.out, backend=args.backend, epochs=args.epochs or epochs,
                batch_size=args.batch_size or bs, lr=lr, seed=args.seed, dtype=args.dtype,
                warmup_epochs=args.warmup_epochs, patience=args.patience,
                max_steps=args.max_steps, eval_every=args.eval_every, resume=args.resume,
@@ -176,7 +176,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
     print(json.dumps({"out": str(args.out), **{k: metrics[k] for k in (
         "steps", "epochs", "best_step", "best_val", "train_seconds", "samples_per_second")}}))
-    del hist
     return 0
 
 
@@ -242,8 +241,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _outputs(task, cfg, model, runner, data, config, args, moved=None) -> np.ndarray:
     from .training.engine import run_outputs
+    from .training.loader import progress_bar
 
-    bar = _bar(not args.no_progress, len(data), "evaluate")
+    bar = progress_bar(not args.no_progress, len(data), "evaluate")
     fn = task.predict_fn(model, cfg, config["eval_backend"])
 
     def prepare(b: dict) -> dict:
@@ -407,14 +407,6 @@ def _demo_table(rows: list, args: argparse.Namespace) -> str:
         lines.append(f"{r[0]:<18}{r[1]:>11.3g}{r[2]:>13.3g}{r[3]:>11.2e}{r[4]:>15.2e}"
                      f"{r[5]:>15.2e}{r[6]:>7.0f}")
     return "\n".join(lines) + "\n"
-
-
-def _bar(progress: bool, total: int, desc: str) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="sample", desc=desc, dynamic_ncols=True)
 
 
 # --- parser --------------------------------------------------------------------------------------

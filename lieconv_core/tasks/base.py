@@ -9,8 +9,10 @@ tasks (your own clouds, RotMNIST, QM9) share :class:`CloudTask`: inputs ``coords
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,6 @@ class Dataset:
 
     arrays: dict[str, np.ndarray]
     source: str = "data"
-    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         lengths = {k: len(v) for k, v in self.arrays.items()}
@@ -51,13 +52,36 @@ class Dataset:
         return {k: v[idx] for k, v in self.arrays.items()}
 
     def subset(self, idx: Any, source: str | None = None) -> Dataset:
-        return Dataset(self.take(idx), source or self.source, dict(self.meta))
+        return Dataset(self.take(idx), source or self.source)
 
 
 def make_group(name: str, alpha: float | None = None) -> G.Group:
     """A group from its registered name, with ``alpha`` (weight of the rotational part of the
     distance) where the group has one."""
     return G.get(name, **({} if alpha is None else {"alpha": alpha}))
+
+
+def read_npz(path: Path, what: str, required: tuple[str, ...], count: str = "length"
+             ) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file; DataError naming the file (``what`` describes it) for a
+    missing or unreadable file, a missing ``required`` field, or fields whose first axes
+    (``count``: what they count) disagree."""
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc})") from exc
+    for key in required:
+        if key not in arrays:
+            raise DataError(f"{path}: missing field {key!r} "
+                            f"(found: {', '.join(arrays) or 'none'})")
+    lengths = {k: len(v) for k, v in arrays.items() if np.ndim(v)}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{path}: fields disagree in {count}: "
+                        + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+    return arrays
 
 
 def check_finite(ds: Dataset, keys: tuple[str, ...]) -> None:

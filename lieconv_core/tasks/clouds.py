@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as _device
 
+from .._backend import array_namespace
 from .base import INPUTS, DataError, Dataset, Task, check_finite, lieresnet_from_config
 
 KINDS = ("classify", "regress")
@@ -29,16 +31,13 @@ def cross_entropy(xp: Any, logits: Any, labels: Any) -> Any:
     return xp.mean(lse - xp.sum(onehot * logits, axis=-1))
 
 
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
-
-
-def _namespace(*arrays: Any) -> Any:
-    from .._backend import array_namespace
-
-    return array_namespace(*arrays)
+def _scale(out: Any, mean: np.ndarray, std: np.ndarray) -> tuple[Any, Any, Any]:
+    """(namespace, mean, std) of the outputs ``out``: the targets' standardisation as arrays of
+    its library, dtype and device."""
+    xp = array_namespace(out)
+    dev = _device(out)
+    return (xp, xp.asarray(mean, dtype=out.dtype, device=dev),
+            xp.asarray(std, dtype=out.dtype, device=dev))
 
 
 class CloudTask(Task):
@@ -84,12 +83,10 @@ class CloudTask(Task):
         def loss(params: dict, state: dict, batch: dict, rng: Any) -> tuple[Any, dict]:
             inputs = tuple(batch[k] for k in INPUTS)
             out, new_state = model.apply(params, state, inputs, train=True, rng=rng)
-            xp = _namespace(out)
             if classify:
-                return cross_entropy(xp, out, batch["labels"]), new_state
+                return cross_entropy(array_namespace(out), out, batch["labels"]), new_state
             y = batch["targets"]
-            m = xp.asarray(mean, dtype=out.dtype, device=_device(out))
-            s = xp.asarray(std, dtype=out.dtype, device=_device(out))
+            xp, m, s = _scale(out, mean, std)
             return xp.mean(xp.abs(out - (y - m) / s)), new_state
 
         return loss
@@ -104,9 +101,7 @@ class CloudTask(Task):
             out, _ = model.apply(params, state, inputs, train=False, rng=rng)
             if classify:
                 return out
-            xp = _namespace(out)
-            m = xp.asarray(mean, dtype=out.dtype, device=_device(out))
-            s = xp.asarray(std, dtype=out.dtype, device=_device(out))
+            _, m, s = _scale(out, mean, std)
             return out * s + m
 
         return predict

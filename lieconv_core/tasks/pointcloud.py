@@ -25,13 +25,12 @@ Clouds of different sizes are padded to a common n_points with ``mask`` False on
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import DataError, Dataset, make_group, random_motion
+from .base import DataError, Dataset, make_group, random_motion, read_npz
 from .clouds import CloudTask, standardise, validate_kind
 
 #: defaults for your own data: small enough to train in minutes on a CPU
@@ -104,23 +103,11 @@ def load_npz(path: str | Path) -> Dataset:
     """A :class:`Dataset` from an ``.npz`` file in the layout above; DataError naming the file
     and the field for a missing file, a file that is not an npz, or a missing ``coords``."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc})") from exc
-    if "coords" not in arrays:
-        raise DataError(f"{path}: missing field 'coords' (found: {', '.join(arrays) or 'none'})")
+    arrays = read_npz(path, "data file", ("coords",), count="n_samples")
     unknown = set(arrays) - {"coords", "values", "mask", "labels", "targets"}
     if unknown:
         raise DataError(f"{path}: unknown field(s) {sorted(unknown)}; expected coords, values, "
                         "mask, labels or targets")
-    lengths = {k: len(v) if np.ndim(v) else None for k, v in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise DataError(f"{path}: fields disagree in n_samples: "
-                        + ", ".join(f"{k} {n}" for k, n in lengths.items()))
     mask = arrays.get("mask")
     if mask is not None and mask.dtype != np.bool_:
         if mask.dtype.kind in "iu" and np.isin(mask, (0, 1)).all():

@@ -28,7 +28,7 @@ import numpy as np
 from ..groups import SO3
 from ..nn.presets import QM9_CHARGES, molecule_features
 from ..random import PortableDraws
-from .base import DataError, Dataset, make_group
+from .base import DataError, Dataset, make_group, read_npz
 from .clouds import CloudTask
 
 MAX_ATOMS = 29
@@ -147,8 +147,11 @@ class QM9Task(CloudTask):
         return Dataset({**ds.arrays, "targets": ds[cfg["target"]][:, None]}, ds.source)
 
 
-def _convert(arrays: dict[str, np.ndarray], charges: np.ndarray, source: str) -> dict:
-    """Targets in the files' units -> :data:`TARGETS`' units, atom references subtracted."""
+def _convert(arrays: dict[str, np.ndarray], charges: np.ndarray, source: str,
+             atom_refs: bool = False) -> dict:
+    """Targets in the files' units -> :data:`TARGETS`' units. ``<target>_thermo`` fields are
+    subtracted where present; ``atom_refs``: subtract the free atoms' :data:`ATOM_REF` (raw
+    tables without thermo fields)."""
     out = {}
     counts = np.stack([(charges == z).sum(axis=1) for z in QM9_CHARGES], axis=1)
     for name, (_, factor, _, _) in TARGETS.items():
@@ -160,7 +163,7 @@ def _convert(arrays: dict[str, np.ndarray], charges: np.ndarray, source: str) ->
                             f"got shape {v.shape}")
         if f"{name}_thermo" in arrays:
             v = v - np.asarray(arrays[f"{name}_thermo"], dtype=np.float64)
-        elif name in ATOM_REF and arrays.get("_raw", False):
+        elif name in ATOM_REF and atom_refs:
             v = v - counts @ np.asarray(ATOM_REF[name])
         out[name] = v * factor
     return out
@@ -185,20 +188,7 @@ def _molecule_arrays(charges: np.ndarray, positions: np.ndarray, targets: dict,
 def load_cormorant(path: str | Path) -> Dataset:
     """One Cormorant-format ``.npz`` split (energies in Hartree in the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"QM9 file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc})") from exc
-    for key in ("charges", "positions"):
-        if key not in arrays:
-            raise DataError(f"{path}: missing field {key!r}")
-    lengths = {k: len(v) for k, v in arrays.items() if np.ndim(v)}
-    if len(set(lengths.values())) > 1:
-        raise DataError(f"{path}: fields disagree in length: "
-                        + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+    arrays = read_npz(path, "QM9 file", ("charges", "positions"))
     charges = arrays["charges"].astype(np.int64)
     return _molecule_arrays(charges, arrays["positions"], _convert(arrays, charges, str(path)),
                             str(path))
@@ -292,7 +282,7 @@ def _cached_tables(files: list[Path], cache_dir: str | Path | None) -> tuple:
         with np.load(path) as f:
             return f["charges"], f["positions"], {k: f[k] for k in TARGETS}
     charges, positions, raw = read_qm9pack_csv(files)
-    targets = _convert({**raw, "_raw": True}, charges, "qm9pack")
+    targets = _convert(raw, charges, "qm9pack", atom_refs=True)
     cache.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: str) -> None:

@@ -156,12 +156,13 @@ def evaluate_run(task: SpringsTask, cfg: dict, model: SpringsModel, runner: Any,
     each taken in ``substeps`` RK4 steps (the integrator's share of the drift shrinks with
     them, the model's does not)."""
     from ..training.engine import run_outputs
+    from ..training.loader import progress_bar
 
     info, backend = config.get("info", {}), config["eval_backend"]
     seed, center = info.get("data_seed", 0), info.get("center", "none")
     n_test = n_test or 400
     test = split_datasets(1, 1, n_test, seed, center)["test"]
-    bar = _bar(progress, n_test + n_rollout, "evaluate springs")
+    bar = progress_bar(progress, n_test + n_rollout, "evaluate springs", unit="system")
     outputs = run_outputs(runner, task.predict_fn(model, cfg, backend), test,
                           min(batch_size, n_test), progress=bar)
     zs_true, sys_r, t = S.test_trajectories(n_rollout, seed=seed, center=center,
@@ -186,14 +187,6 @@ def evaluate_run(task: SpringsTask, cfg: dict, model: SpringsModel, runner: Any,
                "model": {k: v for k, v in cfg.items() if k != "ts"}}
     return metrics, {"t": t, "true": zs_true, "pred": zs_pred, "curves": curves,
                      "curves_true": rel_drift_curves(zs_true, sys_r)}
-
-
-def _bar(progress: bool, total: int, desc: str) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="system", desc=desc, dynamic_ncols=True)
 
 
 def write_plots(run: Any, arrays: dict, title: str = "") -> list[str]:

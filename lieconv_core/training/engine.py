@@ -26,7 +26,7 @@ import numpy as np
 from .. import io
 from ..nn.module import flatten, unflatten
 from ..tasks.base import Dataset, Task, pad_batch
-from .loader import Batches, chunks, epoch_order, step_seed
+from .loader import Batches, chunks, epoch_order, progress_bar, step_seed
 from .rundir import CONFIG, HISTORY, LAST, METRICS, WEIGHTS, RunDir, RunDirError
 
 TRAINERS = {"torch": "lieconv_torch.train:TorchTrainer", "jax": "lieconv_jax.train:JaxTrainer"}
@@ -132,14 +132,16 @@ def split_flat(flat: dict) -> tuple[dict, dict, dict]:
     return params, state, opt
 
 
-def check_against(model: Any, params: dict, state: dict, source: str) -> None:
-    """CheckpointError unless params and state have the model's names and shapes."""
+def check_against(model: Any, params: dict, state: dict, source: str) -> dict:
+    """CheckpointError unless flat params and state have the model's names and shapes; returns
+    the flat state, completed where it predates the running-average radius ("r_train",
+    "r_count")."""
     p_host, s_host = model.init_host(np.random.default_rng(0))
     _compare(flatten(p_host), params, f"{source} (parameters)")
     want_s = flatten(s_host)
-    # states saved before the running-average radius lack "r_train" / "r_count"
     got_s = _upgrade_state(want_s, state)
     _compare(want_s, got_s, f"{source} (state)")
+    return got_s
 
 
 def _upgrade_state(want: dict, got: dict) -> dict:
@@ -198,9 +200,7 @@ def load_checkpoint(path: Path, model: Any) -> tuple[dict, dict, dict, dict]:
     ``model`` (names and shapes) and against its stored sha256."""
     flat, meta = io.load_tensors(path)
     params, state, opt = split_flat(flat)
-    check_against(model, params, state, str(path))
-    p_host, s_host = model.init_host(np.random.default_rng(0))
-    state = _upgrade_state(flatten(s_host), state)
+    state = check_against(model, params, state, str(path))
     history = {}
     if "history" in meta:
         try:
@@ -475,13 +475,8 @@ def _plain(h: dict) -> dict:
 
 
 def _bar(progress: bool, s: dict, done_steps: int, name: str) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
     total = s["epochs"] * (s["n_train"] // s["batch_size"]) * s["batch_size"]
-    return tqdm(total=total, initial=min(done_steps * s["batch_size"], total), unit="sample",
-                unit_scale=False, desc=f"train {name}", dynamic_ncols=True)
+    return progress_bar(progress, total, f"train {name}", initial=done_steps * s["batch_size"])
 
 
 # --- loading a run -------------------------------------------------------------------------------

@@ -94,5 +94,12 @@ def chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def collect(outputs: list[Any]) -> np.ndarray:
-    return np.concatenate(outputs, axis=0) if outputs else np.zeros((0,))
+def progress_bar(progress: bool, total: int, desc: str, unit: str = "sample",
+                 initial: int = 0) -> Any:
+    """A tqdm bar (rate and ETA in ``unit``), or None when ``progress`` is off."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=min(initial, total), unit=unit, desc=desc,
+                dynamic_ncols=True)
