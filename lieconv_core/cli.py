@@ -116,7 +116,8 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
                                 args.fill, args.nbhd, args.liftsamples, args.alpha,
                                 knn=args.knn, augment=not args.no_augment)
         data, info = rotmnist.load_splits(tuple(args.amat) if args.amat else None,
-                                          args.mnist_dir, args.data_seed, _sizes(args))
+                                          args.mnist_dir, args.data_seed, _sizes(args),
+                                          upright=args.upright)
         return task, cfg, data, info
     if args.task == "qm9":
         from .tasks import qm9
@@ -209,7 +210,9 @@ def _test_data(task: Any, cfg: dict, config: dict, args: argparse.Namespace) -> 
         if args.amat:
             return rotmnist.load_amat(args.amat[1])
         sizes = {**info.get("sizes", {}), **({"test": args.n_test} if args.n_test else {})}
-        return rotmnist.load_splits(None, args.mnist_dir, info.get("seed", 0), sizes)[0]["test"]
+        upright = bool(info.get("upright")) if args.upright is None else args.upright
+        return rotmnist.load_splits(None, args.mnist_dir, info.get("seed", 0), sizes,
+                                    upright=upright)[0]["test"]
     if task.name == "qm9":
         from .tasks import qm9
 
@@ -418,7 +421,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="replace the files this command writes in --out (other files stay)")
 
 
-def _data_flags(p: argparse.ArgumentParser) -> None:
+def _data_flags(p: argparse.ArgumentParser, train: bool = False) -> None:
     g = p.add_argument_group("data (by task)")
     g.add_argument("--data", default=None, help="pointcloud: an .npz file (see the docs)")
     g.add_argument("--amat", nargs=2, metavar=("TRAIN_VALID", "TEST"), default=None,
@@ -426,6 +429,13 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mnist-dir", default=None,
                    help="rotmnist: folder with MNIST's IDX files (default: the MNIST_dir "
                         "package); the rotated re-creation is made from them")
+    if train:
+        g.add_argument("--upright", action="store_true",
+                       help="rotmnist: the same split of MNIST's digits, not rotated")
+    else:
+        g.add_argument("--upright", action=argparse.BooleanOptionalAction, default=None,
+                       help="rotmnist: test on upright (or, --no-upright, rotated) digits "
+                            "(default: as the run was trained)")
     g.add_argument("--data-dir", default=None,
                    help="qm9: folder with Cormorant train/valid/test.npz (default: qm9pack)")
     g.add_argument("--cache-dir", default=None, help="qm9: cache of the parsed qm9pack tables")
@@ -474,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = tr.add_argument_group("pointcloud")
     g.add_argument("--val-data", default=None, help="validation .npz (default: hold out 10%%)")
     g.add_argument("--kind", default="classify", help="classify | regress")
-    _data_flags(tr)
+    _data_flags(tr, train=True)
     _common(tr)
     tr.set_defaults(func=cmd_train)
     for name, fn, hlp in (("evaluate", cmd_evaluate, "metrics and plots of a trained run"),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lieconv_core.cli import main
+from lieconv_core.nn.presets import image_mask_index
 from lieconv_core.tasks import DataError, get_task
 from lieconv_core.tasks import qm9 as Q
 from lieconv_core.tasks import rotmnist as R
@@ -87,6 +88,26 @@ def test_recreation_from_idx_files_is_seeded_and_split(tmp_path):
         R.mnist_dir(tmp_path / "nowhere")
 
 
+def test_upright_split_has_the_same_digits_unrotated(tmp_path):
+    d = _mnist_dir(tmp_path)
+    sizes = {"train": 30, "val": 10, "test": 20}
+    rot, up = R.recreate(d, seed=0, sizes=sizes), R.recreate(d, seed=0, sizes=sizes, upright=True)
+    images = np.concatenate([R.read_idx(d / R.IDX_FILES["train_images"]),
+                             R.read_idx(d / R.IDX_FILES["test_images"])]) / 255.0
+    flat = images.reshape(len(images), -1)[:, image_mask_index()]
+    for name in sizes:
+        np.testing.assert_array_equal(up[name]["labels"], rot[name]["labels"])
+        # every upright digit is one of MNIST's own, pixel for pixel
+        rows = [np.flatnonzero(np.all(np.isclose(flat, px, atol=1e-6), axis=1))
+                for px in up[name]["pixels"]]
+        assert all(len(r) >= 1 for r in rows)
+        assert not np.allclose(up[name]["pixels"], rot[name]["pixels"], atol=1e-2)  # control
+    _, info = R.load_splits(None, str(d), 0, sizes, upright=True)
+    assert info["upright"] is True and info["data"] == "upright MNIST digits"
+    with pytest.raises(ValueError, match="upright"):
+        R.load_splits(("a.amat", "b.amat"), upright=True)
+
+
 def test_rotation_by_quarter_turns_is_exact():
     img = np.random.default_rng(2).uniform(size=(1, 28, 28))
     # a positive angle turns the picture clockwise as numpy prints it (x down, y right)
@@ -102,13 +123,20 @@ def test_rotmnist_train_evaluate_from_idx_files(torch1, tmp_path):
     common = ["--mnist-dir", str(d), "--no-progress", "--threads", "1"]
     assert main(["train", "rotmnist", "--out", str(run), "--group", "SO2", "--k", "8",
                  "--num-layers", "1", "--n-train", "20", "--n-val", "10", "--n-test", "10",
-                 "--epochs", "1", "--batch-size", "10", *common]) == 0
+                 "--epochs", "1", "--batch-size", "10", "--upright", *common]) == 0
+    assert json.loads((run / "config.json").read_text())["info"]["upright"] is True
     assert main(["evaluate", "rotmnist", "--checkpoint", str(run), "--out", str(ev),
                  "--n-test", "10", "--batch-size", "5", *common]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert m["n"] == 10 and 0 <= m["accuracy"] <= 1
     assert (ev / "rotations.png").stat().st_size > 1000
     assert (run / "curves.png").is_file()
+    eq = tmp_path / "eq"
+    assert main(["equivariance", "rotmnist", "--checkpoint", str(run), "--group", "SO2",
+                 "--n-test", "10", "--batch-size", "5", "--out", str(eq), *common]) == 0
+    (row,) = json.loads((eq / "metrics.json").read_text())["equivariance"]
+    # an SO(2) model: rotating its test digits' points changes nothing but rounding
+    assert row["moved_by"] == "SO2" and abs(row["original"] - row["transformed"]) <= 0.1
 
 
 # --- QM9 -----------------------------------------------------------------------------------------

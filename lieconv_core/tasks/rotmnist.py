@@ -206,9 +206,29 @@ def rotate(images: np.ndarray, theta: np.ndarray) -> np.ndarray:
 
 
 def recreate(folder: str | Path | None = None, seed: int = 0, sizes: dict | None = None,
-             chunk: int = 5000) -> dict[str, Dataset]:
-    """The offline rotated-MNIST re-creation (module docstring): train / val / test datasets
-    from the real MNIST digits in ``folder`` (see :func:`mnist_dir`)."""
+             chunk: int = 5000, upright: bool = False) -> dict[str, Dataset]:
+    """The offline rotated-MNIST re-creation (module docstring).
+
+    Parameters
+    ----------
+    folder : str or Path, optional
+        Folder with MNIST's four IDX files (see :func:`mnist_dir`).
+    seed : int
+        Seed of the digits' selection and of their angles.
+    sizes : dict, optional
+        Sizes of "train", "val" and "test" (default 10,000 / 2,000 / 50,000).
+    chunk : int
+        Digits rotated at a time (bounds the memory of the interpolation).
+    upright : bool
+        Keep the digits as MNIST has them (angle 0): the same digits and split, for training
+        without rotations and testing equivariance (``lieconv equivariance``).
+
+    Returns
+    -------
+    dict of Dataset
+        "train", "val", "test", each with ``pixels`` (n, 648) float32 in [0, 1] and
+        ``labels`` (n,) int64.
+    """
     sizes = {**SPLIT, **(sizes or {})}
     d = mnist_dir(folder)
     images = np.concatenate([_idx(d, "train_images"), _idx(d, "test_images")])
@@ -221,23 +241,30 @@ def recreate(folder: str | Path | None = None, seed: int = 0, sizes: dict | None
         raise DataError(f"{d}: {len(images)} digits, the split needs {need}")
     gen = np.random.default_rng([seed, 7])
     order = gen.permutation(len(images))[:need]
-    theta = gen.uniform(0, 2 * np.pi, size=need)
+    theta = gen.uniform(0, 2 * np.pi, size=need) * (not upright)
     out, pos = {}, 0
     for name in ("train", "val", "test"):
         ids, th = order[pos:pos + sizes[name]], theta[pos:pos + sizes[name]]
         parts = [rotate(images[ids[i:i + chunk]] / 255.0, th[i:i + chunk])
                  for i in range(0, len(ids), chunk)]
         rot = np.concatenate(parts) if parts else np.zeros((0, SIZE, SIZE), np.float32)
-        out[name] = images_to_dataset(rot, labels[ids], f"rotated MNIST re-creation ({name})")
+        what = "upright MNIST digits" if upright else "rotated MNIST re-creation"
+        out[name] = images_to_dataset(rot, labels[ids], f"{what} ({name})")
         pos += sizes[name]
     return out
 
 
 def load_splits(amat: tuple[str, str] | None = None, mnist: str | None = None, seed: int = 0,
-                sizes: dict | None = None) -> tuple[dict[str, Dataset], dict[str, Any]]:
-    """(datasets, a description of their origin for ``config.json``)."""
+                sizes: dict | None = None, upright: bool = False
+                ) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """(datasets, a description of their origin for ``config.json``): the official files
+    ``amat`` (train_valid, test) if given, else :func:`recreate` from ``mnist``."""
     if amat is not None:
+        if upright:
+            raise ValueError("upright digits come from the MNIST files (--mnist-dir), not from "
+                             "the official .amat files, which are rotated already")
         return official_splits(*amat), {"data": "official amat", "files": list(map(str, amat))}
-    data = recreate(mnist, seed=seed, sizes=sizes)
-    return data, {"data": "rotated MNIST re-creation", "seed": seed,
-                  "sizes": {k: len(v) for k, v in data.items()}}
+    data = recreate(mnist, seed=seed, sizes=sizes, upright=upright)
+    info = {"data": "upright MNIST digits" if upright else "rotated MNIST re-creation",
+            "seed": seed, "sizes": {k: len(v) for k, v in data.items()}}
+    return data, {**info, "upright": True} if upright else info
