@@ -4,6 +4,7 @@
     lieconv evaluate TASK --checkpoint DIR --out DIR2     (metrics.json and plots)
     lieconv predict TASK --checkpoint DIR --out DIR2 ...  (predictions.npz)
     lieconv equivariance TASK --checkpoint DIR [DIR ...]  (metric on original / moved inputs)
+    lieconv compare RUN [RUN ...] --out DIR               (runs side by side)
     lieconv demo                                          (springs: conservation table)
 
 TASK is springs, rotmnist, qm9 or pointcloud (``lieconv train TASK --help`` lists its flags).
@@ -296,6 +297,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- compare -------------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Runs side by side: compare.png (validation metric against training minutes) and
+    compare.json."""
+    from .training.compare import compare, table
+
+    try:
+        rows = compare(args.runs, args.out, overwrite=args.overwrite)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(table(rows))
+    return 0
+
+
 # --- equivariance --------------------------------------------------------------------------------
 def cmd_equivariance(args: argparse.Namespace) -> int:
     """Each model's metric on the test inputs and on the same inputs moved by random elements of
@@ -512,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--rollout-steps", type=POS_INT, default=500)
             g.add_argument("--substeps", type=POS_INT, default=1,
                            help="RK4 steps per data time step in the long rollout")
+    co = sub.add_parser("compare", help="runs side by side: validation metric against training "
+                        "minutes (compare.png) and what each reached (compare.json)")
+    co.add_argument("runs", nargs="+", help="run folders written by train")
+    co.add_argument("--out", required=True, help="output folder")
+    co.add_argument("--overwrite", action="store_true", help="replace compare.json/.png in --out")
+    co.set_defaults(func=cmd_compare)
     de = sub.add_parser("demo", help="short run: HLieConv-T2 vs FLieConv vs FC conservation table")
     de.add_argument("--backend", default="torch", help="torch | jax")
     de.add_argument("--n-train", type=POS_INT, default=400)

@@ -59,6 +59,20 @@ def test_cli_classify_evaluate_predict(torch1, tmp_path, capsys):
     with np.load(pr / "predictions.npz") as f:
         assert f["labels"].shape == (80,)
         assert np.mean(f["labels"] == yt) == pytest.approx(metrics["accuracy"])
+    # lieconv compare: the run's best validation accuracy and when it was reached
+    co = tmp_path / "co"
+    assert main(["compare", str(run), str(run), "--out", str(co)]) == 0
+    rows = json.loads((co / "compare.json").read_text())["runs"]
+    evals = json.loads((run / "history.json").read_text())["evals"]
+    best = max(evals, key=lambda e: e["val"]["accuracy"])
+    assert len(rows) == 2 and rows[0]["metric"] == "accuracy"
+    assert rows[0]["best"] == best["val"]["accuracy"]
+    assert rows[0]["best_minutes"] == pytest.approx(best["train_seconds"] / 60)
+    assert (co / "compare.png").stat().st_size > 1000
+    assert main(["compare", str(run), "--out", str(co)]) == 2  # no silent replacement
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["compare", str(run), "--out", str(co), "--overwrite"]) == 0
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "co2")]) == 2  # not a run
 
 
 def test_cli_regression_beats_the_mean(torch1, tmp_path):

@@ -31,7 +31,8 @@ from typing import Any
 CONFIG, WEIGHTS, LAST = "config.json", "model.safetensors", "last.safetensors"
 HISTORY, METRICS, LOCK = "history.json", "metrics.json", ".lock"
 #: names a run may write (and replace on ``overwrite``); plots end in .png
-OWNED = frozenset({CONFIG, WEIGHTS, LAST, HISTORY, METRICS, "predictions.npz", "table.txt"})
+OWNED = frozenset({CONFIG, WEIGHTS, LAST, HISTORY, METRICS, "predictions.npz", "table.txt",
+                   "compare.json"})
 TMP_PREFIX, TMP_SUFFIX = ".lieconv-", ".tmp"
 
 
