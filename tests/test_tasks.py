@@ -295,3 +295,39 @@ def test_model_config_keeps_the_pair_orientation():
     assert swaps == [False, True, False]
     plain = task.build_model({**cfg, "original_pairs": False})
     assert not any(b.conv.swap_pairs for b in plain.blocks)
+
+
+def test_checkpoints_leave_out_the_fps_cache(tmp_path):
+    """A jax trainer's state carries the image model's cached FPS indices (shaped by the batch):
+    checkpoints leave them out, and a checkpoint that holds them still loads."""
+    from lieconv_core import io
+    from lieconv_core.nn.module import flatten
+    from lieconv_core.training.engine import load_checkpoint, save_checkpoint
+    from lieconv_core.training.rundir import RunDir
+
+    task = get_task("rotmnist")
+    cfg = task.model_config(group="T2", k=8, num_layers=2)
+    model = task.build_model(cfg)
+    params, state = model.init(seed=0)
+    fps = {"blocks.0.conv.fps_idx": np.zeros((25, 250), np.int64)}
+
+    class Trainer:
+        count = 3
+
+        def params_host(self):
+            return flatten(params)
+
+        def state_host(self):
+            return {**flatten(state), **fps}
+
+    with RunDir.open(tmp_path / "run", "new") as run:
+        save_checkpoint(run, "model.safetensors", Trainer())
+    flat, _ = io.load_tensors(tmp_path / "run" / "model.safetensors")
+    assert not any(k.endswith("fps_idx") for k in flat)
+    assert "state.blocks.0.conv.r" in flat  # control: the rest of the state is kept
+    # a checkpoint written with the cache (as jax runs once were) loads without it
+    old = {**flat, "state.blocks.0.conv.fps_idx": fps["blocks.0.conv.fps_idx"]}
+    io.save_tensors(tmp_path / "old.safetensors", old, {"step": 3})
+    _, st, _, _ = load_checkpoint(tmp_path / "old.safetensors", model)
+    assert "fps_idx" not in st["blocks"]["0"]["conv"]
+    np.testing.assert_array_equal(st["blocks"]["0"]["conv"]["r"], state["blocks"]["0"]["conv"]["r"])

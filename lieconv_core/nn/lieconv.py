@@ -36,6 +36,9 @@ from .module import Ctx, Model
 #: width of the weight net's hidden layers and of its output (the "c_m" of the PointConv trick)
 WEIGHTNET_HIDDEN = 32
 WEIGHTNET_OUT = 16
+#: state entries that cache work for the next call (FPS indices of a fixed grid, shaped by the
+#: batch): not part of a trained model, so checkpoints leave them out
+CACHE_KEYS = frozenset({"fps_idx"})
 #: radius controller: initial radius and gain
 R_INIT = 2.0
 R_GAIN = 0.5

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..nn.lieconv import CACHE_KEYS
 from ..nn.module import flatten, unflatten
 from ..tasks.base import Dataset, Task, pad_batch
 from .loader import Batches, chunks, epoch_order, progress_bar, step_seed
@@ -115,7 +116,7 @@ def save_checkpoint(run: RunDir, name: str, trainer: Any, history: dict | None =
     """Params, state (``state.*``) and, for ``last.safetensors``, the optimizer state and the
     history (in the metadata): one file, written atomically."""
     flat = dict(trainer.params_host())
-    flat.update({f"state.{k}": v for k, v in trainer.state_host().items()})
+    flat.update({f"state.{k}": v for k, v in trainer.state_host().items() if not _is_cache(k)})
     if with_opt:
         flat.update(trainer.opt_state_host())
     meta = {"step": trainer.count}
@@ -144,8 +145,16 @@ def check_against(model: Any, params: dict, state: dict, source: str) -> dict:
     return got_s
 
 
+def _is_cache(name: str) -> bool:
+    """Whether a flat state name is a per-call cache (:data:`~lieconv_core.nn.lieconv.
+    CACHE_KEYS`)."""
+    return name.rsplit(".", 1)[-1] in CACHE_KEYS
+
+
 def _upgrade_state(want: dict, got: dict) -> dict:
-    out = dict(got)
+    """The flat state ``got`` without caches (checkpoints of jax runs once held the FPS
+    indices) and completed where it predates the running-average radius."""
+    out = {k: v for k, v in got.items() if not _is_cache(k)}
     for k in want:
         if k.endswith(".r_train") and k not in out and k[:-len("_train")] in out:
             out[k] = out[k[:-len("_train")]]
