@@ -146,8 +146,7 @@ def check_against(model: Any, params: dict, state: dict, source: str) -> dict:
 
 
 def _is_cache(name: str) -> bool:
-    """Whether a flat state name is a per-call cache (:data:`~lieconv_core.nn.lieconv.
-    CACHE_KEYS`)."""
+    """Whether a flat state name is a per-call cache (``lieconv_core.nn.lieconv.CACHE_KEYS``)."""
     return name.rsplit(".", 1)[-1] in CACHE_KEYS
 
 
