@@ -10,6 +10,7 @@ import pytest
 
 #: modules with examples in their docstrings, and the framework each needs
 MODULES = {
+    "lieconv_core.arrays": None,
     "lieconv_core.cloud": None,
     "lieconv_core.nn.resnet": None,
     "lieconv_core.groups.so3": None,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import adapter_for, default_device, namespace_for
+from ..arrays import check_dtype
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Model:
         """
         xp = xp if xp is not None else namespace_for(backend)
         dt = resolve_dtype(xp, dtype)
+        check_dtype(xp, dt)  # jax without x64 would silently give float32
         params, state = self.init_host(np.random.default_rng(seed))
         device = device if device is not None else default_device(xp)
         return to_backend(params, xp, dt, device), to_backend(state, xp, dt, device)
