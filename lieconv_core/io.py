@@ -180,4 +180,7 @@ def load_model(run_dir: str | os.PathLike, backend: str | None = None, dtype: st
     if run.task.name != "springs":
         raise CheckpointError(f"{run_dir} is a {run.task.name} run; use io.load_run")
     return run.model.model, run.params, run.config
-from .original import OriginalWeightsError, from_original  # noqa: E402,F401
+from .original import OriginalWeightsError, from_original  # noqa: E402
+
+__all__ = ["load_run", "load_model", "from_original", "save_weights", "save_tensors",
+           "load_tensors", "CheckpointError", "OriginalWeightsError"]
