@@ -100,7 +100,23 @@ def images_to_dataset(images: np.ndarray, labels: np.ndarray, source: str) -> Da
 
 
 def load_amat(path: str | Path) -> Dataset:
-    """An official ``.amat`` file (whitespace-separated rows: 784 pixels, then the label)."""
+    """One official rotated-MNIST ``.amat`` file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Whitespace-separated rows: 784 pixels, then the label.
+
+    Returns
+    -------
+    Dataset
+        ``pixels`` (n, 28, 28) and ``labels`` (n,) int64.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the line for a missing file or a malformed row.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"RotMNIST file {path} does not exist")
@@ -207,8 +223,25 @@ def rotate(images: np.ndarray, theta: np.ndarray) -> np.ndarray:
 
 def recreate(folder: str | Path | None = None, seed: int = 0, sizes: dict | None = None,
              chunk: int = 5000) -> dict[str, Dataset]:
-    """The offline rotated-MNIST re-creation (module docstring): train / val / test datasets
-    from the real MNIST digits in ``folder`` (see :func:`mnist_dir`)."""
+    """The offline rotated-MNIST re-creation (see the module documentation).
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path, optional
+        A folder with the real MNIST digits (see :func:`mnist_dir`).
+    seed : int, default 0
+        Seed of the rotations and the split.
+    sizes : dict, optional
+        Images per split, ``{"train": ..., "val": ..., "test": ...}``; default ``SPLIT``.
+    chunk : int, default 5000
+        Images rotated at a time (bounds the memory).
+
+    Returns
+    -------
+    dict of str to Dataset
+        ``{"train", "val", "test"}``, each with
+        ``pixels`` (n, 28, 28) and ``labels`` (n,) int64.
+    """
     sizes = {**SPLIT, **(sizes or {})}
     d = mnist_dir(folder)
     images = np.concatenate([_idx(d, "train_images"), _idx(d, "test_images")])
