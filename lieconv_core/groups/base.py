@@ -227,7 +227,7 @@ class Group:
 
         Returns
         -------
-        Array, shape (*shape, lie_dim)
+        Array, shape ``shape + (lie_dim,)``
             The elements' algebra coordinates (apply them with :meth:`act_on_points`).
         """
         raise NotImplementedError

@@ -22,7 +22,7 @@ def image_grid(size: int = 28, crop_radius: float = 15.0) -> np.ndarray:
     Parameters
     ----------
     size : int, default 28
-        Pixels per side; centres lie on ``linspace(-size/2, size/2, size)``².
+        Pixels per side; the centres form the grid ``linspace(-size/2, size/2, size)`` squared.
     crop_radius : float, default 15.0
         Keep the centres with ‖x‖ < crop_radius.
 
