@@ -4,6 +4,7 @@
     nox -s "tests(backend='torch')"
     nox -s consistency       # cross-backend table; fails on a deviation > 1e-10 / 1e-5
     nox -s bench             # asv run --quick against the current environment (offline)
+    nox -s bench-report      # docs/benchmark-tables.md from saved asv results, backends as columns
     nox -s gpu               # GPU tests + consistency incl. torch:cuda / jax:gpu / cupy (opt-in)
     nox -s docs              # the Sphinx site, warnings as errors, into docs/_build/html
     nox -s mutants           # mutation testing of groups/ and the kernels' dispatch (opt-in, slow)
@@ -97,6 +98,14 @@ def bench(session: nox.Session) -> None:
     args = session.posargs or ["--quick"]
     session.run(asv, "run", "-E", f"existing:{sys.executable}", "--show-stderr", *args,
                 external=True)
+
+
+@nox.session(name="bench-report", venv_backend="none")
+def bench_report(session: nox.Session) -> None:
+    """The benchmarks page's cross-backend tables from saved asv results (asv_bench/results):
+    one table per machine, backends as columns, written to docs/benchmark-tables.md (commit it).
+    Extra arguments go to ``asv_bench/report.py`` (``--results DIR``, ``--out FILE``)."""
+    session.run(PY, str(ROOT / "asv_bench" / "report.py"), *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -2,16 +2,19 @@
 
 Pick the backend for functions that take no arrays with ``LIECONV_BACKEND`` (numpy | torch | jax |
 cupy | array_api_strict; default numpy), read once at import. Functions that take arrays follow
-their inputs. Importing this package imports no framework.
+their inputs; ``asarray`` converts host data (numpy arrays, lists) to the selected backend.
+Importing this package imports no framework.
 """
 
 from . import groups
 from ._backend import BACKEND, BACKENDS, array_namespace, namespace_for
+from .arrays import Array, Namespace, asarray
 from .cloud import Cloud, lift
 from .nn import BottleBlock, LieConv, LieResNet
 from .random import PortableDraws
 
 __version__ = "0.1.0"
 
-__all__ = ["groups", "BACKEND", "BACKENDS", "array_namespace", "namespace_for", "Cloud", "lift",
+__all__ = ["groups", "BACKEND", "BACKENDS", "array_namespace", "namespace_for", "asarray",
+           "Array", "Namespace", "Cloud", "lift",
            "LieConv", "BottleBlock", "LieResNet", "PortableDraws", "__version__"]

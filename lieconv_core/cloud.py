@@ -13,7 +13,7 @@ from .random import as_draws
 class Cloud(NamedTuple):
     """A lifted point cloud, the state carried between LieConv layers.
 
-    Attributes
+    Parameters
     ----------
     elems : array, shape (bs, n, E)
         Group elements (``E = group.elem_dim``).

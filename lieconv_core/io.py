@@ -60,7 +60,20 @@ def ensure_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def save_tensors(path: str | os.PathLike, flat: dict[str, Any],
                  metadata: dict | None = None) -> None:
-    """Write a flat {name: array} dict as one safetensors file, atomically."""
+    """Write a flat ``{name: array}`` dict as one safetensors file, atomically.
+
+    The file's metadata records the format tag, ``metadata`` and a sha256 of the tensors, which
+    :func:`load_tensors` checks.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced atomically).
+    flat : dict of str to array_like
+        The tensors by name; each is converted to a C-ordered numpy array.
+    metadata : dict, optional
+        Extra string metadata (values are converted with ``str``).
+    """
     from safetensors.numpy import save_file
 
     arrays = {}
@@ -73,8 +86,26 @@ def save_tensors(path: str | os.PathLike, flat: dict[str, Any],
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read a safetensors file -> ({name: numpy array}, metadata); clear errors if missing or
-    corrupt."""
+    """Read a safetensors checkpoint written by :func:`save_tensors`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+
+    Returns
+    -------
+    flat : dict of str to numpy.ndarray
+        The tensors by name.
+    metadata : dict of str to str
+        The file's metadata.
+
+    Raises
+    ------
+    CheckpointError
+        When the file is missing, a symbolic link, not a lieconv safetensors file, corrupt (its
+        sha256 does not match), or holds NaN or inf.
+    """
     from safetensors import safe_open
 
     from .training.rundir import RunDirError, refuse_symlink
@@ -122,6 +153,24 @@ def load_json(path: str | os.PathLike) -> Any:
 
 def save_weights(run_dir: str | os.PathLike, params_flat: dict[str, np.ndarray],
                  name: str = WEIGHTS, metadata: dict | None = None) -> Path:
+    """Write flat weights into a run folder as one safetensors file.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The run folder.
+    params_flat : dict of str to numpy.ndarray
+        Weights by dotted name (see :func:`lieconv_core.nn.flatten`).
+    name : str, default "model.safetensors"
+        The file name inside ``run_dir``.
+    metadata : dict, optional
+        Extra metadata stored with the tensors.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
     path = Path(run_dir) / name
     save_tensors(path, params_flat, metadata)
     return path
@@ -129,12 +178,30 @@ def save_weights(run_dir: str | os.PathLike, params_flat: dict[str, np.ndarray],
 
 def load_run(run_dir: str | os.PathLike, backend: str | None = None, dtype: str | None = None,
              device: Any = None, name: str = WEIGHTS) -> Any:
-    """A trained run of any task on ``backend`` (default ``LIECONV_BACKEND``): a namespace with
-    ``task``, ``cfg`` (the model config), ``model``, ``params``, ``state`` (arrays on the
-    backend, in the run's dtype unless ``dtype``) and ``config`` (the run's config.json).
+    """A trained run of any task, with its weights on the chosen backend.
 
     The config is checked (sizes bounded) before the model is built, and the weights (names,
-    shapes, the sha256 stored with them) before they are used."""
+    shapes, the sha256 stored with them) before they are used.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The run folder (written by ``lieconv train`` or :func:`lieconv_core.training.fit`).
+    backend : str, optional
+        Array library of the weights; default ``LIECONV_BACKEND``.
+    dtype : {"float32", "float64"}, optional
+        Floating dtype of the weights; default the run's own.
+    device : device, optional
+        Where the weights live; default the library's default device.
+    name : str, default "model.safetensors"
+        Which checkpoint of the run (``"last.safetensors"`` for the latest).
+
+    Returns
+    -------
+    types.SimpleNamespace
+        With ``task``, ``cfg`` (the model config), ``model``, ``params`` and ``state`` (nested dicts
+        of arrays on the backend) and ``config`` (the run's ``config.json``).
+    """
     from types import SimpleNamespace
 
     from ._backend import default_device, namespace_for
@@ -180,4 +247,7 @@ def load_model(run_dir: str | os.PathLike, backend: str | None = None, dtype: st
     if run.task.name != "springs":
         raise CheckpointError(f"{run_dir} is a {run.task.name} run; use io.load_run")
     return run.model.model, run.params, run.config
-from .original import OriginalWeightsError, from_original  # noqa: E402,F401
+from .original import OriginalWeightsError, from_original  # noqa: E402
+
+__all__ = ["load_run", "load_model", "from_original", "save_weights", "save_tensors",
+           "load_tensors", "CheckpointError", "OriginalWeightsError"]

@@ -53,9 +53,17 @@ def keep_freed_memory() -> bool:
     pools), or use the environment variables.
 
     Cost: the process's resident memory stays at its peak (freed memory goes back to the kernel
-    only at exit), and all threads share one allocator lock. Returns True when applied, False
-    where the C library is not glibc (macOS, Windows, musl); raises RuntimeError if glibc
-    rejects a setting.
+    only at exit), and all threads share one allocator lock.
+
+    Returns
+    -------
+    bool
+        True when applied, False where the C library is not glibc (macOS, Windows, musl).
+
+    Raises
+    ------
+    RuntimeError
+        If glibc rejects a setting.
     """
     libc = _glibc()
     if libc is None:

@@ -20,13 +20,62 @@ class Draws(Protocol):
     """What the core needs from a random source."""
 
     def uniform(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-        """Uniform on [0, 1)."""
+        """Uniform draws on [0, 1).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape``
+            The draws.
+        """
 
     def normal(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-        """Standard normal."""
+        """Standard normal draws.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape``
+            The draws.
+        """
 
     def priorities(self, xp: Any, shape: tuple[int, ...], device: Any) -> Any:
-        """Integer random permutations of ``range(shape[-1])`` along the last axis (no ties)."""
+        """Random permutations of ``range(shape[-1])`` along the last axis (no ties).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array of int, shape ``shape``
+            Each row along the last axis a permutation.
+        """
 
 
 class PortableDraws:
@@ -62,12 +111,64 @@ class PortableDraws:
         return xp.asarray(arr, dtype=dtype, device=device)
 
     def uniform(self, xp, shape, dtype, device):
+        """Uniform draws on [0, 1).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape``
+            The draws.
+        """
         return self._to(xp, self.gen.random(shape), dtype, device)
 
     def normal(self, xp, shape, dtype, device):
+        """Standard normal draws.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape``
+            The draws.
+        """
         return self._to(xp, self.gen.standard_normal(shape), dtype, device)
 
     def priorities(self, xp, shape, device):
+        """Random permutations of ``range(shape[-1])`` along the last axis (no ties).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array of int, shape ``shape``
+            Each row along the last axis a permutation.
+        """
         n = shape[-1]
         base = np.broadcast_to(np.arange(n, dtype=np.int64), shape)
         perm = self.gen.permuted(base.reshape(-1, n), axis=1).reshape(shape)

@@ -10,9 +10,13 @@ import pytest
 
 #: modules with examples in their docstrings, and the framework each needs
 MODULES = {
+    "lieconv_core.arrays": None,
     "lieconv_core.cloud": None,
     "lieconv_core.nn.resnet": None,
+    "lieconv_core.groups": None,
     "lieconv_core.groups.so3": None,
+    "lieconv_core.groups.subgroup": None,
+    "lieconv_core.nn.module": None,
     "lieconv_torch.nn": "torch",
     "lieconv_jax.random": "jax",
 }

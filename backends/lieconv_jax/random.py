@@ -39,11 +39,63 @@ class JaxDraws:
         return sub
 
     def uniform(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any = None) -> Any:
+        """Uniform draws on [0, 1).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape``
+            The draws.
+        """
         return jax.random.uniform(self._next(), shape, dtype=dtype)
 
     def normal(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any = None) -> Any:
+        """Standard normal draws.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape``
+            The draws.
+        """
         return jax.random.normal(self._next(), shape, dtype=dtype)
 
     def priorities(self, xp: Any, shape: tuple[int, ...], device: Any = None) -> Any:
+        """Random permutations of ``range(shape[-1])`` along the last axis (no ties).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The namespace of the result.
+        shape : tuple of int
+            Shape of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array of int, shape ``shape``
+            Each row along the last axis a permutation.
+        """
         u = jax.random.uniform(self._next(), shape)
         return jnp.argsort(u, axis=-1)

@@ -91,6 +91,20 @@ class FunctionalModule(nn.Module):
         self.state = _Tree(state or {}, dt, device, buffers=True)
 
     def forward(self, *inputs: Any, rng: Any = None) -> Any:
+        """Run the model with the registered parameters; in training mode, update the buffers.
+
+        Parameters
+        ----------
+        *inputs : torch.Tensor
+            The model's inputs, e.g. ``coords, values, mask`` for a LieResNet.
+        rng : int, PortableDraws or None
+            Random draws (a seed or a draws object).
+
+        Returns
+        -------
+        torch.Tensor
+            The model's outputs, e.g. (bs, num_outputs).
+        """
         out, new_state = self.model.apply(self.params.tree(), self.state.tree(), inputs,
                                           train=self.training, rng=rng)
         if self.training:
@@ -109,8 +123,22 @@ def _copy_into(mod: _Tree, tree: dict) -> None:
 
 
 class DynamicsModule(nn.Module):
-    """``nn.Module`` around a :mod:`lieconv_core.dynamics` model: ``forward(z, sys)`` is the vector
-    field ż; ``rollout``, ``loss``, ``energy`` and ``potential`` use the registered parameters."""
+    """``nn.Module`` around a :mod:`lieconv_core.dynamics` model.
+
+    ``forward(z, sys)`` is the vector field ż; ``rollout``, ``loss``, ``energy`` and ``potential``
+    use the registered parameters.
+
+    Parameters
+    ----------
+    model : DynamicsModel
+        From :func:`lieconv_core.dynamics.models.make_model`.
+    params : dict
+        Nested dicts of arrays from ``model.init``; they become ``nn.Parameter`` s.
+    dtype : {"float32", "float64"} or torch.dtype, default "float32"
+        Floating dtype of the parameters.
+    device : str or torch.device, default "cpu"
+        Where they live.
+    """
 
     def __init__(self, model: Any, params: dict, dtype: Any = "float32", device: Any = "cpu"):
         super().__init__()
@@ -118,23 +146,112 @@ class DynamicsModule(nn.Module):
         self.params = _Tree(params, torch_dtype(dtype), device)
 
     def tree(self) -> dict:
+        """The registered parameters as the nested dict the functional model takes.
+
+        Returns
+        -------
+        dict
+            Nested dicts of the ``nn.Parameter`` s.
+        """
         return self.params.tree()
 
     def forward(self, z: torch.Tensor, sys: torch.Tensor) -> torch.Tensor:
+        """The vector field ż.
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape (bs, 2, n, d)
+            Positions and momenta.
+        sys : torch.Tensor, shape (bs, n, 2)
+            Masses and spring constants.
+
+        Returns
+        -------
+        torch.Tensor, shape (bs, 2, n, d)
+            (q̇, ṗ).
+        """
         return self.model.vector_field(self.tree(), z, sys)
 
     def rollout(self, z0, sys, ts, method: str = "rk4"):
+        """Integrate the model's dynamics from ``z0``.
+
+        Parameters
+        ----------
+        z0 : torch.Tensor, shape (bs, 2, n, d)
+            Initial states.
+        sys : torch.Tensor, shape (bs, n, 2)
+            Masses and spring constants.
+        ts : sequence of float
+            The time grid (T times).
+        method : str, default "rk4"
+            The integrator.
+
+        Returns
+        -------
+        torch.Tensor, shape (bs, T, 2, n, d)
+            The states at the grid times.
+        """
         return self.model.rollout(self.tree(), z0, sys, ts, method)
 
     def loss(self, z, sys, ts):
+        """MSE of the rollout from ``z[:, 0]`` against the chunk ``z``.
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape (bs, T, 2, n, d)
+            Chunks of trajectories.
+        sys : torch.Tensor, shape (bs, n, 2)
+            Masses and spring constants.
+        ts : sequence of float
+            The chunk times (T).
+
+        Returns
+        -------
+        torch.Tensor, shape ()
+            The loss.
+        """
         return self.model.loss(self.tree(), z, sys, ts)
 
     def energy(self, z, sys):
+        """The model's energy H (Hamiltonian models only).
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape (bs, 2, n, d)
+            Positions and momenta.
+        sys : torch.Tensor, shape (bs, n, 2)
+            Masses and spring constants.
+
+        Returns
+        -------
+        torch.Tensor, shape (bs,)
+            H = Σ ‖p‖²/2m + V.
+        """
         return self.model.energy(self.tree(), z, sys)
 
     def potential(self, q, sys):
+        """The model's potential V (Hamiltonian models only).
+
+        Parameters
+        ----------
+        q : torch.Tensor, shape (bs, n, d)
+            Positions.
+        sys : torch.Tensor, shape (bs, n, 2)
+            Masses and spring constants.
+
+        Returns
+        -------
+        torch.Tensor, shape (bs,)
+            V(q − mean q, sys).
+        """
         return self.model.potential(self.tree(), q, sys)
 
     def named_flat(self) -> dict[str, nn.Parameter]:
-        """{portable flat name: parameter}."""
+        """The parameters by their portable flat names (as in the checkpoints).
+
+        Returns
+        -------
+        dict of str to torch.nn.Parameter
+            ``{"a.b.c": parameter}``.
+        """
         return dict(self.params.named_parameters())

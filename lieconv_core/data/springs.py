@@ -47,7 +47,20 @@ def _xp(*arrays: Any) -> Any:
 
 
 def energy(z: Any, sys: Any) -> Any:
-    """H(z) for z (..., 2, n, d), sys (..., n, 2) -> (...)."""
+    """The total energy H(z) of spring systems (any array library).
+
+    Parameters
+    ----------
+    z : Array, shape (..., 2, n, d)
+        Positions and momenta.
+    sys : Array, shape (..., n, 2)
+        Masses and spring constants [m_i, k_i].
+
+    Returns
+    -------
+    Array, shape (...)
+        H = Σ_i ‖p_i‖²/2m_i + ½ Σ_{i,j} k_i k_j ‖q_i − q_j‖².
+    """
     xp = _xp(z, sys)
     q, p = z[..., 0, :, :], z[..., 1, :, :]
     m, k = sys[..., 0], sys[..., 1]
@@ -59,15 +72,35 @@ def energy(z: Any, sys: Any) -> Any:
 
 
 def linear_momentum(z: Any) -> Any:
-    """Total linear momentum Σ_i p_i: (..., 2, n, d) -> (..., d)."""
+    """The total linear momentum Σ_i p_i (any array library).
+
+    Parameters
+    ----------
+    z : Array, shape (..., 2, n, d)
+        Positions and momenta.
+
+    Returns
+    -------
+    Array, shape (..., d)
+        The sum of the momenta.
+    """
     xp = _xp(z)
     return xp.sum(z[..., 1, :, :], axis=-2)
 
 
 def angular_momentum(z: Any) -> Any:
-    """Total angular momentum about the origin Σ_i q_i × p_i (2D: a scalar).
+    """The total angular momentum about the origin, Σ_i q_i × p_i, in the plane (any array library).
 
-    (..., 2, n, 2) -> (...)."""
+    Parameters
+    ----------
+    z : Array, shape (..., 2, n, 2)
+        Positions and momenta.
+
+    Returns
+    -------
+    Array, shape (...)
+        The scalar angular momentum.
+    """
     xp = _xp(z)
     q, p = z[..., 0, :, :], z[..., 1, :, :]
     return xp.sum(q[..., 0] * p[..., 1] - q[..., 1] * p[..., 0], axis=-1)
@@ -101,7 +134,26 @@ def time_grid(n_steps: int = N_STEPS, t_end: float = T_END) -> np.ndarray:
 
 def draw_systems(n_systems: int, seed: int = 0, center: str = "none",
                  n: int = N_PARTICLES) -> tuple[np.ndarray, np.ndarray]:
-    """Initial states z0 (N, 2, n, 2) and parameters sys (N, n, 2), float64, from ``seed``."""
+    """Random initial states and system parameters, float64, from ``seed``.
+
+    Parameters
+    ----------
+    n_systems : int
+        How many systems (``N``).
+    seed : int, default 0
+        Seed of the generator.
+    center : {"none", "system", "dataset"}, default "none"
+        Momentum centring (see the module documentation).
+    n : int, default 6
+        Particles per system.
+
+    Returns
+    -------
+    z0 : numpy.ndarray, shape (N, 2, n, 2)
+        Initial positions q0 ~ 0.4·N(0, I) and momenta p0 ~ 0.6·N(0, I).
+    sys : numpy.ndarray, shape (N, n, 2)
+        Masses m ~ U(0.1, 3.1) and spring constants k ~ U(0, 5).
+    """
     if center not in CENTER_CHOICES:
         raise ValueError(f"center must be one of {CENTER_CHOICES}, got {center!r}")
     if n_systems < 1:
@@ -120,11 +172,30 @@ def draw_systems(n_systems: int, seed: int = 0, center: str = "none",
 
 def simulate(z0: np.ndarray, sys: np.ndarray, t: np.ndarray | None = None,
              substeps: int = 1, record: np.ndarray | None = None) -> np.ndarray:
-    """Float64 RK4 ground truth.
+    """Float64 RK4 ground-truth trajectories.
 
-    z0 (N, 2, n, d), sys (N, n, 2), t (T,) uniform grid (default linspace(0, 5, 500)); ``substeps``
-    RK4 steps per grid interval. Returns zs (N, T, 2, n, d); with ``record`` (N, L) integer step
-    indices, only those steps are kept: (N, L, 2, n, d) (memory O(N·L) instead of O(N·T)).
+    Parameters
+    ----------
+    z0 : numpy.ndarray, shape (N, 2, n, d)
+        Initial states.
+    sys : numpy.ndarray, shape (N, n, 2)
+        Masses and spring constants.
+    t : numpy.ndarray, shape (T,), optional
+        A uniform time grid; default ``linspace(0, 5, 500)``.
+    substeps : int, default 1
+        RK4 steps per grid interval.
+    record : numpy.ndarray of int, shape (N, L), optional
+        Keep only these step indices per system (memory O(N·L) instead of O(N·T)).
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, T, 2, n, d)
+        The states at every grid time, or (N, L, 2, n, d) at the ``record`` steps.
+
+    Raises
+    ------
+    ValueError
+        When ``z0`` or ``sys`` is not finite.
     """
     z = np.asarray(z0, dtype=np.float64)
     sys = np.asarray(sys, dtype=np.float64)
@@ -191,8 +262,30 @@ def split_indices(n_train: int = SPLITS["train"], n_val: int = SPLITS["val"],
 def make_splits(n_train: int = SPLITS["train"], n_val: int = SPLITS["val"],
                 n_test: int = SPLITS["test"], seed: int = 0, center: str = "none",
                 chunk_len: int = CHUNK_LEN, n_steps: int = N_STEPS) -> dict[str, Split]:
-    """Random ``chunk_len``-step chunks (one per system, start uniform in [0, n_steps − chunk_len])
-    of the float64 RK4 trajectories of the systems in :func:`split_indices`, all from ``seed``."""
+    """The train, validation and test chunks of the springs task, all from ``seed``.
+
+    Each system of :func:`split_indices` contributes one chunk of ``chunk_len`` consecutive steps
+    of its float64 RK4 trajectory, starting uniformly in [0, n_steps − chunk_len].
+
+    Parameters
+    ----------
+    n_train, n_val, n_test : int
+        Systems per split (at most 3000, 200, 2000; smaller sets are nested in larger ones).
+    seed : int, default 0
+        Seed of the systems and the chunk starts.
+    center : {"none", "system", "dataset"}, default "none"
+        Momentum centring.
+    chunk_len : int, default 5
+        Steps per chunk.
+    n_steps : int, default 500
+        Steps of the full trajectories.
+
+    Returns
+    -------
+    dict of str to Split
+        ``{"train", "val", "test"}``: chunks z (N, chunk_len, 2, n, 2), sys (N, n, 2), times ts
+        (chunk_len,) relative to the chunk start, and each chunk's start step.
+    """
     z0, sys = draw_systems(N_SYSTEMS, seed=seed, center=center)
     starts = np.random.default_rng([seed, 1]).integers(0, n_steps - chunk_len + 1, size=N_SYSTEMS)
     idx = split_indices(n_train, n_val, n_test)

@@ -51,8 +51,33 @@ def leapfrog_step(f: Callable[[Any], Any], z: Any, dt: float, xp: Any,
 
 def odeint(f: Callable[[Any], Any], z0: Any, ts: Sequence[float], method: str = "rk4",
            substeps: int = 1, xp: Any = None) -> Any:
-    """Integrate ż = f(z) from z0 (bs, ...) at ts[0] through the grid ``ts`` (T floats) with
-    ``substeps`` fixed steps per interval; returns (bs, T, ...) with [:, 0] = z0."""
+    """Integrate ż = f(z) through a time grid with fixed steps.
+
+    Parameters
+    ----------
+    f : callable
+        The vector field, ``f(z) -> ż`` with ż of z's shape.
+    z0 : Array, shape (bs, ...)
+        The initial states at ``ts[0]``.
+    ts : sequence of float
+        The time grid (T times).
+    method : str, default "rk4"
+        The integrator (one of ``METHODS``).
+    substeps : int, default 1
+        Fixed steps per grid interval.
+    xp : Namespace, optional
+        The namespace of ``z0`` (found from it when None).
+
+    Returns
+    -------
+    Array, shape (bs, T, ...)
+        The states at the grid times; ``[:, 0]`` is ``z0``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown integrator {method!r}; choose one of: {', '.join(METHODS)}")
     if xp is None:

@@ -45,9 +45,28 @@ class DynamicsModel:
     hamiltonian = False
 
     def init_host(self, gen: np.random.Generator) -> dict:
+        """Draw the parameters on the host in float64; each model implements this.
+
+        Parameters
+        ----------
+        gen : numpy.random.Generator
+            The random generator.
+
+        Returns
+        -------
+        dict
+            Nested dicts of numpy arrays.
+        """
         raise NotImplementedError
 
     def config(self) -> dict:
+        """The constructor arguments that rebuild this model (:func:`from_config`).
+
+        Returns
+        -------
+        dict
+            ``{"model": name, ...}``, JSON-serialisable.
+        """
         raise NotImplementedError
 
     def init(self, seed: int = 0, dtype: Any = "float32", backend: str | None = None,
@@ -59,6 +78,22 @@ class DynamicsModel:
         return to_backend(self.init_host(np.random.default_rng(seed)), xp, dt, device)
 
     def vector_field(self, params: dict, z: Any, sys: Any) -> Any:
+        """The predicted time derivative ż of the states.
+
+        Parameters
+        ----------
+        params : dict
+            The model's parameters (:meth:`init`).
+        z : Array, shape (bs, 2, n, d)
+            Positions and momenta.
+        sys : Array, shape (bs, n, 2)
+            Masses and spring constants.
+
+        Returns
+        -------
+        Array, shape (bs, 2, n, d)
+            (q̇, ṗ).
+        """
         raise NotImplementedError
 
     def rollout(self, params: dict, z0: Any, sys: Any, ts: Any, method: str = "rk4",
@@ -87,6 +122,22 @@ class _Hamiltonian(DynamicsModel):
     hamiltonian = True
 
     def potential(self, params: dict, q: Any, sys: Any) -> Any:
+        """The learned potential energy V.
+
+        Parameters
+        ----------
+        params : dict
+            The model's parameters (:meth:`init`).
+        q : Array, shape (bs, n, d)
+            Positions.
+        sys : Array, shape (bs, n, 2)
+            Masses and spring constants.
+
+        Returns
+        -------
+        Array, shape (bs,)
+            V(q − mean q, sys).
+        """
         raise NotImplementedError
 
     def energy(self, params: dict, z: Any, sys: Any) -> Any:
@@ -143,8 +194,22 @@ class _LieBase(DynamicsModel):
 
 
 class HLieResNet(_Hamiltonian, _LieBase):
-    """Hamiltonian LieConv: V_θ a LieResNet (chin 2 = [m, k], all particles neighbours (kNN with
-    k >= n), fill 1, no subsampling, no BN, mean pooling, one output)."""
+    """Hamiltonian LieConv: the potential V_θ is a LieResNet.
+
+    The network takes [m, k] as features, treats all particles as neighbours (kNN with k ≥ n),
+    fill 1, no subsampling, no batch norm, mean pooling and one output; the dynamics come from the
+    gradient of H = Σ ‖p‖²/2m + V_θ, so they conserve H and, for an invariant V_θ, the matching
+    momenta.
+
+    Parameters
+    ----------
+    group : str, default "T2"
+        The symmetry of V_θ (``"T2"``, ``"SO2"``, ``"Trivial"``, ...; must act on R²).
+    k : int, default 384
+        Channels.
+    num_layers : int, default 4
+        Residual blocks.
+    """
 
     kind = "hlieconv"
 
@@ -154,7 +219,22 @@ class HLieResNet(_Hamiltonian, _LieBase):
                          group=self.group, knn=True)
 
     def potential(self, params: dict, q: Any, sys: Any) -> Any:
-        """V(q − mean q, sys): q (bs, n, 2), sys (bs, n, 2) -> (bs,)."""
+        """The potential V(q − mean q, sys), a LieResNet on the centred positions.
+
+        Parameters
+        ----------
+        params : dict
+            The model's parameters (:meth:`init`).
+        q : Array, shape (bs, n, 2)
+            Positions.
+        sys : Array, shape (bs, n, 2)
+            Masses and spring constants (the network's input features).
+
+        Returns
+        -------
+        Array, shape (bs,)
+            The potential energy.
+        """
         xp = array_namespace(q, sys, names=("q", "sys"))
         inputs = (_centre(xp, q), sys, _all_valid(xp, q))
         out, _ = self.net.apply(params, self._state(xp, q), inputs)
@@ -162,8 +242,19 @@ class HLieResNet(_Hamiltonian, _LieBase):
 
 
 class FLieResNet(_LieBase):
-    """LieConv that predicts ż per particle: coords q − mean q, features [p, m, k], 4 outputs per
-    particle (q̇, ṗ). Not constrained to conserve anything."""
+    """LieConv that predicts ż per particle directly (no conservation built in).
+
+    Coordinates q − mean q, features [p, m, k], four outputs per particle (q̇, ṗ).
+
+    Parameters
+    ----------
+    group : str, default "T2"
+        The symmetry (must act on R²).
+    k : int, default 384
+        Channels.
+    num_layers : int, default 4
+        Residual blocks.
+    """
 
     kind = "flieconv"
 
@@ -195,7 +286,17 @@ def _mlp(xp: Any, params: dict, x: Any) -> Any:
 
 
 class FC(DynamicsModel):
-    """MLP (num_layers hidden layers of width k, Swish) from flattened (z, sys) to ż."""
+    """MLP from the flattened (z, sys) to ż (the direct control).
+
+    Parameters
+    ----------
+    k : int, default 256
+        Width of the hidden layers.
+    num_layers : int, default 4
+        Hidden layers (Swish activations).
+    n : int, default 6
+        Particles per system.
+    """
 
     kind = "fc"
 
@@ -220,7 +321,17 @@ class FC(DynamicsModel):
 
 
 class HFC(_Hamiltonian):
-    """Known kinetic term + MLP potential V(flatten(q − mean q), sys)."""
+    """Hamiltonian control: the known kinetic term plus an MLP potential V(q − mean q, sys).
+
+    Parameters
+    ----------
+    k : int, default 256
+        Width of the hidden layers.
+    num_layers : int, default 4
+        Hidden layers (Swish activations).
+    n : int, default 6
+        Particles per system.
+    """
 
     kind = "hfc"
 
@@ -249,7 +360,29 @@ DEFAULT_LR = {"hlieconv": 1e-3, "flieconv": 1e-3, "hfc": 1e-2, "fc": 1e-2}
 
 def make_model(model: str, group: str = "T2", k: int | None = None,
                num_layers: int = 4) -> DynamicsModel:
-    """Model by name (hlieconv | flieconv | hfc | fc); unknown names raise ValueError."""
+    """A dynamics model by name.
+
+    Parameters
+    ----------
+    model : {"hlieconv", "flieconv", "hfc", "fc"}
+        Which model.
+    group : str, default "T2"
+        The symmetry of the LieConv models (ignored by the MLPs).
+    k : int, optional
+        Width; default the model's own (``DEFAULT_K``).
+    num_layers : int, default 4
+        Depth.
+
+    Returns
+    -------
+    DynamicsModel
+        The model configuration (call ``init`` for its parameters).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
     k = DEFAULT_K[model] if k is None else k

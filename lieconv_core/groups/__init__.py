@@ -23,14 +23,41 @@ GROUPS = {
 
 
 def names() -> list[str]:
-    """The group names :func:`get` accepts."""
+    """The group names :func:`get` accepts.
+
+    Returns
+    -------
+    list of str
+        The keys of ``GROUPS``.
+    """
     return list(GROUPS)
 
 
 def get(name: str, **kwargs: Any) -> Group:
-    """Group from its short name, e.g. ``get("SE2", alpha=0.05)``; ``kwargs`` go to the group's
-    constructor (alpha for SO2, RxSO2, Rx, SE2, SO3, SE3). Unknown names and arguments raise
-    ValueError listing the choices."""
+    """A group from its short name.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`names`, e.g. ``"SE2"``.
+    **kwargs
+        Arguments of the group's constructor (``alpha`` for SO2, RxSO2, Rx, SE2, SO3, SE3).
+
+    Returns
+    -------
+    Group
+        The group.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or argument, listing the choices.
+
+    Examples
+    --------
+    >>> get("SE2", alpha=0.05)
+    SE2(alpha=0.05)
+    """
     if name not in GROUPS:
         raise ValueError(f"unknown group {name!r}; choose one of: {', '.join(GROUPS)}")
     ctor = GROUPS[name]
@@ -43,13 +70,46 @@ def get(name: str, **kwargs: Any) -> Group:
 
 
 def by_name(name: str) -> Group:
-    """Group from its short name (see ``GROUPS``); unknown names raise ValueError listing them."""
+    """A group from its short name with default arguments (see ``GROUPS``).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`names`.
+
+    Returns
+    -------
+    Group
+        The group.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the choices.
+    """
     return get(name)
 
 
 def as_group(group: Any) -> Group:
     """A :class:`Group` as is, or a name from :func:`names` as that group (default arguments).
-    Anything else raises TypeError; unknown names ValueError listing the choices."""
+
+    Parameters
+    ----------
+    group : Group or str
+        A group or its name.
+
+    Returns
+    -------
+    Group
+        The group.
+
+    Raises
+    ------
+    TypeError
+        For anything else.
+    ValueError
+        For an unknown name, listing the choices.
+    """
     if isinstance(group, Group):
         return group
     if isinstance(group, str):

@@ -48,26 +48,85 @@ class Group:
 
     # --- hooks ---------------------------------------------------------------------------------
     def lift(self, xp: Any, coords: Any, nsamples: int, draws: Any) -> tuple[Any, Any]:
-        """coords (bs, n, space_dim) -> elements (bs, n*ns, E), q (bs, n*ns, q_dim) or None.
+        """Lift points to group elements: each point to ``nsamples`` elements that map onto it.
 
-        Lifted entries repeat point-major: entry i*ns + s is sample s of point i.
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        coords : Array, shape (bs, n, space_dim)
+            The points.
+        nsamples : int
+            Elements per point (``ns``); draws over the stabiliser where :attr:`random_lift`.
+        draws : PortableDraws or lieconv_jax.JaxDraws
+            The source of random numbers for the stabiliser samples.
+
+        Returns
+        -------
+        elems : Array, shape (bs, n * ns, elem_dim)
+            The lifted elements, point-major: entry ``i * ns + s`` is sample ``s`` of point ``i``.
+        q : Array, shape (bs, n * ns, q_dim), or None
+            The orbit identifiers, None for a transitive action (``q_dim == 0``).
         """
         raise NotImplementedError
 
     def pair_log(self, xp: Any, u: Any, v: Any) -> Any:
-        """log(v⁻¹u) in algebra coordinates: (..., E), (..., E) -> (..., lie_dim)."""
+        """The algebra coordinates of v⁻¹u, log(v⁻¹u), for broadcastable element arrays.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        u, v : Array, shape (..., elem_dim)
+            Lifted elements (broadcast against each other).
+
+        Returns
+        -------
+        Array, shape (..., lie_dim)
+            log(v⁻¹u).
+        """
         raise NotImplementedError
 
     def distance_features(self, xp: Any, elems: Any) -> Any:
-        """What :meth:`feature_distance` needs of one element: (..., E) -> (..., F). The searches
-        (FPS, neighbour search) compute these once per element and gather them instead of whole
-        elements. Default: the elements themselves."""
+        """What :meth:`feature_distance` needs of one element.
+
+        The searches (farthest point sampling, neighbour search) compute these once per element
+        and gather them instead of whole elements.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        elems : Array, shape (..., elem_dim)
+            Lifted elements.
+
+        Returns
+        -------
+        Array, shape (..., F)
+            The per-element features; by default the elements themselves (F = elem_dim).
+        """
         return elems
 
     def feature_distance(self, xp: Any, fu: Any, qu: Any, fv: Any, qv: Any) -> Any:
-        """:meth:`pair_distance` from :meth:`distance_features` (broadcasting), with the same
-        arithmetic: ``pair_distance(u, qu, v, qv) == feature_distance(distance_features(u), qu,
-        distance_features(v), qv)`` bit for bit. Default: pair_distance on the elements."""
+        """:meth:`pair_distance` computed from :meth:`distance_features`, with the same arithmetic.
+
+        ``pair_distance(u, qu, v, qv) == feature_distance(distance_features(u), qu,
+        distance_features(v), qv)`` bit for bit.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        fu, fv : Array, shape (..., F)
+            Features of the two elements (broadcasting).
+        qu, qv : Array, shape (..., q_dim), or None
+            Their orbit identifiers.
+
+        Returns
+        -------
+        Array, shape (...)
+            The distance under :meth:`pair_distance`.
+        """
         return self.pair_distance(xp, fu, qu, fv, qv)
 
     @property
@@ -80,47 +139,174 @@ class Group:
         return 1.0
 
     def search_radius(self, r: Any) -> Any:
-        """The radius under :meth:`pair_distance` of the ball of group-distance radius r (a
-        scalar or 0-d array): r / :attr:`distance_scale` (r itself where the scale is 1)."""
+        """The radius under :meth:`pair_distance` of the ball of group-distance radius ``r``.
+
+        Parameters
+        ----------
+        r : float or Array, shape ()
+            A radius in the group distance.
+
+        Returns
+        -------
+        float or Array, shape ()
+            ``r / distance_scale`` (``r`` itself where the scale is 1).
+        """
         s = self.distance_scale
         return r if s == 1 else r / s
 
     def position_bound(self) -> float | None:
-        """A constant c > 0 with ``pair_distance(u, qu, v, qv) >= c·‖position(u) − position(v)‖``
-        for every pair, or None when the distance has no such bound (the default). The cell-list
-        neighbour search (:mod:`lieconv_core.nn.grid`) bins elements by :meth:`position` and, for
-        a ball of radius r, looks only at points within r / c of the query."""
+        """A lower bound of the distance by the distance of the positions, if there is one.
+
+        The cell-list neighbour search (:mod:`lieconv_core.nn.grid`) bins elements by
+        :meth:`position` and, for a ball of radius r, looks only at points within r / c of the
+        query.
+
+        Returns
+        -------
+        float or None
+            A constant c > 0 with ``pair_distance(u, qu, v, qv) >= c·‖position(u) −
+            position(v)‖`` for every pair, or None when the distance has no such bound (the
+            default).
+        """
         return None
 
     def position(self, xp: Any, elems: Any) -> Any:
-        """The point of R^space_dim an element stands for (its translation part):
-        (..., E) -> (..., space_dim). Needed only where :meth:`position_bound` is not None."""
+        """The point of R^space_dim an element stands for (its translation part).
+
+        Needed only where :meth:`position_bound` is not None.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        elems : Array, shape (..., elem_dim)
+            Lifted elements.
+
+        Returns
+        -------
+        Array, shape (..., space_dim)
+            Their positions.
+        """
         raise NotImplementedError
 
     def distance_from_log(self, xp: Any, a: Any, qu: Any, qv: Any) -> Any:
-        """Left-invariant distance from a = log(v⁻¹u) and orbit ids: (..., lie_dim) -> (...)."""
+        """The left-invariant distance of a pair from its log and orbit identifiers.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        a : Array, shape (..., lie_dim)
+            log(v⁻¹u), as :meth:`pair_log` returns it.
+        qu, qv : Array, shape (..., q_dim), or None
+            The orbit identifiers of u and v (None where ``q_dim == 0``).
+
+        Returns
+        -------
+        Array, shape (...)
+            The distance, ≥ 0.
+        """
         raise NotImplementedError
 
     def random_element(self, xp: Any, shape: tuple[int, ...], draws: Any, dtype: Any,
                        device: Any) -> Any:
-        """Random elements as algebra coordinates ``(*shape, lie_dim)`` (tests, augmentation)."""
+        """Random group elements in algebra coordinates (for tests and augmentation).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        shape : tuple of int
+            The batch shape.
+        draws : PortableDraws or lieconv_jax.JaxDraws
+            The source of random numbers.
+        dtype : dtype of ``xp``
+            Floating dtype of the result.
+        device : device
+            Where the result lives.
+
+        Returns
+        -------
+        Array, shape ``shape + (lie_dim,)``
+            The elements' algebra coordinates (apply them with :meth:`act_on_points`).
+        """
         raise NotImplementedError
 
     def act_on_points(self, xp: Any, g: Any, coords: Any) -> Any:
-        """Apply elements g (bs, lie_dim) (algebra coordinates) to points (bs, n, space_dim)."""
+        """Move points by group elements, one element per batch entry.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        g : Array, shape (bs, lie_dim)
+            Elements in algebra coordinates (as :meth:`random_element` gives them).
+        coords : Array, shape (bs, n, space_dim)
+            The points.
+
+        Returns
+        -------
+        Array, shape (bs, n, space_dim)
+            exp(g) applied to every point of its batch entry.
+        """
         raise NotImplementedError
 
     def act_on_elements(self, xp: Any, g: Any, elems: Any) -> Any:
-        """Left-multiply lifted elements (bs, n, E) by g (bs, lie_dim)."""
+        """Left-multiply lifted elements by group elements, one per batch entry.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        g : Array, shape (bs, lie_dim)
+            Elements in algebra coordinates.
+        elems : Array, shape (bs, n, elem_dim)
+            Lifted elements.
+
+        Returns
+        -------
+        Array, shape (bs, n, elem_dim)
+            exp(g) · elems.
+        """
         raise NotImplementedError
 
     # --- derived -------------------------------------------------------------------------------
     def pair_embed(self, xp: Any, u: Any, qu: Any, v: Any, qv: Any) -> Any:
-        """Pair embedding [log(v⁻¹u), q_u, q_v] (broadcasting): -> (..., embed_dim)."""
+        """The pair embedding [log(v⁻¹u), q_u, q_v] that the layer's weight net reads.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        u, v : Array, shape (..., elem_dim)
+            Lifted elements (broadcasting).
+        qu, qv : Array, shape (..., q_dim), or None
+            Their orbit identifiers.
+
+        Returns
+        -------
+        Array, shape (..., embed_dim)
+            The embedding; just log(v⁻¹u) where ``q_dim == 0``.
+        """
         return self.embed_from_log(xp, self.pair_log(xp, u, v), qu, qv)
 
     def embed_from_log(self, xp: Any, a: Any, qu: Any, qv: Any) -> Any:
-        """[a, q_u, q_v] for a = log(v⁻¹u) (broadcasting): -> (..., embed_dim)."""
+        """The pair embedding [a, q_u, q_v] from a = log(v⁻¹u).
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        a : Array, shape (..., lie_dim)
+            log(v⁻¹u).
+        qu, qv : Array, shape (..., q_dim), or None
+            The orbit identifiers (broadcast to ``a``'s batch shape).
+
+        Returns
+        -------
+        Array, shape (..., embed_dim)
+            The embedding.
+        """
         if self.q_dim == 0:
             return a
         shape = a.shape[:-1]
@@ -129,7 +315,22 @@ class Group:
         return xp.concat(parts, axis=-1)
 
     def pair_distance(self, xp: Any, u: Any, qu: Any, v: Any, qv: Any) -> Any:
-        """Left-invariant distance between lifted elements (broadcasting): -> (...)."""
+        """The left-invariant distance between lifted elements.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of the inputs.
+        u, v : Array, shape (..., elem_dim)
+            Lifted elements (broadcasting).
+        qu, qv : Array, shape (..., q_dim), or None
+            Their orbit identifiers.
+
+        Returns
+        -------
+        Array, shape (...)
+            ``distance_from_log(pair_log(u, v), qu, qv)``.
+        """
         return self.distance_from_log(xp, self.pair_log(xp, u, v), qu, qv)
 
     def __repr__(self) -> str:

@@ -15,6 +15,11 @@ class RxSO2(Group):
     """RxSO(2). Elements a = (log r, θ) (E = 2), transitive on R^2 \\ {0}.
 
     Distance α|Δθ| + (1−α)|Δ log r|. Points at the origin are outside the domain.
+
+    Parameters
+    ----------
+    alpha : float, default 0.3
+        Weight of the rotational part in the distance.
     """
 
     elem_dim = lie_dim = 2
@@ -52,13 +57,44 @@ class RxSO2(Group):
         return xp.stack([moved[..., 0], wrap_angle(xp, moved[..., 1])], axis=-1)
 
     def exp(self, xp: Any, a: Any) -> Any:
-        """(..., 2) (log-scale, angle) -> (..., 2, 2) scaled rotation."""
+        """The exponential map: algebra coordinates to matrices.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``a``.
+        a : Array, shape (..., 2)
+            (log-scale, angle in radians).
+
+        Returns
+        -------
+        Array, shape (..., 2, 2)
+            The group elements as matrices.
+        """
         check_trailing(a, (2,), "a", f"{self!r}.exp")
         return xp.exp(a[..., 0])[..., None, None] * rot2(xp, a[..., 1])
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., 2, 2) -> (..., 2). M not a positive multiple of a rotation (to sqrt(eps)):
-        ValueError where values can be read."""
+        """The logarithm: matrices to algebra coordinates, the inverse of :meth:`exp`.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``M``.
+        M : Array, shape (..., 2, 2)
+            Elements of RxSO(2) (a positive multiple of a rotation).
+
+        Returns
+        -------
+        Array, shape (..., 2)
+            (log-scale, angle in (-π, π]).
+
+        Raises
+        ------
+        ValueError
+            Where ``M`` is not in RxSO(2) (a positive multiple of a rotation) to within
+            sqrt(eps) (checked where the values can be read, i.e. outside a jax trace).
+        """
         check_trailing(M, (2, 2), "M", f"{self!r}.log")
         require_member(xp, not_scaled_rotation(xp, M, tolerance(xp, M)), self, "M")
         det = M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] * M[..., 1, 0]
@@ -70,5 +106,16 @@ class RxSO2(Group):
 
 
 def Rx(alpha: float = 0.3) -> Subgroup:
-    """Radial scalings of R^2 \\ {0} (the angle becomes the orbit identifier)."""
+    """Radial scalings of R^2 \\ {0} (the angle becomes the orbit identifier).
+
+    Parameters
+    ----------
+    alpha : float, default 0.3
+        Weight of the algebra part in the distance (as in :class:`RxSO2`).
+
+    Returns
+    -------
+    Subgroup
+        The log-scale coordinate of :class:`RxSO2`.
+    """
     return Subgroup(RxSO2(alpha), keep=(0,), name=f"Rx(alpha={float(alpha)})")

@@ -72,6 +72,11 @@ class SE2(Group):
     """SE(2). Lift g = T(x)·R(φ_s), ns equally spaced φ_s with one uniform random phase per point.
 
     log(v⁻¹u) = (θ, u_x, u_y); distance α|θ| + (1−α)‖u‖.
+
+    Parameters
+    ----------
+    alpha : float, default 0.2
+        Weight of the rotational part in the distance.
     """
 
     elem_dim = 9
@@ -96,10 +101,10 @@ class SE2(Group):
         return xp.reshape(M, (bs, n * nsamples, 9)), None
 
     def pair_log(self, xp, u, v):
-        """log(v⁻¹u) for flattened row-major 3x3 elements u, v (..., 9), written out: only
-        R₁₀ − R₀₁, R₀₀ + R₁₁ and the translation of v⁻¹u = [R_vᵀR_u, R_vᵀ(t_u − t_v)] are needed,
-        12 products instead of a broadcast batch of 3x3 matrix products (which materialises both
-        operands at the full pair shape; ~4x slower on CPU)."""
+        # log(v⁻¹u) for flattened row-major 3x3 elements u, v (..., 9), written out: only R₁₀ − R₀₁,
+        # R₀₀ + R₁₁ and the translation of v⁻¹u = [R_vᵀR_u, R_vᵀ(t_u − t_v)] are needed, 12 products
+        # instead of a broadcast batch of 3x3 matrix products (which materialises both operands at
+        # the full pair shape; ~4x slower on CPU).
         sin2, cos2 = _relative_rotation(u, v)
         dx, dy = _translation_difference(u, v)
         v00, v01, v10, v11 = (v[..., i] for i in (0, 1, 3, 4))
@@ -109,24 +114,24 @@ class SE2(Group):
         return self.alpha * xp.abs(a[..., 0]) + (1 - self.alpha) * norm(xp, a[..., 1:])
 
     def pair_distance(self, xp, u, qu, v, qv):
-        """α|θ| + (1−α)‖u‖ of log(v⁻¹u) = (θ, u) without forming the log; see
-        :meth:`feature_distance`."""
+        # α|θ| + (1−α)‖u‖ of log(v⁻¹u) = (θ, u) without forming the log; see
+        # :meth:`feature_distance`.
         return self.feature_distance(xp, self.distance_features(xp, u), qu,
                                      self.distance_features(xp, v), qv)
 
     def distance_features(self, xp, elems):
-        """(φ, t_x, t_y): the rotation angle (one atan2 per element, not per pair) and the
-        translation of flattened 3x3 elements (..., 9) -> (..., 3)."""
+        # (φ, t_x, t_y): the rotation angle (one atan2 per element, not per pair) and the
+        # translation of flattened 3x3 elements (..., 9) -> (..., 3).
         return xp.concat([_angle(xp, elems)[..., None], self.position(xp, elems)], axis=-1)
 
     def feature_distance(self, xp, fu, qu, fv, qv):
-        """``α|θ| + (1−α)‖u‖`` from (φ, t) of the elements: θ = φ_u − φ_v (mod 2π) and, V(θ) being a
-        rotation scaled by a² + b² = (sin(θ/2) / (θ/2))², ‖u‖ = ‖t_u − t_v‖ · (θ/2) / sin(θ/2)
-        with ``|θ|`` folded into [0, π] (the distance is even in θ, so the log's branch cut does not
-        matter here). ~20 elementwise operations per pair instead of the log's ~80 (the neighbour
-        search and FPS evaluate it for every candidate pair); equal to
-        distance_from_log(pair_log(u, v)) up to rounding (absolute error of θ ≈ eps·π), and the
-        one formula every search path and backend uses."""
+        # ``α|θ| + (1−α)‖u‖`` from (φ, t) of the elements: θ = φ_u − φ_v (mod 2π) and, V(θ) being a
+        # rotation scaled by a² + b² = (sin(θ/2) / (θ/2))², ‖u‖ = ‖t_u − t_v‖ · (θ/2) / sin(θ/2)
+        # with ``|θ|`` folded into [0, π] (the distance is even in θ, so the log's branch cut does
+        # not matter here). ~20 elementwise operations per pair instead of the log's ~80 (the
+        # neighbour search and FPS evaluate it for every candidate pair); equal to
+        # distance_from_log(pair_log(u, v)) up to rounding (absolute error of θ ≈ eps·π), and the
+        # one formula every search path and backend uses.
         theta = xp.abs(fu[..., 0] - fv[..., 0])
         theta = xp.minimum(theta, 2 * math.pi - theta)
         # (θ/2)/sin(θ/2) with θ/2 raised to a tiny normal number: sin(h) = h exactly there, so
@@ -138,8 +143,8 @@ class SE2(Group):
         return self.alpha * theta + (1 - self.alpha) * (dist_t * scale)
 
     def position_bound(self) -> float | None:
-        """1 − α: the distance is α|θ| + (1−α)‖t_u − t_v‖·(θ/2)/sin(θ/2) (see
-        :meth:`pair_distance`) and (θ/2)/sin(θ/2) >= 1 on [0, π]."""
+        # 1 − α: the distance is α|θ| + (1−α)‖t_u − t_v‖·(θ/2)/sin(θ/2) (see :meth:`pair_distance`)
+        # and (θ/2)/sin(θ/2) >= 1 on [0, π].
         return 1 - self.alpha if self.alpha < 1 else None
 
     def position(self, xp, elems):
@@ -158,13 +163,44 @@ class SE2(Group):
         return xp.reshape(se2_exp(xp, g)[:, None] @ U, elems.shape)
 
     def exp(self, xp: Any, a: Any) -> Any:
-        """(..., 3) -> (..., 3, 3)."""
+        """The exponential map: algebra coordinates to matrices.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``a``.
+        a : Array, shape (..., 3)
+            (θ, u_x, u_y): angle in radians and the algebra's translation part.
+
+        Returns
+        -------
+        Array, shape (..., 3, 3)
+            The group elements as matrices.
+        """
         check_trailing(a, (3,), "a", f"{self!r}.exp")
         return se2_exp(xp, a)
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., 3, 3) -> (..., 3). M not in SE(2) (to sqrt(eps)): ValueError where values can
-        be read."""
+        """The logarithm: matrices to algebra coordinates, the inverse of :meth:`exp`.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``M``.
+        M : Array, shape (..., 3, 3)
+            Elements of SE(2).
+
+        Returns
+        -------
+        Array, shape (..., 3)
+            (θ, u_x, u_y), θ in (-π, π].
+
+        Raises
+        ------
+        ValueError
+            Where ``M`` is not in SE(2) to within sqrt(eps) (checked where the values can be
+            read, i.e. outside a jax trace).
+        """
         check_trailing(M, (3, 3), "M", f"{self!r}.log")
         tol = tolerance(xp, M)
         require_member(xp, not_rotation(xp, M[..., :2, :2], tol) | not_affine(xp, M, tol),

@@ -76,6 +76,11 @@ class SE3(Group):
     """SE(3). Lift g = T(x)·R with R Haar-random per point and sample.
 
     log(v⁻¹u) = (ω, u); distance α‖ω‖ + (1−α)‖u‖.
+
+    Parameters
+    ----------
+    alpha : float, default 0.2
+        Weight of the rotational part in the distance.
     """
 
     elem_dim = 16
@@ -105,8 +110,8 @@ class SE3(Group):
         return self.alpha * norm(xp, a[..., :3]) + (1 - self.alpha) * norm(xp, a[..., 3:])
 
     def position_bound(self) -> float | None:
-        """1 − α: u = V(ω)⁻¹ R_vᵀ(t_u − t_v), and V(ω) has singular values 1 (along ω) and
-        sin(θ/2)/(θ/2) <= 1 (across it) for θ = ‖ω‖ in [0, π], so ‖u‖ >= ‖t_u − t_v‖."""
+        # 1 − α: u = V(ω)⁻¹ R_vᵀ(t_u − t_v), and V(ω) has singular values 1 (along ω) and
+        # sin(θ/2)/(θ/2) <= 1 (across it) for θ = ‖ω‖ in [0, π], so ‖u‖ >= ‖t_u − t_v‖.
         return 1 - self.alpha if self.alpha < 1 else None
 
     def position(self, xp, elems):
@@ -125,13 +130,44 @@ class SE3(Group):
         return xp.reshape(se3_exp(xp, g)[:, None] @ U, elems.shape)
 
     def exp(self, xp: Any, a: Any) -> Any:
-        """(..., 6) -> (..., 4, 4)."""
+        """The exponential map: algebra coordinates to matrices.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``a``.
+        a : Array, shape (..., 6)
+            (ω, u): axis-angle rotation and the algebra's translation part.
+
+        Returns
+        -------
+        Array, shape (..., 4, 4)
+            The group elements as matrices.
+        """
         check_trailing(a, (6,), "a", f"{self!r}.exp")
         return se3_exp(xp, a)
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., 4, 4) -> (..., 6). M not in SE(3) (to sqrt(eps)): ValueError where values can
-        be read."""
+        """The logarithm: matrices to algebra coordinates, the inverse of :meth:`exp`.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``M``.
+        M : Array, shape (..., 4, 4)
+            Elements of SE(3).
+
+        Returns
+        -------
+        Array, shape (..., 6)
+            (ω, u), the rotation angle ‖ω‖ in [0, π].
+
+        Raises
+        ------
+        ValueError
+            Where ``M`` is not in SE(3) to within sqrt(eps) (checked where the values can be
+            read, i.e. outside a jax trace).
+        """
         check_trailing(M, (4, 4), "M", f"{self!r}.log")
         tol = tolerance(xp, M)
         require_member(xp, not_rotation(xp, M[..., :3, :3], tol) | not_affine(xp, M, tol),

@@ -25,6 +25,11 @@ class SO2(Group):
     """SO(2). Elements: θ = atan2(y, x) (E = 1); q = r = ‖x‖.
 
     Distance α|Δθ| + (1−α)|r_u − r_v|/(r_u + r_v + 1e-3).
+
+    Parameters
+    ----------
+    alpha : float, default 0.2
+        Weight of the rotational part in the distance.
     """
 
     elem_dim = lie_dim = 1
@@ -57,13 +62,44 @@ class SO2(Group):
         return wrap_angle(xp, elems + g[:, None, :])
 
     def exp(self, xp: Any, a: Any) -> Any:
-        """(..., 1) -> (..., 2, 2)."""
+        """The exponential map: algebra coordinates to matrices.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``a``.
+        a : Array, shape (..., 1)
+            Rotation angles in radians.
+
+        Returns
+        -------
+        Array, shape (..., 2, 2)
+            The group elements as matrices.
+        """
         check_trailing(a, (1,), "a", f"{self!r}.exp")
         return rot2(xp, a[..., 0])
 
     def log(self, xp: Any, R: Any) -> Any:
-        """(..., 2, 2) -> (..., 1), angle in (-π, π]. R not a rotation (to sqrt(eps)):
-        ValueError where values can be read."""
+        """The logarithm: matrices to algebra coordinates, the inverse of :meth:`exp`.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``R``.
+        R : Array, shape (..., 2, 2)
+            Elements of SO(2).
+
+        Returns
+        -------
+        Array, shape (..., 1)
+            The rotation angle in (-π, π].
+
+        Raises
+        ------
+        ValueError
+            Where ``R`` is not in SO(2) to within sqrt(eps) (checked where the values can be
+            read, i.e. outside a jax trace).
+        """
         check_trailing(R, (2, 2), "R", f"{self!r}.log")
         require_member(xp, not_rotation(xp, R, tolerance(xp, R)), self, "R")
         return xp.atan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1])[..., None]

@@ -66,6 +66,11 @@ class SO3(Group):
 
     Elements: flattened 3×3 rotations (E = 9). Distance α‖ω‖ + (1−α)|Δq|.
 
+    Parameters
+    ----------
+    alpha : float, default 0.2
+        Weight of the rotational part in the distance.
+
     Examples
     --------
     >>> import numpy as np
@@ -119,13 +124,44 @@ class SO3(Group):
         return xp.reshape(so3_exp(xp, g)[:, None] @ U, elems.shape)
 
     def exp(self, xp: Any, a: Any) -> Any:
-        """(..., 3) axis-angle -> (..., 3, 3)."""
+        """The exponential map: algebra coordinates to matrices.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``a``.
+        a : Array, shape (..., 3)
+            Axis-angle vectors ω (rotation by ‖ω‖ radians about ω).
+
+        Returns
+        -------
+        Array, shape (..., 3, 3)
+            The group elements as matrices.
+        """
         check_trailing(a, (3,), "a", f"{self!r}.exp")
         return so3_exp(xp, a)
 
     def log(self, xp: Any, R: Any) -> Any:
-        """(..., 3, 3) -> (..., 3), accurate up to and including θ = π. R not a rotation (to
-        sqrt(eps)): ValueError where values can be read."""
+        """The logarithm: matrices to algebra coordinates, the inverse of :meth:`exp`.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``R``.
+        R : Array, shape (..., 3, 3)
+            Elements of SO(3).
+
+        Returns
+        -------
+        Array, shape (..., 3)
+            Axis-angle vectors, accurate up to and including a rotation angle of π.
+
+        Raises
+        ------
+        ValueError
+            Where ``R`` is not in SO(3) to within sqrt(eps) (checked where the values can be
+            read, i.e. outside a jax trace).
+        """
         check_trailing(R, (3, 3), "R", f"{self!r}.log")
         require_member(xp, not_rotation(xp, R, tolerance(xp, R)), self, "R")
         return so3_log(xp, R)

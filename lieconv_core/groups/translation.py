@@ -17,6 +17,13 @@ class T(Group):
     with no q; α = 0.2 by default): a ball of radius r holds the points with ‖Δx‖ < r/α.
     :meth:`pair_distance` is the Euclidean ‖Δx‖ that the searches evaluate;
     :attr:`distance_scale` is α.
+
+    Parameters
+    ----------
+    d : int, default 2
+        Dimension of the space.
+    alpha : float, default 0.2
+        The distance is α‖Δx‖.
     """
 
     q_dim = 0
@@ -52,7 +59,20 @@ class T(Group):
     act_on_elements = act_on_points
 
     def exp(self, xp: Any, a: Any) -> Any:
-        """(..., d) -> (..., d+1, d+1) homogeneous translation matrix."""
+        """The exponential map: algebra coordinates to matrices.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``a``.
+        a : Array, shape (..., d)
+            Translation vectors.
+
+        Returns
+        -------
+        Array, shape (..., d+1, d+1)
+            Homogeneous translation matrices.
+        """
         d = self.space_dim
         check_trailing(a, (d,), "a", f"{self!r}.exp")
         top = xp.concat([xp.broadcast_to(eye_like(xp, a, d), (*a.shape[:-1], d, d)),
@@ -61,8 +81,26 @@ class T(Group):
         return xp.concat([top, bottom], axis=-2)
 
     def log(self, xp: Any, M: Any) -> Any:
-        """(..., d+1, d+1) -> (..., d). M not a translation (to sqrt(eps)): ValueError where
-        values can be read."""
+        """The logarithm: matrices to algebra coordinates, the inverse of :meth:`exp`.
+
+        Parameters
+        ----------
+        xp : Namespace
+            The array namespace of ``M``.
+        M : Array, shape (..., d+1, d+1)
+            Elements of T(d) (homogeneous translation matrices).
+
+        Returns
+        -------
+        Array, shape (..., d)
+            The translation vectors.
+
+        Raises
+        ------
+        ValueError
+            Where ``M`` is not in T(d) (a homogeneous translation matrix) to within sqrt(eps)
+            (checked where the values can be read, i.e. outside a jax trace).
+        """
         d = self.space_dim
         check_trailing(M, (d + 1, d + 1), "M", f"{self!r}.log")
         require_member(xp, not_translation(xp, M, tolerance(xp, M)), self, "M")
@@ -74,10 +112,22 @@ class T(Group):
 
 
 def Tx() -> Subgroup:
-    """Translations along x in R^2 (y becomes the orbit identifier)."""
+    """Translations along x in R^2 (y becomes the orbit identifier).
+
+    Returns
+    -------
+    Subgroup
+        The x coordinate of ``T(2)``.
+    """
     return Subgroup(T(2), keep=(0,), name="Tx")
 
 
 def Ty() -> Subgroup:
-    """Translations along y in R^2 (x becomes the orbit identifier)."""
+    """Translations along y in R^2 (x becomes the orbit identifier).
+
+    Returns
+    -------
+    Subgroup
+        The y coordinate of ``T(2)``.
+    """
     return Subgroup(T(2), keep=(1,), name="Ty")

@@ -13,6 +13,13 @@ class Trivial(Group):
     q = x; α = 0.2 by default): a ball of radius r holds the points with ‖Δx‖ < r/(1 − α).
     :meth:`pair_distance` is the Euclidean ‖Δx‖ that the searches evaluate;
     :attr:`distance_scale` is 1 − α.
+
+    Parameters
+    ----------
+    d : int, default 2
+        Dimension of the space.
+    alpha : float, default 0.2
+        The distance is (1 − α)‖Δx‖.
     """
 
     lie_dim = 0

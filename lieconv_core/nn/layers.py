@@ -36,8 +36,23 @@ def linear(p: dict[str, Any], x: Any) -> Any:
 
 
 def swish(xp: Any, x: Any) -> Any:
-    """x·sigmoid(x): the adapter's implementation (a fused native op on torch and jax; the
-    reference uses sigmoid(x) = (1 + tanh(x/2))/2, which cannot overflow)."""
+    """swish(x) = x · sigmoid(x), elementwise.
+
+    The adapter's implementation: a fused native op on torch and jax; the reference uses
+    sigmoid(x) = (1 + tanh(x/2)) / 2, which cannot overflow.
+
+    Parameters
+    ----------
+    xp : Namespace
+        The array namespace of ``x``.
+    x : Array
+        Any shape.
+
+    Returns
+    -------
+    Array
+        Same shape and dtype as ``x``.
+    """
     return adapter_for(xp).swish(xp, x)
 
 
@@ -58,10 +73,33 @@ def masked_batchnorm(
 ) -> tuple[Any, dict[str, Any]]:
     """Batch norm over the valid entries only.
 
-    x (..., c), mask (...) bool, or None when every entry is valid. In training mode the
-    statistics are the mean and the biased variance over valid entries, and the running statistics
-    move by momentum 0.1 (running variance unbiased, as in PyTorch). The scale is
-    w / √max(var, eps) (:func:`bn_scale`, the original's). Invalid entries come out as zeros.
+    In training mode the statistics are the mean and the biased variance over valid entries, and
+    the running statistics move by momentum 0.1 (running variance unbiased, as in PyTorch). The
+    scale is w / √max(var, eps) (:func:`bn_scale`, the original's). Invalid entries come out as
+    zeros.
+
+    Parameters
+    ----------
+    xp : Namespace
+        The array namespace of ``x``.
+    p : dict
+        Affine parameters ``{"w": (c,), "b": (c,)}``.
+    s : dict
+        Running statistics ``{"mean": (c,), "var": (c,)}``.
+    x : Array, shape (..., c)
+        The features.
+    mask : Array of bool, shape (...), or None
+        Valid entries; None when every entry is valid.
+    train : bool
+        Normalise by the batch statistics and update the running ones (True), or by the running
+        ones (False).
+
+    Returns
+    -------
+    out : Array, shape (..., c)
+        The normalised features.
+    state : dict
+        The new running statistics (``s`` itself in eval mode).
     """
     if train:
         axes = tuple(range(x.ndim - 1))
@@ -111,8 +149,24 @@ def bn_swish(xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, t
 
 
 def masked_pool(xp: Any, x: Any, mask: Any, mean: bool = True) -> Any:
-    """Global pooling over axis 1: x (bs, n, c), mask (bs, n) -> (bs, c). An all-masked cloud pools
-    to zeros."""
+    """Global pooling of each cloud over its valid points.
+
+    Parameters
+    ----------
+    xp : Namespace
+        The array namespace of ``x``.
+    x : Array, shape (bs, n, c)
+        Point features.
+    mask : Array of bool, shape (bs, n)
+        Valid points.
+    mean : bool, default True
+        Average (True) or sum (False) over the valid points.
+
+    Returns
+    -------
+    Array, shape (bs, c)
+        The pooled features; an all-masked cloud pools to zeros.
+    """
     w = xp.astype(mask, x.dtype)[..., None]
     total = xp.sum(zero_invalid(xp, x, mask), axis=1)
     if not mean:

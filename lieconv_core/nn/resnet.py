@@ -31,6 +31,17 @@ class BottleBlock:
 
     [BN] Swish Linear(c → c/4) [BN] Swish LieConv(c/4 → c_out/4) [BN] Swish Linear(c_out/4 → c_out),
     plus the (subsampled) input added to the first c channels (zero-padded identity).
+
+    Parameters
+    ----------
+    chin : int
+        Input channels ``c``.
+    chout : int
+        Output channels, at least ``chin``.
+    conv : LieConv
+        The convolution, mapping ``chin // 4`` to ``chout // 4`` channels.
+    bn : bool, default True
+        Masked batch norm before each activation.
     """
 
     def __init__(self, chin: int, chout: int, conv: LieConv, bn: bool = True):
@@ -42,6 +53,20 @@ class BottleBlock:
         self.chin, self.chout, self.conv, self.bn = chin, chout, conv, bool(bn)
 
     def init_host(self, gen: np.random.Generator) -> tuple[dict, dict]:
+        """Draw the block's parameters and state on the host in float64.
+
+        Parameters
+        ----------
+        gen : numpy.random.Generator
+            The random generator.
+
+        Returns
+        -------
+        params : dict
+            The linear layers, the convolution's parameters and the batch-norm affine parameters.
+        state : dict
+            The convolution's state and the batch-norm running statistics.
+        """
         c4, o4 = self.chin // 4, self.chout // 4
         conv_p, conv_s = self.conv.init_host(gen)
         params = {"lin0": linear_init(gen, self.chin, c4), "conv": conv_p,
@@ -54,7 +79,27 @@ class BottleBlock:
 
     def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx,
               pairs: tuple | None = None) -> tuple[Cloud, dict]:
-        """``pairs``: the conv's :meth:`LieConv.pairs` of ``cloud``, shared across blocks."""
+        """The block on a lifted cloud.
+
+        Parameters
+        ----------
+        params, state : dict
+            The block's parameters and state (:meth:`init_host`, converted to the backend).
+        cloud : Cloud
+            Lifted elements (bs, m, E), values (bs, m, chin), mask (bs, m).
+        ctx : Ctx
+            Namespace, adapter, mode and random draws.
+        pairs : tuple, optional
+            The conv's :meth:`LieConv.pairs` of ``cloud``, shared across blocks while nothing
+            subsamples.
+
+        Returns
+        -------
+        cloud : Cloud
+            The (possibly subsampled) cloud with values (bs, m', chout).
+        state : dict
+            The new state.
+        """
         xp = ctx.xp
         new_state: dict[str, Any] = {}
         idx, conv_state = self.conv.query_indices(state["conv"], cloud, ctx)
@@ -205,7 +250,29 @@ class LieResNet(Model):
 
     def apply(self, params: dict, state: dict, inputs: tuple, train: bool = False,
               rng: Any = None) -> tuple[Any, dict]:
-        """(coords, values, mask) -> outputs (bs, num_outputs) (or per point), new_state."""
+        """The network on a batch of point clouds.
+
+        Parameters
+        ----------
+        params, state : dict
+            From :meth:`init`.
+        inputs : tuple
+            ``(coords, values, mask)``: coords (bs, n, d), values (bs, n, chin), mask (bs, n)
+            of bool (False on padding) or None (every point valid), all of one array library.
+        train : bool, default False
+            Training mode: batch statistics, and the running statistics and radii in the new state
+            updated.
+        rng : int, PortableDraws, lieconv_jax.JaxDraws or None
+            Random draws for lifts and neighbourhoods: a seed, a draws object, or None for seed 0.
+
+        Returns
+        -------
+        outputs : Array, shape (bs, num_outputs)
+            Or (bs, n · ns, num_outputs) per lifted point when ``pool=False``; of the inputs'
+            library and device.
+        state : dict
+            The new state (equal to ``state`` in eval mode).
+        """
         coords, values, mask = inputs
         xp = validate_inputs(self.group, coords, values, mask, chin=self.chin)
         mask = default_mask(xp, coords, mask)
@@ -216,7 +283,28 @@ class LieResNet(Model):
 
     def apply_lifted(self, params: dict, state: dict, cloud: Cloud, train: bool = False,
                      rng: Any = None, xp: Any = None) -> tuple[Any, dict]:
-        """The network on an already lifted :class:`Cloud`."""
+        """The network on an already lifted :class:`Cloud`.
+
+        Parameters
+        ----------
+        params, state : dict
+            From :meth:`init`.
+        cloud : Cloud
+            Elements (bs, m, E), orbit ids, values (bs, m, chin), mask (bs, m).
+        train : bool, default False
+            Training mode.
+        rng : int, PortableDraws, lieconv_jax.JaxDraws or None
+            Random draws.
+        xp : Namespace, optional
+            The cloud's array namespace (found from its arrays when None).
+
+        Returns
+        -------
+        outputs : Array, shape (bs, num_outputs)
+            Or (bs, m, num_outputs) when ``pool=False``.
+        state : dict
+            The new state.
+        """
         from .._backend import array_namespace
 
         xp = xp or array_namespace(cloud.elems, cloud.values, cloud.mask)

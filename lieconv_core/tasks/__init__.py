@@ -17,7 +17,23 @@ TASKS = {"springs": "springs:SpringsTask", "rotmnist": "rotmnist:RotMNISTTask",
 
 
 def get_task(name: str) -> Task:
-    """The task called ``name``; ValueError listing the tasks otherwise."""
+    """The task called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of ``TASKS``: ``"springs"``, ``"rotmnist"``, ``"qm9"``, ``"pointcloud"``.
+
+    Returns
+    -------
+    Task
+        A new instance of the task.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the tasks.
+    """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
     mod, cls = TASKS[name].split(":")

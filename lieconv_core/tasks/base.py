@@ -30,7 +30,20 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    """Arrays with a common first axis; ``source`` names where they came from (for errors)."""
+    """Host arrays with a common first axis (the samples).
+
+    Parameters
+    ----------
+    arrays : dict of str to numpy.ndarray
+        The arrays by name (``coords``, ``labels``, ...); all of one length.
+    source : str, default "data"
+        Where they came from, named in errors.
+
+    Raises
+    ------
+    DataError
+        When the arrays disagree in length.
+    """
 
     arrays: dict[str, np.ndarray]
     source: str = "data"
@@ -48,10 +61,35 @@ class Dataset:
         return self.arrays[key]
 
     def take(self, idx: Any) -> dict[str, np.ndarray]:
-        """The samples at ``idx`` as a batch dict."""
+        """The samples at ``idx`` as a batch dict.
+
+        Parameters
+        ----------
+        idx : int, slice or array of int
+            Which samples.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Every array indexed by ``idx``.
+        """
         return {k: v[idx] for k, v in self.arrays.items()}
 
     def subset(self, idx: Any, source: str | None = None) -> Dataset:
+        """The samples at ``idx`` as a new :class:`Dataset`.
+
+        Parameters
+        ----------
+        idx : int, slice or array of int
+            Which samples.
+        source : str, optional
+            Its source name; default this dataset's.
+
+        Returns
+        -------
+        Dataset
+            The subset.
+        """
         return Dataset(self.take(idx), source or self.source)
 
 
@@ -102,38 +140,169 @@ class Task:
     draws = True
 
     def build_model(self, cfg: dict) -> Any:
+        """The model a config describes.
+
+        Parameters
+        ----------
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+
+        Returns
+        -------
+        object
+            A model with ``init`` and ``apply`` (e.g. a :class:`lieconv_core.LieResNet`).
+        """
         raise NotImplementedError
 
     def validate_config(self, cfg: Any) -> dict:
-        """ValueError naming the field unless ``cfg`` is a model config this task can build
-        (sizes bounded, so that a corrupt config cannot allocate for minutes)."""
+        """Check a model config before a model is built from it.
+
+        Sizes are bounded so that a corrupt config cannot allocate for minutes.
+
+        Parameters
+        ----------
+        cfg : object
+            The candidate config (as read from ``config.json``).
+
+        Returns
+        -------
+        dict
+            The config, checked.
+
+        Raises
+        ------
+        ValueError
+            Naming the field, unless ``cfg`` is a model config this task can build.
+        """
         return check_model_config(cfg)
 
     def primary_for(self, cfg: dict) -> tuple[str, bool]:
+        """The validation metric that picks the best checkpoint.
+
+        Parameters
+        ----------
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+
+        Returns
+        -------
+        name : str
+            The metric's key in the validation metrics.
+        maximize : bool
+            Whether larger is better.
+        """
         return self.primary, self.maximize
 
     def loss_fn(self, model: Any, cfg: dict, backend: str) -> Callable:
-        """``loss(params, state, batch, rng) -> (scalar, new_state)`` (training mode)."""
+        """The training loss as a function of the parameters.
+
+        Parameters
+        ----------
+        model : object
+            From :meth:`build_model`.
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+        backend : str
+            The array library the function runs on.
+
+        Returns
+        -------
+        callable
+            ``loss(params, state, batch, rng) -> (scalar, new_state)`` in training mode.
+        """
         raise NotImplementedError
 
     def predict_fn(self, model: Any, cfg: dict, backend: str) -> Callable:
-        """``predict(params, state, batch, rng) -> outputs`` (eval mode)."""
+        """The model's outputs as a function of the parameters.
+
+        Parameters
+        ----------
+        model : object
+            From :meth:`build_model`.
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+        backend : str
+            The array library the function runs on.
+
+        Returns
+        -------
+        callable
+            ``predict(params, state, batch, rng) -> outputs`` in eval mode.
+        """
         raise NotImplementedError
 
     def metrics(self, outputs: np.ndarray, data: Dataset, cfg: dict) -> dict[str, float]:
+        """The task's metrics of outputs on labelled data.
+
+        Parameters
+        ----------
+        outputs : numpy.ndarray
+            The model's outputs for every sample of ``data``, in order.
+        data : Dataset
+            The labelled data.
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+
+        Returns
+        -------
+        dict of str to float
+            E.g. ``{"accuracy": ..., "cross_entropy": ..., "n": ...}``.
+        """
         raise NotImplementedError
 
     def inputs(self, batch: dict, cfg: dict) -> dict:
-        """A batch of stored arrays -> the arrays the model's functions take (e.g. image
-        pixels -> coordinates, values and mask). Default: unchanged."""
+        """The arrays the model's functions take, from a batch of stored arrays.
+
+        E.g. image pixels to coordinates, values and mask. The default returns the batch unchanged.
+
+        Parameters
+        ----------
+        batch : dict of str to numpy.ndarray
+            Stored arrays of some samples.
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            The model's inputs.
+        """
         return batch
 
     def augment(self, batch: dict, gen: np.random.Generator, cfg: dict) -> dict:
-        """A training batch (after :meth:`inputs`) randomly transformed. Default: unchanged."""
+        """A training batch randomly transformed; the default returns it unchanged.
+
+        Parameters
+        ----------
+        batch : dict of str to numpy.ndarray
+            The batch after :meth:`inputs`.
+        gen : numpy.random.Generator
+            The random generator.
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            The transformed batch.
+        """
         return batch
 
     def check(self, ds: Dataset, cfg: dict) -> None:
-        """DataError unless ``ds`` fits the task and the model config."""
+        """Check that a dataset fits the task and the model config.
+
+        Parameters
+        ----------
+        ds : Dataset
+            The data.
+        cfg : dict
+            The model config (:meth:`validate_config` has checked it).
+
+        Raises
+        ------
+        DataError
+            Naming the source and the field that does not fit.
+        """
 
 
 # --- point clouds ---------------------------------------------------------------------------------

@@ -100,8 +100,24 @@ def from_arrays(coords: Any, values: Any = None, mask: Any = None, labels: Any =
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """A :class:`Dataset` from an ``.npz`` file in the layout above; DataError naming the file
-    and the field for a missing file, a file that is not an npz, or a missing ``coords``."""
+    """A :class:`Dataset` from an ``.npz`` file in the layout above.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file, with ``coords`` and optionally ``values``, ``mask``, ``labels`` or ``targets``.
+
+    Returns
+    -------
+    Dataset
+        Its arrays.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the field: a missing file, a file that is not an npz, a missing
+        ``coords``, an unknown key.
+    """
     path = Path(path)
     arrays = read_npz(path, "data file", ("coords",), count="n_samples")
     unknown = set(arrays) - {"coords", "values", "mask", "labels", "targets"}
@@ -120,8 +136,24 @@ def load_npz(path: str | Path) -> Dataset:
 
 def pad_clouds(clouds: list[np.ndarray], values: list[np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clouds of different sizes (each (n_i, d), values (n_i, c)) -> coords (N, n_max, d),
-    values (N, n_max, c), mask (N, n_max): zero padding with mask False."""
+    """Clouds of different sizes as one padded batch.
+
+    Parameters
+    ----------
+    clouds : list of numpy.ndarray
+        The clouds, each (n_i, d).
+    values : list of numpy.ndarray, optional
+        Their features, each (n_i, c).
+
+    Returns
+    -------
+    coords : numpy.ndarray, shape (N, n_max, d)
+        Zero-padded points.
+    values : numpy.ndarray, shape (N, n_max, c)
+        Zero-padded features (a single channel of ones where ``values`` is None).
+    mask : numpy.ndarray of bool, shape (N, n_max)
+        False on padding.
+    """
     n_max = max(len(c) for c in clouds)
     d = clouds[0].shape[1]
     vals = values if values is not None else [np.ones((len(c), 1)) for c in clouds]
@@ -169,9 +201,30 @@ class _Estimator:
 
     def fit(self, coords: Any, y: Any, values: Any = None, mask: Any = None, *,
             out: str | Path, val: tuple | None = None, overwrite: bool = False) -> _Estimator:
-        """Train on clouds ``coords`` (n, N, d) with labels / targets ``y``; ``val`` =
-        (coords, y[, values, mask]) or None (10% of the data held out); the run is written to
-        ``out`` (see :mod:`lieconv_core.training.rundir`)."""
+        """Train on labelled clouds and write the run to ``out``.
+
+        Parameters
+        ----------
+        coords : array_like, shape (n, N, d)
+            The clouds (padded to N points).
+        y : array_like, shape (n,) or (n, t)
+            Class labels (Classifier) or targets (Regressor).
+        values : array_like, shape (n, N, c), optional
+            Point features; default ones.
+        mask : array_like of bool, shape (n, N), optional
+            False on padding; default all true.
+        out : str or pathlib.Path
+            The run folder (see :mod:`lieconv_core.training.rundir`).
+        val : tuple, optional
+            ``(coords, y[, values, mask])`` for validation; default 10% of the data held out.
+        overwrite : bool, default False
+            Replace an existing run in ``out``.
+
+        Returns
+        -------
+        Classifier or Regressor
+            ``self``, trained (the best checkpoint by the validation metric).
+        """
         from ..training import fit
 
         train = self._dataset(coords, y, values, mask, "training data")
@@ -203,7 +256,22 @@ class _Estimator:
     @classmethod
     def load(cls, run: str | Path, backend: str = "torch", device: str | None = None
              ) -> _Estimator:
-        """A trained estimator from a run folder (any backend, numpy included)."""
+        """A trained estimator from a run folder.
+
+        Parameters
+        ----------
+        run : str or pathlib.Path
+            The run folder written by :meth:`fit` or ``lieconv train pointcloud``.
+        backend : str, default "torch"
+            Where it evaluates (numpy included).
+        device : str, optional
+            E.g. ``"cuda"``.
+
+        Returns
+        -------
+        Classifier or Regressor
+            The estimator with the run's best weights.
+        """
         est = cls(backend=backend, device=device)
         est._load(run)
         return est
@@ -218,30 +286,144 @@ class _Estimator:
                            keys=("coords", "values", "mask"))
 
     def evaluate(self, coords: Any, y: Any, values: Any = None, mask: Any = None) -> dict:
-        """The task's metrics on labelled data (accuracy; or mae and rmse)."""
+        """The task's metrics on labelled data.
+
+        Parameters
+        ----------
+        coords : array_like, shape (n, N, d)
+            The clouds.
+        y : array_like, shape (n,) or (n, t)
+            Labels or targets.
+        values : array_like, shape (n, N, c), optional
+            Point features.
+        mask : array_like of bool, shape (n, N), optional
+            False on padding.
+
+        Returns
+        -------
+        dict of str to float
+            ``accuracy``, ``cross_entropy`` and ``n`` (Classifier); ``mae``, ``rmse`` and ``n``
+            (Regressor).
+        """
         ds = self._dataset(coords, y, values, mask, "evaluation data")
         self.task.check(ds, self.cfg)
         return self.task.metrics(self._outputs(coords, values, mask), ds, self.cfg)
 
 
 class Classifier(_Estimator):
-    """A LieResNet classifier of point clouds (cross-entropy; accuracy)."""
+    """A LieResNet classifier of point clouds (cross-entropy loss; accuracy).
+
+    Parameters
+    ----------
+    group : str, default "SE2"
+        The symmetry, a name from :func:`lieconv_core.groups.names`.
+    backend : {"torch", "jax", "numpy"}, default "torch"
+        Where training runs (numpy only evaluates and predicts).
+    epochs : int, optional
+        Training epochs; default ``DEFAULTS["epochs"]``.
+    batch_size : int, optional
+        Clouds per step; default ``DEFAULTS["batch_size"]``.
+    lr : float, optional
+        Peak learning rate; default ``DEFAULTS["lr"]``.
+    seed : int, default 0
+        Seed of the weights, the batches and the random draws.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating dtype of training.
+    device : str, optional
+        E.g. ``"cuda"``; default the backend's default.
+    progress : bool, default True
+        Show a progress bar.
+    **model
+        Model settings (``k``, ``num_layers``, ``nbhd``, ``liftsamples``, ...; see
+        :class:`lieconv_core.LieResNet`).
+    """
 
     kind = "classify"
 
     def predict(self, coords: Any, values: Any = None, mask: Any = None) -> np.ndarray:
-        """Predicted labels (n,)."""
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        coords : array_like, shape (n, N, d)
+            The clouds (padded to N points).
+        values : array_like, shape (n, N, c), optional
+            Point features; default ones.
+        mask : array_like of bool, shape (n, N), optional
+            False on padding; default all true.
+
+        Returns
+        -------
+        numpy.ndarray of int, shape (n,)
+            The most likely class of each cloud.
+        """
         return np.argmax(self._outputs(coords, values, mask), axis=-1)
 
     def predict_logits(self, coords: Any, values: Any = None, mask: Any = None) -> np.ndarray:
+        """The class logits.
+
+        Parameters
+        ----------
+        coords : array_like, shape (n, N, d)
+            The clouds (padded to N points).
+        values : array_like, shape (n, N, c), optional
+            Point features; default ones.
+        mask : array_like of bool, shape (n, N), optional
+            False on padding; default all true.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, num_classes)
+            Unnormalised log-probabilities.
+        """
         return self._outputs(coords, values, mask)
 
 
 class Regressor(_Estimator):
-    """A LieResNet regressor of point clouds (L1 on standardised targets; mae, rmse)."""
+    """A LieResNet regressor of point clouds (L1 loss on standardised targets; mae, rmse).
+
+    Parameters
+    ----------
+    group : str, default "SE2"
+        The symmetry, a name from :func:`lieconv_core.groups.names`.
+    backend : {"torch", "jax", "numpy"}, default "torch"
+        Where training runs (numpy only evaluates and predicts).
+    epochs : int, optional
+        Training epochs; default ``DEFAULTS["epochs"]``.
+    batch_size : int, optional
+        Clouds per step; default ``DEFAULTS["batch_size"]``.
+    lr : float, optional
+        Peak learning rate; default ``DEFAULTS["lr"]``.
+    seed : int, default 0
+        Seed of the weights, the batches and the random draws.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating dtype of training.
+    device : str, optional
+        E.g. ``"cuda"``; default the backend's default.
+    progress : bool, default True
+        Show a progress bar.
+    **model
+        Model settings (``k``, ``num_layers``, ``nbhd``, ``liftsamples``, ...; see
+        :class:`lieconv_core.LieResNet`).
+    """
 
     kind = "regress"
 
     def predict(self, coords: Any, values: Any = None, mask: Any = None) -> np.ndarray:
-        """Predicted targets (n, t) in the targets' units."""
+        """Predicted targets in the targets' units.
+
+        Parameters
+        ----------
+        coords : array_like, shape (n, N, d)
+            The clouds (padded to N points).
+        values : array_like, shape (n, N, c), optional
+            Point features; default ones.
+        mask : array_like of bool, shape (n, N), optional
+            False on padding; default all true.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, t)
+            The predictions.
+        """
         return self._outputs(coords, values, mask)

@@ -186,7 +186,24 @@ def _molecule_arrays(charges: np.ndarray, positions: np.ndarray, targets: dict,
 
 
 def load_cormorant(path: str | Path) -> Dataset:
-    """One Cormorant-format ``.npz`` split (energies in Hartree in the file)."""
+    """One Cormorant-format ``.npz`` split of QM9 (energies in Hartree in the file, converted).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file, with ``charges``, ``positions`` and the target arrays.
+
+    Returns
+    -------
+    Dataset
+        ``charges`` (n, 29) int64 atomic numbers (0 = padding), ``positions`` (n, 29, 3) in Å,
+        and one array (n,) per target, in the task's units.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the field for missing or inconsistent data.
+    """
     path = Path(path)
     arrays = read_npz(path, "QM9 file", ("charges", "positions"))
     charges = arrays["charges"].astype(np.int64)
@@ -250,8 +267,30 @@ def read_qm9pack_csv(files: list[Path]) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def load_qm9pack(seed: int = 0, cache_dir: str | Path | None = None,
                  sizes: dict | None = None) -> dict[str, Dataset]:
-    """All molecules of qm9pack, converted and split (module docstring). The parsed tables are
-    cached as an ``.npz`` in ``cache_dir`` (default ``~/.cache/lieconv``)."""
+    """All molecules of the qm9pack package, converted and split (see the module documentation).
+
+    The parsed tables are cached as an ``.npz`` in ``cache_dir``.
+
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of the split.
+    cache_dir : str or pathlib.Path, optional
+        Where the parsed tables are cached; default ``~/.cache/lieconv``.
+    sizes : dict, optional
+        Molecules per split, ``{"train": ..., "val": ..., "test": ...}``; default ``SPLIT``.
+
+    Returns
+    -------
+    dict of str to Dataset
+        ``{"train", "val", "test"}``, each as :func:`load_cormorant` returns.
+
+    Raises
+    ------
+    DataError
+        When qm9pack is missing, its tables are unreadable, or it holds fewer molecules than the
+        split needs.
+    """
     folder = qm9pack_dir()
     files = sorted(folder.glob("qm9_part*.csv"))
     if not files:

@@ -100,7 +100,23 @@ def images_to_dataset(images: np.ndarray, labels: np.ndarray, source: str) -> Da
 
 
 def load_amat(path: str | Path) -> Dataset:
-    """An official ``.amat`` file (whitespace-separated rows: 784 pixels, then the label)."""
+    """One official rotated-MNIST ``.amat`` file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Whitespace-separated rows: 784 pixels, then the label.
+
+    Returns
+    -------
+    Dataset
+        ``pixels`` (n, 28, 28) and ``labels`` (n,) int64.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the line for a missing file or a malformed row.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"RotMNIST file {path} does not exist")
@@ -257,8 +273,28 @@ def recreate(folder: str | Path | None = None, seed: int = 0, sizes: dict | None
 def load_splits(amat: tuple[str, str] | None = None, mnist: str | None = None, seed: int = 0,
                 sizes: dict | None = None, upright: bool = False
                 ) -> tuple[dict[str, Dataset], dict[str, Any]]:
-    """(datasets, a description of their origin for ``config.json``): the official files
-    ``amat`` (train_valid, test) if given, else :func:`recreate` from ``mnist``."""
+    """The RotMNIST splits: the official files if given, else the offline re-creation.
+
+    Parameters
+    ----------
+    amat : tuple of str, optional
+        The official ``(train_valid, test)`` ``.amat`` files (:func:`official_splits`).
+    mnist : str, optional
+        Folder with MNIST's IDX files for :func:`recreate` (default: :func:`mnist_dir`).
+    seed : int
+        Seed of the re-creation.
+    sizes : dict, optional
+        Sizes of the re-created splits.
+    upright : bool
+        Re-create without rotating the digits (not with ``amat``).
+
+    Returns
+    -------
+    data : dict of Dataset
+        "train", "val", "test".
+    info : dict
+        Where the data came from, for ``config.json``.
+    """
     if amat is not None:
         if upright:
             raise ValueError("upright digits come from the MNIST files (--mnist-dir), not from "

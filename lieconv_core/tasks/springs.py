@@ -245,11 +245,31 @@ def trainer(backend: str, model: Any, params: dict | None = None, ts: Any = None
             seed: int = 0, **kw: Any) -> Any:
     """The backend trainer of a dynamics model, for use outside the training engine.
 
-    ``model`` comes from :func:`lieconv_core.dynamics.make_model`; the loss is the MSE of its
-    rollout over the chunk times ``ts`` (default: the data's 5-step chunks).
+    The loss is the MSE of the model's rollout over the chunk times ``ts``.
     ``tr.step({"z": z, "sys": sys})`` takes a batch of chunks z (bs, T, 2, n, 2) and system
-    features (bs, n, 2). ``kw`` goes to :func:`lieconv_core.training.make_trainer` (lr,
-    total_steps, dtype, device, compile, ...)."""
+    features (bs, n, 2).
+
+    Parameters
+    ----------
+    backend : {"torch", "jax"}
+        Where training runs.
+    model : DynamicsModel
+        From :func:`lieconv_core.dynamics.models.make_model`.
+    params : dict, optional
+        Host parameters to start from; default drawn from ``seed``.
+    ts : array_like, shape (T,), optional
+        Chunk times relative to the chunk start; default the data's 5-step chunks.
+    seed : int, default 0
+        Seed of the initial parameters.
+    **kw
+        Passed to :func:`lieconv_core.training.make_trainer` (``lr``, ``total_steps``, ``dtype``,
+        ``device``, ``compile``, ...).
+
+    Returns
+    -------
+    TorchTrainer or JaxTrainer
+        The trainer, with ``step``, ``params`` and ``state``.
+    """
     from ..training import make_trainer
 
     task = SpringsTask()

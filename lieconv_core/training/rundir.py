@@ -98,7 +98,15 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 class RunDir:
     """An open run folder: the lock, the atomic writers and the ownership rules.
 
-    Use :meth:`open` (a context manager is fine: ``with RunDir.open(...) as run``)."""
+    Use :meth:`open` (a context manager is fine: ``with RunDir.open(...) as run``).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The folder.
+    lock_fd : int or None
+        The descriptor holding the folder's lock (:meth:`open` takes it).
+    """
 
     def __init__(self, path: Path, lock_fd: int | None):
         self.path, self._lock_fd = path, lock_fd
@@ -108,10 +116,27 @@ class RunDir:
     def open(cls, path: str | os.PathLike, mode: str = "new", overwrite: bool = False) -> RunDir:
         """Open ``path`` for a run and take its lock.
 
-        ``mode``: "new" (a training run: the folder must be new or empty, or hold a run that
-        ``overwrite`` replaces), "resume" (it must hold a run), "output" (an evaluation or
-        prediction folder: its owned files are replaced only with ``overwrite``).
-        Raises RunDirError / FileExistsError with a sentence naming the folder."""
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The folder (created if missing).
+        mode : {"new", "resume", "output"}, default "new"
+            "new": a training run, so the folder must be new or empty, or hold a run that
+            ``overwrite`` replaces; "resume": it must hold a run; "output": an evaluation or
+            prediction folder, whose owned files are replaced only with ``overwrite``.
+        overwrite : bool, default False
+            Allow replacing the files a run owns.
+
+        Returns
+        -------
+        RunDir
+            The open folder, locked until :meth:`close`.
+
+        Raises
+        ------
+        RunDirError, FileExistsError
+            With a sentence naming the folder.
+        """
         if mode not in ("new", "resume", "output"):
             raise ValueError(f"mode must be 'new', 'resume' or 'output', got {mode!r}")
         path = Path(path)
@@ -165,7 +190,13 @@ class RunDir:
                                   "to overwrite (choose another --out or pass --overwrite)")
 
     def entries(self) -> list[str]:
-        """Names in the folder, less the lock and temporary files."""
+        """Names in the folder, less the lock and temporary files.
+
+        Returns
+        -------
+        list of str
+            Sorted file names.
+        """
         return [p.name for p in self.path.iterdir()
                 if p.name != LOCK and not _is_tmp(p.name)]
 
@@ -176,27 +207,99 @@ class RunDir:
 
     # --- writing -------------------------------------------------------------------------------
     def file(self, name: str) -> Path:
-        """The path of ``name`` in the folder (no separators, not the lock)."""
+        """The path of a file in the folder.
+
+        Parameters
+        ----------
+        name : str
+            A file name in the folder (no separators, not the lock).
+
+        Returns
+        -------
+        pathlib.Path
+            ``path / name``.
+
+        Raises
+        ------
+        ValueError
+            For a name with separators, ``.``, ``..`` or the lock's name.
+        """
         if not name or "/" in name or os.sep in name or name in (".", "..", LOCK):
             raise ValueError(f"not a file name in a run folder: {name!r}")
         return self.path / name
 
     def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` as JSON (sorted keys, no NaN), atomically.
+
+        Parameters
+        ----------
+        name : str
+            A file name in the folder (no separators, not the lock).
+        obj : object
+            JSON-serialisable data.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
         return atomic_write(self.file(name), lambda tmp: Path(tmp).write_text(text + "\n"))
 
     def write_text(self, name: str, text: str) -> Path:
+        """Write text, atomically.
+
+        Parameters
+        ----------
+        name : str
+            A file name in the folder (no separators, not the lock).
+        text : str
+            The contents.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         return atomic_write(self.file(name), lambda tmp: Path(tmp).write_text(text))
 
     def save_figure(self, name: str, fig: Any, dpi: int = 110) -> Path:
-        """Save a matplotlib figure as ``name`` (PNG), atomically."""
+        """Save a matplotlib figure as PNG, atomically.
+
+        Parameters
+        ----------
+        name : str
+            A file name in the folder (no separators, not the lock).
+        fig : matplotlib.figure.Figure
+            The figure.
+        dpi : int, default 110
+            Resolution.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         return atomic_write(self.file(name), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
     def read_json(self, name: str) -> Any:
+        """Read a JSON file of the folder.
+
+        Parameters
+        ----------
+        name : str
+            A file name in the folder (no separators, not the lock).
+
+        Returns
+        -------
+        object
+            The parsed data.
+        """
         return read_json(self.file(name))
 
     # --- life ----------------------------------------------------------------------------------
     def close(self) -> None:
+        """Release the folder's lock (idempotent)."""
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
