@@ -301,13 +301,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Runs side by side: compare.png (validation metric against training minutes) and
     compare.json."""
-    from .training.compare import compare, table
+    from .training import compare_runs, runs_table
 
     try:
-        rows = compare(args.runs, args.out, overwrite=args.overwrite)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CLIError(str(exc)) from exc
-    print(table(rows))
+        rows = compare_runs(args.runs, args.out, overwrite=args.overwrite)
+    except (KeyError, TypeError) as exc:  # a history or config without the expected fields
+        raise CLIError(f"cannot compare these runs: {exc!r}") from exc
+    print(runs_table(rows))
     return 0
 
 

@@ -15,7 +15,7 @@ from .plots import pyplot
 from .rundir import CONFIG, RunDir, read_json
 
 
-def summarise(path: str | Path) -> dict[str, Any]:
+def summarise_run(path: str | Path) -> dict[str, Any]:
     """What one run folder reached, from its ``config.json`` and ``history.json``.
 
     Parameters
@@ -63,9 +63,9 @@ def label(row: dict[str, Any]) -> str:
     return f"{Path(row['run']).name} ({row['backend']}, {row['group']})"
 
 
-def compare(runs: list[str | Path], out: str | Path, overwrite: bool = False
+def compare_runs(runs: list[str | Path], out: str | Path, overwrite: bool = False
             ) -> list[dict[str, Any]]:
-    """Summarise ``runs`` (:func:`summarise`) into ``out``: ``compare.json`` (the rows) and,
+    """Summarise ``runs`` (:func:`summarise_run`) into ``out``: ``compare.json`` (the rows) and,
     with matplotlib, ``compare.png`` (validation metric against training minutes).
 
     Parameters
@@ -82,7 +82,7 @@ def compare(runs: list[str | Path], out: str | Path, overwrite: bool = False
     list of dict
         One row per run, in the order given.
     """
-    rows = [summarise(r) for r in runs]
+    rows = [summarise_run(r) for r in runs]
     metrics = {r["metric"] for r in rows}
     if len(metrics) > 1:
         raise ValueError(f"the runs report different metrics ({', '.join(sorted(metrics))}); "
@@ -104,8 +104,20 @@ def compare(runs: list[str | Path], out: str | Path, overwrite: bool = False
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a text table, one line per run."""
+def runs_table(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`compare_runs` as a text table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`summarise_run`.
+
+    Returns
+    -------
+    str
+        A header and one line per run: best value, the minute it was reached, training
+        minutes, samples per second.
+    """
     head = f"{'run':<40}{'metric':>10}{'best':>10}{'at min':>9}{'minutes':>9}{'samples/s':>11}"
     lines = [head]
     for r in rows:
