@@ -276,3 +276,39 @@ def test_jax_mesh_of_two_host_devices_trains_like_one(torch1, data, tmp_path):
     one = tmp_path / "one"
     assert len(json.loads((one / "history.json").read_text())["step_loss"]) == STEPS["float64"]
     _assert_same_run(tmp_path / "two", one, "float64", _noise_params(one, data))
+
+
+def test_shares_draws_and_the_sum_hook(monkeypatch):
+    """A share's draws are the rows of the global batch's draws, call after call; batches
+    split into equal shares only; the sum hook is the identity unless installed, and no
+    launcher (or a launcher of one process) means no communicator."""
+    from lieconv_core.parallel import ShareDraws, active, dp_sum, share, summing_over, take_share
+    from lieconv_core.random import PortableDraws
+    from lieconv_core.training.engine import data_parallel
+
+    def draws(d, bs):
+        return [d.uniform(np, (bs, 4), np.float64, None), d.priorities(np, (bs, 7), None),
+                d.normal(np, (bs, 3, 2), np.float64, None)]
+
+    whole = draws(PortableDraws(5), 6)
+    for rank in range(3):
+        rows = share(6, rank, 3)
+        got = draws(ShareDraws(PortableDraws(5), rows, 6), 2)
+        for g, w in zip(got, whole, strict=True):
+            np.testing.assert_array_equal(g, w[rows])
+    with pytest.raises(ValueError, match="no leading batch axis"):
+        ShareDraws(PortableDraws(0), share(6, 0, 3), 6).uniform(np, (3,), np.float64, None)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        share(7, 0, 2)
+    part = take_share({"a": np.arange(8), "b": np.arange(16).reshape(8, 2)}, 1, 4)
+    np.testing.assert_array_equal(part["a"], [2, 3])
+    assert not active() and dp_sum(3.0) == 3.0
+    with summing_over(lambda x: 2 * x):
+        assert active() and dp_sum(3.0) == 6.0
+    assert not active()
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert data_parallel("torch") is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert data_parallel("torch") is None
+    assert data_parallel("numpy") is None
