@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import io
+from .parallel import process_rank
 from .tasks import TASKS, DataError, get_task
 from .training.rundir import RunDirError
 
@@ -174,7 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                warmup_epochs=args.warmup_epochs, patience=args.patience,
                max_steps=args.max_steps, eval_every=args.eval_every, resume=args.resume,
                overwrite=args.overwrite, progress=not args.no_progress, device=args.device,
-               compile=args.compile, info=info)
+               compile=args.compile, info=info, dist_timeout=args.dist_timeout)
+    if process_rank() != 0:  # data-parallel: rank 0 wrote the run folder and reports
+        return 0
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
     print(json.dumps({"out": str(args.out), **{k: metrics[k] for k in (
         "steps", "epochs", "best_step", "best_val", "train_seconds", "samples_per_second")}}))
@@ -489,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also validate every N steps (default: each epoch)")
     tr.add_argument("--compile", action="store_true",
                     help="torch, springs: one torch.compile-d step (compiles for minutes)")
+    tr.add_argument("--dist-timeout", type=POS_FLOAT, default=None,
+                    help="data-parallel (torchrun): seconds a process waits for the others "
+                         "before the job fails (default 600)")
     tr.add_argument("--n-train", type=POS_INT, default=None, help="use this many samples")
     tr.add_argument("--n-val", type=POS_INT, default=None)
     g = tr.add_argument_group("springs")

@@ -13,6 +13,7 @@ import array_api_compat as aac
 import numpy as np
 
 from .._backend import adapter_for
+from ..parallel import active, dp_sum
 
 BN_MOMENTUM = 0.1
 #: batch norm divides by √max(var, BN_EPS), the original's ``MaskBatchNormNd`` (not torch's
@@ -102,21 +103,23 @@ def masked_batchnorm(
         The new running statistics (``s`` itself in eval mode).
     """
     if train:
+        # the sums run over the global batch: dp_sum adds them up over data-parallel processes
+        # (the identity in one process)
         axes = tuple(range(x.ndim - 1))
         if mask is None:
-            n = xp.asarray(float(max(1, math.prod(x.shape[:-1]))), dtype=x.dtype,
-                           device=aac.device(x))
-            mean = xp.sum(x, axis=axes) / n
+            n = dp_sum(xp.asarray(float(max(1, math.prod(x.shape[:-1]))), dtype=x.dtype,
+                                  device=aac.device(x)))
+            mean = dp_sum(xp.sum(x, axis=axes)) / n
             xc = x - mean
-            var = xp.sum(xc * xc, axis=axes) / n
+            var = dp_sum(xp.sum(xc * xc, axis=axes)) / n
         else:
             w = xp.astype(mask, x.dtype)[..., None]
-            count = xp.sum(w)
+            count = dp_sum(xp.sum(w))
             n = xp.maximum(count, xp.ones_like(count))
-            mean = xp.sum(x * w, axis=axes) / n
+            mean = dp_sum(xp.sum(x * w, axis=axes)) / n
             xc = x - mean
             xcw = xc * w  # w is 0 or 1: (xc·w)² = w·xc²
-            var = xp.sum(xcw * xcw, axis=axes) / n
+            var = dp_sum(xp.sum(xcw * xcw, axis=axes)) / n
         unbiased = var * n / xp.maximum(n - 1, xp.ones_like(n))
         new_s = {
             "mean": (1 - BN_MOMENTUM) * s["mean"] + BN_MOMENTUM * mean,
@@ -144,7 +147,13 @@ def zero_invalid(xp: Any, x: Any, mask: Any) -> Any:
 def bn_swish(xp: Any, p: dict[str, Any], s: dict[str, Any], x: Any, mask: Any, train: bool
              ) -> tuple[Any, dict[str, Any]]:
     """swish(masked_batchnorm(x)), new BN state: the adapter's implementation (torch fuses it in
-    training mode; see :meth:`lieconv_core.adapter.ReferenceAdapter.bn_swish`)."""
+    training mode; see :meth:`lieconv_core.adapter.ReferenceAdapter.bn_swish`). Under data-parallel
+    training (:func:`lieconv_core.parallel.summing_over`) the training-mode statistics are those of
+    the global batch: the composition of :func:`masked_batchnorm` and :func:`swish`, whose sums
+    go through the installed all-reduce."""
+    if train and active():
+        y, new_s = masked_batchnorm(xp, p, s, x, mask, train)
+        return swish(xp, y), new_s
     return adapter_for(xp).bn_swish(xp, p, s, x, mask, train)
 
 

@@ -30,6 +30,7 @@ from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups import as_group
 from ..groups.base import Group
+from ..parallel import dp_mean_rows, dp_sum
 from .layers import bn_init, bn_scale, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
 
@@ -472,9 +473,10 @@ class LieConv(Model):
         average of r (:data:`R_AVG_MOMENTUM`): the new "r_train", "r" and "r_count". Stays on the
         device (no host sync)."""
         dt = counts.dtype
-        nq = xp.sum(xp.astype(qmask, dt))
-        per_query = xp.sum(counts) / xp.maximum(nq, xp.ones_like(nq))
-        npts = xp.mean(xp.sum(xp.astype(pmask, dt), axis=1))
+        # global-batch statistics under data-parallel training (lieconv_core.parallel)
+        nq = dp_sum(xp.sum(xp.astype(qmask, dt)))
+        per_query = dp_sum(xp.sum(counts)) / xp.maximum(nq, xp.ones_like(nq))
+        npts = dp_mean_rows(xp, xp.sum(xp.astype(pmask, dt), axis=1))
         observed = per_query / xp.maximum(npts, xp.ones_like(npts))
         r_new = r + R_GAIN * (self.fill - observed)
         if "r_count" not in state:  # a state without the average: the radius alone

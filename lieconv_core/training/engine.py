@@ -10,10 +10,17 @@ writes ``history.json``, ``metrics.json`` and ``curves.png``.
 The step itself is done by a backend trainer (``lieconv_torch.train.TorchTrainer``,
 ``lieconv_jax.train.JaxTrainer``): "value and gradient of the task's loss of (params, state,
 batch), then an optimizer step". Importing this module imports no framework.
+
+Data-parallel training is a property of the trainer: under a ``torchrun`` launch (torch) or with
+several visible jax devices, :func:`fit` gets a communicator (:func:`data_parallel`) and a
+trainer that splits every global batch into equal shares (docs/training.md). Every process runs
+the same loop on the same global batches; rank 0 alone opens the run folder, writes checkpoints,
+history, metrics and plots, and its evaluation metrics decide for all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -31,6 +38,11 @@ from .loader import Batches, chunks, epoch_order, progress_bar, step_seed
 from .rundir import CONFIG, HISTORY, LAST, METRICS, WEIGHTS, RunDir, RunDirError
 
 TRAINERS = {"torch": "lieconv_torch.train:TorchTrainer", "jax": "lieconv_jax.train:JaxTrainer"}
+#: data-parallel trainers and the functions that make their communicators
+DP_TRAINERS = {"torch": "lieconv_torch.distributed:DistributedTorchTrainer",
+               "jax": "lieconv_jax.distributed:ShardedJaxTrainer"}
+DP_COMMS = {"torch": "lieconv_torch.distributed:init_from_env",
+            "jax": "lieconv_jax.distributed:init_mesh"}
 #: settings that a resumed run must share with the run it continues
 RESUME_KEYS = ("batch_size", "lr", "seed", "warmup_epochs", "eval_every")
 #: settings a resumed run may change (recorded in the history and the config)
@@ -64,14 +76,38 @@ def resolve_device(backend: str, device: str | None) -> Any:
     return importlib.import_module(TRAINERS[backend].split(":")[0]).resolve_device(device)
 
 
+def _load(spec: str) -> Any:
+    mod, name = spec.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def data_parallel(backend: str, device: str | None = None, timeout: float | None = None
+                  ) -> Any:
+    """The communicator of a data-parallel run, or None for one process on one device (the
+    ordinary path). torch: a ``torchrun`` launch (``WORLD_SIZE`` > 1) joins its process group
+    (``timeout``: seconds a collective waits before the job fails). jax: several visible
+    devices and no explicit ``device`` give a mesh over all of them (after
+    ``jax.distributed.initialize`` on several hosts)."""
+    if backend not in DP_COMMS:
+        return None
+    trainer_class(backend)  # the not-installed error
+    return _load(DP_COMMS[backend])(device=device, timeout=timeout)
+
+
 def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: float = 0.0,
                  total_steps: int = 1, warmup_steps: int = 0, dtype: str = "float32",
                  device: str | None = None, opt_state: dict | None = None,
-                 compile: bool = False) -> Any:
-    """The backend's trainer for ``loss_fn`` (nested params and state as host arrays)."""
+                 compile: bool = False, comm: Any = None) -> Any:
+    """The backend's trainer for ``loss_fn`` (nested params and state as host arrays); with a
+    communicator (:func:`data_parallel`) its data-parallel trainer."""
     if compile and backend != "torch":
         raise ValueError(f"--compile is for the torch backend (jax always jits its step), "
                          f"got backend {backend!r}")
+    if comm is not None:
+        return _load(DP_TRAINERS[backend])(loss_fn, params, state, lr=lr,
+                                           total_steps=total_steps, warmup_steps=warmup_steps,
+                                           dtype=dtype, opt_state=opt_state, compile=compile,
+                                           comm=comm)
     dev = resolve_device(backend, device)
     kw = {} if dev is None else {"device": dev}
     if compile:
@@ -269,7 +305,7 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
         eval_every: int | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, device: str | None = None, compile: bool = False,
         info: dict | None = None, eval_batch_size: int | None = None,
-        refresh: int = 16) -> dict:
+        refresh: int = 16, dist_timeout: float | None = None) -> dict:
     """Train the model that ``cfg`` describes on ``data["train"]``, validating on
     ``data["val"]``, and write the run folder ``out``; returns the history.
 
@@ -277,7 +313,8 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
     ``out`` must be new or empty unless ``overwrite``. ``max_steps`` stops after that many
     optimizer steps in total. ``info`` is stored in ``config.json`` (e.g. the data's origin).
     ``refresh``: training-mode forwards (no updates) that renew the batch-norm statistics and
-    radii before each evaluation and checkpoint.
+    radii before each evaluation and checkpoint. ``dist_timeout``: seconds a data-parallel
+    collective waits for the other processes before the job fails (torch).
     """
     _check_settings(epochs, batch_size, lr, patience, max_steps, warmup_epochs, eval_every)
     if compile and task.draws:
@@ -297,22 +334,53 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
     model = task.build_model(cfg)
     loss_fn = task.loss_fn(model, cfg, backend)
     predict_fn = task.predict_fn(model, cfg, backend)
-    run = RunDir.open(out, "resume" if resume else "new", overwrite=overwrite)
-    with run:
-        if resume:
-            params, state, opt_state, history = _resume(run, config, model)
-        else:
-            params, state = model.init_host(np.random.default_rng(seed))
-            opt_state, history = None, new_history()
-            run.write_json(CONFIG, config)
+    comm = data_parallel(backend, device, dist_timeout)
+    if comm is not None and batch_size % comm.shares:
+        raise ValueError(f"data-parallel training splits each batch into {comm.shares} equal "
+                         f"shares: the batch size {batch_size} must be a multiple of "
+                         f"{comm.shares}")
+    writer = comm is None or comm.rank == 0
+    run, start, failure = None, None, None
+    if writer:
+        try:
+            run = RunDir.open(out, "resume" if resume else "new", overwrite=overwrite)
+            start = _start(run, resume, config, model, seed)
+        except BaseException as exc:
+            if run is not None:
+                run.close()
+            failure = exc
+    if comm is not None and comm.processes > 1:
+        # every process starts from rank 0's weights, optimizer state and history, and fails
+        # with rank 0's reason when rank 0 cannot start; the others never touch the run folder
+        got = comm.broadcast(("ok", start) if failure is None
+                             else ("error", f"{type(failure).__name__}: {failure}"))
+        if not writer:
+            if got[0] == "error":
+                raise RuntimeError(f"rank 0 could not start the run: {got[1]}")
+            start = got[1]
+    if failure is not None:
+        raise failure
+    with run if run is not None else contextlib.nullcontext():
+        params, state, opt_state, history = start
         trainer = make_trainer(backend, loss_fn, params, state, lr=lr, total_steps=total_steps,
                                warmup_steps=round(warmup_epochs * steps_per_epoch), dtype=dtype,
-                               device=device, opt_state=opt_state, compile=compile)
+                               device=device, opt_state=opt_state, compile=compile, comm=comm)
         loop = _Loop(task, cfg, run, trainer, predict_fn, train, val, history, settings,
-                     max_steps, progress, eval_batch_size or batch_size)
+                     max_steps, progress and writer, eval_batch_size or batch_size, comm)
         loop.run()
         history["trainer"] = trainer
         return history
+
+
+def _start(run: RunDir, resume: bool, config: dict, model: Any, seed: int
+           ) -> tuple[dict, dict, dict | None, dict]:
+    """(params, state, optimizer state or None, history) a run starts from: its last checkpoint
+    when resuming, else the seeded init (and the run's config is written)."""
+    if resume:
+        return _resume(run, config, model)
+    params, state = model.init_host(np.random.default_rng(seed))
+    run.write_json(CONFIG, config)
+    return params, state, None, new_history()
 
 
 def new_history() -> dict:
@@ -366,8 +434,10 @@ class _Loop:
     """The epochs of :func:`fit` (its state lives in ``history``, saved with each checkpoint)."""
 
     def __init__(self, task, cfg, run, trainer, predict_fn, train, val, history, settings,
-                 max_steps, progress, eval_batch_size):
+                 max_steps, progress, eval_batch_size, comm=None):
         self.task, self.cfg, self.run_dir, self.trainer = task, cfg, run, trainer
+        # data-parallel: every process runs this loop; rank 0 (run_dir not None) writes
+        self.comm, self.writer = comm, run is not None
         self.predict_fn, self.train, self.val, self.h = predict_fn, train, val, history
         self.s, self.max_steps, self.eval_bs = settings, max_steps, eval_batch_size
         self.primary, self.maximize = task.primary_for(cfg)
@@ -442,6 +512,8 @@ class _Loop:
         self._refresh_state()
         metrics, _ = evaluate(self.task, self.cfg, tr, self.predict_fn, self.val, self.eval_bs,
                               seed=10_000)
+        if self.comm is not None and self.comm.processes > 1:
+            metrics = self.comm.broadcast(metrics)  # rank 0's decide best and patience for all
         n_new = tr.count - sum(e["steps"] for e in h["evals"])
         recent = h["step_loss"][len(h["step_loss"]) - n_new:] if n_new else []
         entry = {"step": tr.count, "steps": n_new, "epoch": h["epoch"] + h["batch"] / max(
@@ -452,16 +524,20 @@ class _Loop:
         better = h["best"] is None or (value > h["best"] if self.maximize else value < h["best"])
         if better:
             h["best"], h["best_step"], h["stale"] = value, tr.count, 0
-            save_checkpoint(self.run_dir, WEIGHTS, tr)
+            if self.writer:
+                save_checkpoint(self.run_dir, WEIGHTS, tr)
         else:
             h["stale"] += 1
-        save_checkpoint(self.run_dir, LAST, tr, _plain(h), with_opt=True)
-        self.run_dir.write_json(HISTORY, _plain(h))
+        if self.writer:
+            save_checkpoint(self.run_dir, LAST, tr, _plain(h), with_opt=True)
+            self.run_dir.write_json(HISTORY, _plain(h))
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{entry['train_loss'] or float('nan'):.3g}",
                                  **{f"val_{self.primary}": f"{value:.4g}"})
 
     def _finish(self) -> None:
+        if not self.writer:
+            return
         h = self.h
         best = next((e for e in h["evals"] if e["step"] == h["best_step"]), None)
         steps = len(h["step_loss"])
