@@ -6,12 +6,20 @@ their inputs. Importing this package imports no framework.
 """
 
 from . import groups
-from ._backend import BACKEND, BACKENDS, array_namespace, namespace_for
+from ._backend import (
+    BACKEND,
+    BackendEntry,
+    array_namespace,
+    backend_names,
+    namespace_for,
+    register_backend,
+)
 from .cloud import Cloud, lift
 from .nn import BottleBlock, LieConv, LieResNet
 from .random import PortableDraws
 
 __version__ = "0.1.0"
 
-__all__ = ["groups", "BACKEND", "BACKENDS", "array_namespace", "namespace_for", "Cloud", "lift",
+__all__ = ["groups", "BACKEND", "BackendEntry", "backend_names", "register_backend",
+           "array_namespace", "namespace_for", "Cloud", "lift",
            "LieConv", "BottleBlock", "LieResNet", "PortableDraws", "__version__"]

@@ -17,7 +17,7 @@ import numpy as np
 from array_api_compat import array_namespace, to_device
 from array_api_compat import device as _device
 
-from ._backend import index_dtype
+from ._backend import default_device, index_dtype
 from .groups.base import sqrt_sum_squares
 
 #: bound on the number of (query, point) pairs held at once by the neighbour search
@@ -128,9 +128,94 @@ def offset_rows(xp: Any, idx: Any, n: int) -> Any:
 
 
 class ReferenceAdapter:
-    """Pure array-API implementations of the contract."""
+    """Pure array-API implementations of the contract.
+
+    Besides the operations, an adapter answers what the core may do on its backend:
+    :attr:`data_dependent_shapes`, :meth:`compact_pairs` (host reads of array values),
+    :meth:`native_kernels` (fused kernels for a group), :meth:`tracing`. The core asks these
+    instead of testing a library's name.
+    """
 
     name = "reference"
+    #: whether shapes may depend on array values (``nonzero``, cell occupancy, host-read sizes):
+    #: False where the code is traced into one static graph (jax.jit)
+    data_dependent_shapes: bool = True
+
+    # --- capabilities and devices --------------------------------------------------------------
+    def native_kernels(self, group: Any) -> bool:
+        """Whether this adapter has fused kernels (sampling, neighbour search) for ``group``.
+
+        Parameters
+        ----------
+        group : Group
+            The group.
+
+        Returns
+        -------
+        bool
+            False here: the reference has no kernels. Kernel adapters answer with
+            :func:`lieconv_core.groups.supports_group`.
+        """
+        return False
+
+    def device(self, xp: Any, name: str | None = None) -> Any:
+        """The device object for a device string.
+
+        Parameters
+        ----------
+        xp : module
+            The backend's namespace.
+        name : str or None
+            A device string ("cpu", "cuda:1", "gpu:0", ...); None: the default device.
+
+        Returns
+        -------
+        object
+            The device, as the namespace's ``asarray(..., device=)`` takes it.
+
+        Raises
+        ------
+        RuntimeError
+            When the device does not exist here.
+        """
+        dev = default_device(xp)
+        if name not in (None, "cpu", str(dev)):
+            raise RuntimeError(f"this backend has only the device {dev!s}, not {name!r}")
+        return dev
+
+    def configure(self, *, float64: bool = False, threads: int | None = None) -> None:
+        """Application-level settings of the framework (the library never changes them itself;
+        the CLI and the consistency table call this). No-op here.
+
+        Parameters
+        ----------
+        float64 : bool
+            Make float64 arrays available (jax: ``jax_enable_x64``).
+        threads : int or None
+            Intra-op CPU threads (torch), None: leave as is.
+        """
+        return None
+
+    def from_host(self, xp: Any, a: Any, dtype: Any, device: Any) -> Any:
+        """A host (numpy) array as an array of this backend.
+
+        Parameters
+        ----------
+        xp : module
+            The backend's namespace.
+        a : numpy.ndarray
+            Host values.
+        dtype : dtype
+            The namespace's dtype.
+        device : object or None
+            The device (None: the default).
+
+        Returns
+        -------
+        array
+            Same shape as ``a``.
+        """
+        return xp.asarray(a, dtype=dtype, device=device)
 
     # --- indexing --------------------------------------------------------------------------------
     def gather(self, xp: Any, x: Any, idx: Any) -> Any:
@@ -181,15 +266,6 @@ class ReferenceAdapter:
         Padding is never chosen; ties (after :func:`quantize`) go to the lowest index.
         """
         cur, dmin = fps_start(xp, mask, u, elems.dtype)
-        from array_api_compat import is_numpy_namespace
-
-        from .nn.grid import euclidean_distance
-
-        if is_numpy_namespace(xp) and euclidean_distance(group) and elems.shape[-1] <= 4:
-            from ._numpy_fast import euclidean_fps  # same arithmetic, in-place ufuncs
-
-            scale = QUANT["float32" if elems.dtype == xp.float32 else "float64"]
-            return euclidean_fps(elems, mask, m, cur, scale)
         dist = self.fps_distance(xp, group, elems, q, mask)
         chosen = []
         for _ in range(m):
@@ -207,10 +283,8 @@ class ReferenceAdapter:
         sqrt(((x0 − c0)² + (x1 − c1)²) + ...) on them: the same arithmetic as the generic path
         (:func:`lieconv_core.groups.base.norm`), without a (bs, n, E) broadcast per step, which in
         numpy runs an inner loop of length E (~10x slower at E = 3)."""
-        from .nn.grid import euclidean_distance
-
         neg = xp.full(mask.shape, -math.inf, dtype=elems.dtype, device=_device(elems))
-        if euclidean_distance(group) and elems.shape[-1] <= 4:
+        if group.euclidean_distance and elems.shape[-1] <= 4:
             zero = xp.zeros(mask.shape, dtype=elems.dtype, device=_device(elems))
             # padded coordinates may be NaN: zero them once, the -inf mask does the rest
             comps = [xp.where(mask, elems[..., i], zero) for i in range(elems.shape[-1])]
@@ -452,20 +526,6 @@ class ReferenceAdapter:
         """
         if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
-        from array_api_compat import is_numpy_namespace
-
-        if is_numpy_namespace(xp) and w.dtype == values.dtype:
-            from ._numpy_fast import blocked_contract  # the same products, gathered in blocks
-
-            bs, m, k, cm = w.shape
-            n, c = values.shape[1], values.shape[2]
-            partial = blocked_contract(
-                np.reshape(w, (bs * m, k, cm)), np.reshape(values, (bs * n, c)),
-                np.reshape(offset_rows(xp, nbr_idx, n), (bs * m, k)), weight_major,
-                lambda shape: np.empty(shape, w.dtype),
-                lambda src, idx, out: np.take(src, idx, axis=0, out=out),
-                lambda a, b, out: np.matmul(a, b, out=out))
-            return np.reshape(partial, (bs, m, cm * c))
         vals = self.gather(xp, values, nbr_idx)
         if weight_major:
             partial = xp.matrix_transpose(w) @ vals  # (bs, m, cm, c)
@@ -486,12 +546,6 @@ class ReferenceAdapter:
 
     def weightnet(self, xp: Any, layers: list, emb: Any) -> Any:
         """swish(L3(swish(L2(swish(L1(emb)))))): emb (..., d) -> (..., cm)."""
-        from array_api_compat import is_numpy_namespace
-
-        if is_numpy_namespace(xp) and all(t.dtype == emb.dtype for wb in layers for t in wb):
-            from ._numpy_fast import weightnet  # the same arithmetic, in place
-
-            return weightnet(layers, emb)
         h = emb
         for w, b in layers:
             h = self.swish(xp, self.linear(w, b, h))
@@ -564,10 +618,8 @@ def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> tuple[t
     (bs, s, n) arrays — the same arithmetic as group.pair_distance (norm adds the squares left
     to right), without the (bs, s, n, E) difference array (numpy runs that with an inner loop of
     length E)."""
-    from .nn.grid import euclidean_distance
-
     (qe, qq), (pe, pq) = query, points
-    if euclidean_distance(group) and pe.shape[-1] <= 4:
+    if group.euclidean_distance and pe.shape[-1] <= 4:
         pcomps = [pe[..., i] for i in range(pe.shape[-1])]
         return tuple(qe[..., i] for i in range(pe.shape[-1])), lambda *qcomps: sqrt_sum_squares(
             xp, (qc[:, :, None] - pc[:, None, :] for qc, pc in zip(qcomps, pcomps)))

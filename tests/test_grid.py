@@ -293,10 +293,14 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
     assert grid.euclidean_distance(G.Tx()) and not grid.euclidean_distance(G.Rx())
     assert not any(grid.euclidean_distance(g) for g in (G.SO2(), G.SE2(), G.SE3()))
 
-    class MyT(G.T):  # a subclass may change the distance: declined
+    class MyT(G.T):  # a subclass that keeps the distance keeps the declaration
         pass
 
-    assert not grid.euclidean_distance(MyT(3))
+    class ScaledT(G.T):  # one that changes a distance hook without declaring again: declined
+        def pair_distance(self, xp, u, qu, v, qv):
+            return 2 * super().pair_distance(xp, u, qu, v, qv)
+
+    assert grid.euclidean_distance(MyT(3)) and not grid.euclidean_distance(ScaledT(3))
 
 
 # --- chunked aggregation -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ class T(Group):
     :attr:`distance_scale` is α.
     """
 
+    euclidean_distance = True
     q_dim = 0
 
     def __init__(self, d: int = 2, alpha: float = 0.2):

@@ -15,6 +15,7 @@ class Trivial(Group):
     :attr:`distance_scale` is 1 − α.
     """
 
+    euclidean_distance = True
     lie_dim = 0
     q_dim = 0
 
