@@ -45,6 +45,8 @@ class BackendEntry:
         ``backend[:device]`` specs of the consistency table and the benchmarks on the host.
     accelerator_specs : tuple of str
         Specs that need an accelerator (listed after every host spec).
+    compiles : bool
+        The trainer takes ``compile=True`` (``lieconv train --compile``).
     """
 
     name: str
@@ -56,6 +58,7 @@ class BackendEntry:
     module: str | None = None
     specs: tuple[str, ...] = ()
     accelerator_specs: tuple[str, ...] = ()
+    compiles: bool = False
 
     @property
     def requires(self) -> str:
@@ -122,6 +125,26 @@ def backend_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def trainable_backends() -> tuple[str, ...]:
+    """Names of the registered backends with a trainer (automatic differentiation).
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(e.name for e in _REGISTRY.values() if e.trainer)
+
+
+def compiling_backends() -> tuple[str, ...]:
+    """Names of the registered backends whose trainer takes ``compile=True``.
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(e.name for e in _REGISTRY.values() if e.compiles)
+
+
 def get_backend(name: str) -> BackendEntry:
     """The registered backend called ``name``.
 
@@ -163,11 +186,11 @@ register_backend(BackendEntry(
     "lieconv_core.numpy_adapter:ADAPTER", module="numpy", specs=("numpy",)))
 register_backend(BackendEntry(
     "array_api_strict", "array_api_strict", aac.is_array_api_strict_namespace,
-    "lieconv_core.adapter:ReferenceAdapter", extra="test", specs=("array_api_strict",)))
+    "lieconv_core.adapter:ReferenceAdapter", specs=("array_api_strict",)))
 register_backend(BackendEntry(
     "torch", "array_api_compat.torch", aac.is_torch_namespace, "lieconv_torch.adapter:ADAPTER",
     trainer="lieconv_torch.train:TorchTrainer", extra="torch", module="torch",
-    specs=("torch:cpu",), accelerator_specs=("torch:cuda",)))
+    specs=("torch:cpu",), accelerator_specs=("torch:cuda",), compiles=True))
 register_backend(BackendEntry(
     "jax", "jax.numpy", aac.is_jax_namespace, "lieconv_jax.adapter:ADAPTER",
     trainer="lieconv_jax.train:JaxTrainer", extra="jax", specs=("jax:cpu",),

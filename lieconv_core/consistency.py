@@ -33,8 +33,24 @@ from typing import Any
 
 import numpy as np
 
-#: every backend:device spec the harness knows, in table order
-SPECS = ("numpy", "array_api_strict", "torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu", "cupy")
+
+def all_specs() -> tuple[str, ...]:
+    """Every ``backend[:device]`` spec of the registered backends, in table order: the host specs
+    in registration order, then the accelerator specs.
+
+    Returns
+    -------
+    tuple of str
+    """
+    from ._backend import backends
+
+    entries = backends()
+    return (tuple(s for e in entries for s in e.specs)
+            + tuple(s for e in entries for s in e.accelerator_specs))
+
+
+#: every backend:device spec of the backends registered when this module is imported
+SPECS = all_specs()
 #: deviation tolerances per dtype
 TOL = {"float64": 1e-10, "float32": 1e-5}
 
@@ -73,21 +89,14 @@ class Backend:
         return to_backend(tree, self.xp, getattr(self.xp, dtype), self.device)
 
     def sync(self, x: Any = None) -> None:
-        """Block until all queued work (jax: the work producing x) is done."""
-        if self.name == "jax":
-            import jax
+        """Block until queued work (on jax: the work producing x) is done.
 
-            if x is not None:
-                jax.block_until_ready(x)
-        elif self.name == "torch":
-            import torch
-
-            if self.device is not None and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-        elif self.name == "cupy":
-            import cupy
-
-            cupy.cuda.get_current_stream().synchronize()
+        Parameters
+        ----------
+        x : array or None
+            The result waited for.
+        """
+        self.adapter.synchronize(x)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(self.adapter.to_numpy(x))
@@ -100,47 +109,39 @@ def resolve(spec: str, x64: bool = False) -> Backend:
     from ._backend import adapter_for, namespace_for
 
     name, _, dev = spec.partition(":")
-    if spec not in SPECS:
-        raise ValueError(f"unknown backend spec {spec!r}; choose from {', '.join(SPECS)}")
+    specs = all_specs()
+    if spec not in specs:
+        raise ValueError(f"unknown backend spec {spec!r}; choose from {', '.join(specs)}")
     try:
         xp = namespace_for(name)
+        adapter = adapter_for(xp)
     except ImportError as exc:
         raise Unavailable(f"{spec}: {name} is not installed ({exc})") from exc
-    device: Any = None
-    if name == "torch":
-        import torch
-
-        if dev == "cuda" and not torch.cuda.is_available():
-            raise Unavailable(f"{spec}: no CUDA device")
-        device = torch.device(dev)
-    elif name == "jax":
-        import jax
-
-        if x64:
-            jax.config.update("jax_enable_x64", True)
-        try:
-            device = jax.devices(dev)[0]
-        except RuntimeError as exc:
-            raise Unavailable(f"{spec}: no jax {dev} device ({exc})") from exc
-    elif name == "cupy":
-        try:
-            import cupy
-
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                raise Unavailable(f"{spec}: no CUDA device")
-        except Exception as exc:  # CUDARuntimeError without a driver
-            raise Unavailable(f"{spec}: cupy unusable ({exc})") from exc
-    elif name == "array_api_strict":
-        from ._backend import default_device
-
-        device = default_device(xp)
-    return Backend(spec, name, xp, device, adapter_for(xp))
+    if x64:
+        adapter.configure(float64=True)
+    try:
+        device = adapter.device(xp, dev or None)
+    except Exception as exc:  # RuntimeError, or a driver error without a device
+        raise Unavailable(f"{spec}: no such device here ({exc})") from exc
+    return Backend(spec, name, xp, device, adapter)
 
 
-def available(specs: Sequence[str] = SPECS, x64: bool = False) -> list[Backend]:
-    """The resolvable specs, in order (unavailable ones are skipped silently)."""
+def available(specs: Sequence[str] | None = None, x64: bool = False) -> list[Backend]:
+    """The resolvable specs, in order (unavailable ones are skipped silently).
+
+    Parameters
+    ----------
+    specs : sequence of str or None
+        ``backend[:device]`` specs; None: :func:`all_specs`.
+    x64 : bool
+        Switch float64 support on where a backend needs it (jax).
+
+    Returns
+    -------
+    list of Backend
+    """
     out = []
-    for s in specs:
+    for s in all_specs() if specs is None else specs:
         try:
             out.append(resolve(s, x64=x64))
         except Unavailable:
@@ -386,7 +387,7 @@ def run(specs: Sequence[str] | None = None, dtypes: Sequence[str] = ("float64", 
     """
     from tqdm.auto import tqdm
 
-    backends = available(specs or SPECS, x64="float64" in dtypes)
+    backends = available(specs or None, x64="float64" in dtypes)
     if not backends or backends[0].spec != "numpy":
         backends = [resolve("numpy")] + [b for b in backends if b.spec != "numpy"]
     rows = [] if rows is None else rows
@@ -456,7 +457,7 @@ def format_table(rows: Sequence[Row]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lieconv_core.consistency", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backends", default=",".join(SPECS),
+    p.add_argument("--backends", default=",".join(all_specs()),
                    help="comma-separated backend:device specs (unavailable ones are skipped)")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--only", default="", help="comma-separated substrings of check names")

@@ -32,6 +32,35 @@ class CupyAdapter(ReferenceAdapter):
         self.kernels = kernels or os.environ.get("LIECONV_CUPY_KERNELS", "auto")
         self._module: Any = None
 
+    def device(self, xp: Any, name: str | None = None) -> Any:
+        """None (cupy's current device), after checking that a CUDA device exists.
+
+        Parameters
+        ----------
+        xp : module
+            The cupy namespace.
+        name : str or None
+            Unused: cupy works on its current device.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        RuntimeError
+            When no CUDA device is usable.
+        """
+        import cupy
+
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDARuntimeError without a driver
+            raise RuntimeError(f"cupy unusable ({exc})") from exc
+        if count < 1:
+            raise RuntimeError("no CUDA device")
+        return None
+
     def native_kernels(self, group: Any) -> bool:
         """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
         declares (:func:`lieconv_core.groups.supports_group`).

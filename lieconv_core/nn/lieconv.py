@@ -304,17 +304,13 @@ class LieConv(Model):
         ``pair_embed``."""
         g = self.group
         bs, n = cloud.mask.shape
-        from ..groups.base import Group
-        from .grid import euclidean_distance
-
-        if (euclidean_distance(g) or bs * n * n > PAIR_CACHE_MAX
-                or type(g).pair_embed is not Group.pair_embed):
+        if g.euclidean_distance or bs * n * n > PAIR_CACHE_MAX or not g.embeds_from_log:
             return None
         e, q = cloud.elems, cloud.q
         eu, ev = e[:, :, None, :], e[:, None, :, :]
         qu, qv = (None, None) if q is None else (q[:, :, None, :], q[:, None, :, :])
         log = g.pair_log(xp, eu, ev)
-        if type(g).pair_distance is Group.pair_distance:
+        if g.distance_from_log_only:
             dist = g.distance_from_log(xp, log, qu, qv)
         else:  # a group with its own distance formula (SE(2)): the one the searches use
             dist = g.pair_distance(xp, eu, qu, ev, qv)
