@@ -1,4 +1,4 @@
-"""Cell-list neighbour search (lieconv_core.nn.grid) against the chunked reference search, the
+"""Cell-list neighbour search (neighbourhoods.cell_list) against the chunked search, the
 auto dispatch of ReferenceAdapter.neighbourhood, query-chunked LieConv aggregation, and T(3)
 invariance through the grid path (with a control that fails)."""
 
@@ -14,7 +14,7 @@ from lieconv_core import groups as G
 from lieconv_core._backend import adapter_for, backend_name
 from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.cloud import Cloud
-from lieconv_core.nn import grid
+from lieconv_core.neighbourhoods import cell_list as grid
 from lieconv_core.nn.lieconv import CHUNK_ELEMS
 from lieconv_core.nn.module import Model, to_backend
 from lieconv_core.random import PortableDraws

@@ -116,8 +116,9 @@ class Group:
     def position_bound(self) -> float | None:
         """A constant c > 0 with ``pair_distance(u, qu, v, qv) >= c·‖position(u) − position(v)‖``
         for every pair, or None when the distance has no such bound (the default). The cell-list
-        neighbour search (:mod:`lieconv_core.nn.grid`) bins elements by :meth:`position` and, for
-        a ball of radius r, looks only at points within r / c of the query."""
+        neighbour search (:mod:`lieconv_core.neighbourhoods.cell_list`) bins elements by
+        :meth:`position` and, for a ball of radius r, looks only at points within r / c of the
+        query."""
         return None
 
     def position(self, xp: Any, elems: Any) -> Any:

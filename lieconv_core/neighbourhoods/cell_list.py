@@ -3,7 +3,7 @@ elements — T(d), Trivial(d) and coordinate subgroups of T(d) (Tx, Ty), with d 
 mode, for groups whose distance is bounded below by c·‖x_u − x_v‖, x the point an element stands
 for (:meth:`Group.position_bound`; SE(2) and SE(3), c = 1 − α).
 
-The chunked search of :meth:`lieconv_core.adapter.ReferenceAdapter.chunked_neighbourhood` looks at
+The chunked search of :func:`lieconv_core.neighbourhoods.search.chunked_neighbourhood` looks at
 every (query, point) pair: O(m·n) work, which caps a layer at tens of thousands of points. Here the
 points of every cloud are binned into cubic cells of side h, sorted by cell id (one argsort), and a
 query only looks at the points of the 3^d cells around its own (``searchsorted`` on the sorted cell
@@ -363,7 +363,7 @@ class _Grid:
 
     # --- kNN -----------------------------------------------------------------------------------
     def knn(self, group, k, chunk_pairs, fallback_chunk_pairs, query, points):
-        from ..adapter import quantize
+        from .primitives import quantize
 
         xp, ad, bs, m, it, dev = self.xp, self.adapter, self.bs, self.m, self.it, self.dev
         guard_h = ad.from_host(xp, self.h * (1 - CELL_MARGIN), self.qf.dtype, dev)
