@@ -88,7 +88,7 @@ def consistency(session: nox.Session) -> None:
     fails on a deviation above 1e-10 (float64) / 1e-5 (float32). Extra args go to the script,
     e.g. ``nox -s consistency -- --only LieConv --repeats 1``."""
     args = session.posargs or ["--backends", ",".join(HOST_SPECS)]
-    session.run(PY, "-m", "lieconv_core.consistency", *args, external=True)
+    session.run(PY, "-m", "lieconv_core.tools.consistency", *args, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -120,7 +120,7 @@ def gpu(session: nox.Session) -> None:
     _install(session, "torch", "jax")
     session.run(PY, "-m", "pytest", *session.posargs, external=True,
                 env={"LIECONV_BACKEND": "torch"})
-    session.run(PY, "-m", "lieconv_core.consistency", "--backends",
+    session.run(PY, "-m", "lieconv_core.tools.consistency", "--backends",
                 ",".join(["numpy", *ACCELERATOR_SPECS]), external=True)
 
 

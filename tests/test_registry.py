@@ -72,7 +72,7 @@ def _net_and_inputs(dtype="float64"):
 
 
 def test_a_registered_backend_reaches_every_entry_point(toy):
-    import lieconv_core.consistency as C
+    import lieconv_core.tools.consistency as C
     from lieconv_core import cli
     from lieconv_core.nn.module import to_backend
     from lieconv_core.training.engine import HostRunner

@@ -110,12 +110,24 @@ def _copy_into(mod: _Tree, tree: dict) -> None:
 
 class DynamicsModule(nn.Module):
     """``nn.Module`` around a :mod:`lieconv_core.dynamics` model: ``forward(z, sys)`` is the vector
-    field ż; ``rollout``, ``loss``, ``energy`` and ``potential`` use the registered parameters."""
+    field ż; ``rollout``, ``loss``, ``energy`` and ``potential`` use the registered parameters.
 
-    def __init__(self, model: Any, params: dict, dtype: Any = "float32", device: Any = "cpu"):
+    Parameters
+    ----------
+    model : Model
+        A :mod:`lieconv_core.dynamics` model.
+    params : dict
+        Nested dict of arrays from ``model.init``; they become ``nn.Parameter`` s.
+    dtype : {"float32", "float64"}, torch.dtype or None
+        Floating dtype of the parameters; None (default): they keep their dtypes.
+    device : str or torch.device
+        Where they live.
+    """
+
+    def __init__(self, model: Any, params: dict, dtype: Any = None, device: Any = "cpu"):
         super().__init__()
         self.model = model
-        self.params = _Tree(params, torch_dtype(dtype), device)
+        self.params = _Tree(params, None if dtype is None else torch_dtype(dtype), device)
 
     def tree(self) -> dict:
         return self.params.tree()

@@ -11,7 +11,7 @@ one, relative for large ones); index outputs (FPS, neighbour indices and masks) 
 of entries that differ, and must be exactly 0. The run fails (exit status 1) when a float deviation
 exceeds 1e-10 in float64 or 1e-5 in float32 (the project's goal), or any index differs.
 
-Run it with ``python -m lieconv_core.consistency`` (``--help`` for options) or through
+Run it with ``python -m lieconv_core.tools.consistency`` (``--help`` for options) or through
 ``nox -s consistency``. Frameworks are imported lazily, inside functions only. Asking for jax with
 float64 switches jax's ``jax_enable_x64`` flag on for the process (the library itself never does).
 
@@ -42,7 +42,7 @@ def all_specs() -> tuple[str, ...]:
     -------
     tuple of str
     """
-    from ._backend import backends
+    from .._backend import backends
 
     entries = backends()
     return (tuple(s for e in entries for s in e.specs)
@@ -84,7 +84,7 @@ class Backend:
 
     def tree(self, tree: Any, dtype: str) -> Any:
         """Nested dict of numpy arrays -> backend arrays (floats to ``dtype``)."""
-        from .nn.module import to_backend
+        from ..nn.module import to_backend
 
         return to_backend(tree, self.xp, getattr(self.xp, dtype), self.device)
 
@@ -106,7 +106,7 @@ def resolve(spec: str, x64: bool = False) -> Backend:
     """``"torch:cuda"`` etc. -> :class:`Backend`; raises :class:`Unavailable` when the framework is
     not installed or the device is absent. ``x64`` switches jax's float64 support on (needed for
     float64 on jax; the benchmarks in float32 leave it off)."""
-    from ._backend import adapter_for, namespace_for
+    from .._backend import adapter_for, namespace_for
 
     name, _, dev = spec.partition(":")
     specs = all_specs()
@@ -155,7 +155,7 @@ def available(specs: Sequence[str] | None = None, x64: bool = False) -> list[Bac
 
 
 def _groups() -> dict[str, Any]:
-    from .groups import SE2, SE3, SO2, SO3, RxSO2, T
+    from ..groups import SE2, SE3, SO2, SO3, RxSO2, T
 
     return {"T3": T(3), "SO2": SO2(), "RxSO2": RxSO2(), "SE2": SE2(), "SO3": SO3(), "SE3": SE3()}
 
@@ -205,8 +205,8 @@ def _cloud_host(d: int, bs: int, n: int, c: int, seed: int = 1, pad: bool = True
 
 def _lift_check(gname: str, ns: int) -> Callable:
     def f(b: Backend, dtype: str):
-        from .cloud import lift
-        from .random import PortableDraws
+        from ..cloud import lift
+        from ..random import PortableDraws
 
         g = _groups()[gname]
         coords, values, mask = _cloud_host(g.space_dim, 2, 64, 3)
@@ -221,8 +221,8 @@ def _lifted_host(gname: str, ns: int, bs: int, n: int, c: int, dtype: str):
     """A cloud lifted on the host by numpy (in ``dtype``); backends get exactly these numbers."""
     import array_api_compat.numpy as npx
 
-    from .cloud import lift
-    from .random import PortableDraws
+    from ..cloud import lift
+    from ..random import PortableDraws
 
     g = _groups()[gname]
     coords, values, mask = _cloud_host(g.space_dim, bs, n, c)
@@ -232,7 +232,7 @@ def _lifted_host(gname: str, ns: int, bs: int, n: int, c: int, dtype: str):
 
 
 def _to_cloud(b: Backend, cl: Any, dtype: str) -> Any:
-    from .cloud import Cloud
+    from ..cloud import Cloud
 
     return Cloud(b.asarray(cl.elems, dtype), None if cl.q is None else b.asarray(cl.q, dtype),
                  b.asarray(cl.values, dtype), b.asarray(cl.mask))
@@ -273,9 +273,9 @@ def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool,
     """``chunk_elems``: the layer's aggregation chunk bound (None: the adapter's default)."""
 
     def f(b: Backend, dtype: str):
-        from .nn import LieConv
-        from .nn.module import Model
-        from .random import PortableDraws
+        from ..nn import LieConv
+        from ..nn.module import Model
+        from ..random import PortableDraws
 
         g, cl = _lifted_host(gname, ns, 2, n, 8, dtype)
         conv = LieConv(8, 12, g, nbhd=16, ds_frac=ds_frac, fill=0.5, knn=knn, mean=True, bn=True)
@@ -291,7 +291,7 @@ def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool,
 
 def _resnet_check(gname: str, ns: int, train: bool) -> Callable:
     def f(b: Backend, dtype: str):
-        from .nn import LieResNet
+        from ..nn import LieResNet
 
         g = _groups()[gname]
         model = LieResNet(3, 2, k=32, nbhd=12, ds_frac=[1.0, 0.5], num_layers=2, fill=0.5,
@@ -455,7 +455,8 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lieconv_core.consistency", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lieconv_core.tools.consistency",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default=",".join(all_specs()),
                    help="comma-separated backend:device specs (unavailable ones are skipped)")
