@@ -42,13 +42,13 @@ class TrainingError(RuntimeError):
 # --- backends ------------------------------------------------------------------------------------
 def trainer_class(backend: str) -> Any:
     """The trainer class of a registered backend (:class:`lieconv_core.BackendEntry`)."""
-    from .._backend import _REGISTRY, trainable_backends
+    from .._backend import get_backend, trainable_backends
 
     if backend not in trainable_backends():
         raise ValueError(f"unknown training backend {backend!r}; choose one of: "
                          f"{', '.join(trainable_backends())} "
                          "(training needs automatic differentiation)")
-    mod, cls = _REGISTRY[backend].trainer.split(":")
+    mod, cls = get_backend(backend).trainer.split(":")
     try:
         return getattr(importlib.import_module(mod), cls)
     except ImportError as exc:
