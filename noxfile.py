@@ -29,11 +29,19 @@ import nox
 ROOT = Path(__file__).parent
 CONSTRAINTS = str(ROOT / ".ci" / "constraints.txt")
 PY = sys.executable  # sessions run in nox's own interpreter (venv_backend="none")
-BACKENDS = ["numpy", "torch", "jax", "array_api_strict"]
+sys.path.insert(0, str(ROOT))
+from lieconv_core._backend import backends as _registered  # noqa: E402  (the backend registry)
+
+#: the registered backends that run on the host (test sessions); accelerator-only ones (cupy)
+#: run in the ``gpu`` session
+BACKENDS = [e.name for e in _registered() if e.specs]
 #: the framework module each backend needs
-MODULE = {"numpy": "numpy", "torch": "torch", "jax": "jax", "array_api_strict": "array_api_strict"}
+MODULE = {e.name: e.requires for e in _registered()}
 #: the pyproject extra that installs each backend
-EXTRA = {"numpy": None, "torch": "torch", "jax": "jax", "array_api_strict": None}
+EXTRA = {e.name: e.extra for e in _registered()}
+#: consistency specs: on the host, and on accelerators
+HOST_SPECS = [s for e in _registered() for s in e.specs]
+ACCELERATOR_SPECS = [s for e in _registered() for s in e.accelerator_specs]
 
 nox.options.sessions = ["tests", "strict", "consistency", "lint"]  # others: nox -s NAME
 nox.options.reuse_existing_virtualenvs = True
@@ -80,8 +88,8 @@ def consistency(session: nox.Session) -> None:
     """Every public function on every installed CPU backend against numpy; prints the table and
     fails on a deviation above 1e-10 (float64) / 1e-5 (float32). Extra args go to the script,
     e.g. ``nox -s consistency -- --only LieConv --repeats 1``."""
-    args = session.posargs or ["--backends", "numpy,array_api_strict,torch:cpu,jax:cpu"]
-    session.run(PY, "-m", "lieconv_core.consistency", *args, external=True)
+    args = session.posargs or ["--backends", ",".join(HOST_SPECS)]
+    session.run(PY, "-m", "lieconv_core.tools.consistency", *args, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -121,8 +129,8 @@ def gpu(session: nox.Session) -> None:
     _install(session, "torch", "jax")
     session.run(PY, "-m", "pytest", *session.posargs, external=True,
                 env={"LIECONV_BACKEND": "torch"})
-    session.run(PY, "-m", "lieconv_core.consistency", "--backends",
-                "numpy,torch:cuda,jax:gpu,cupy", external=True)
+    session.run(PY, "-m", "lieconv_core.tools.consistency", "--backends",
+                ",".join(["numpy", *ACCELERATOR_SPECS]), external=True)
 
 
 @nox.session(venv_backend="none")

@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="write the rows to this JSON file (must be new)")
     ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="call lieconv_core.malloc.keep_freed_memory() first (glibc keeps freed "
+                    help="call lieconv_core.tools.malloc.keep_freed_memory() first (glibc keeps "
+                         "freed "
                          "memory for reuse: no page faults for repeated large temporaries); "
                          "process-wide, so every row of the run has it")
     args = ap.parse_args(argv)
     if args.keep_freed_memory:
-        from lieconv_core.malloc import keep_freed_memory
+        from lieconv_core.tools.malloc import keep_freed_memory
 
         if not keep_freed_memory():
             ap.error("--keep-freed-memory: the C library is not glibc")

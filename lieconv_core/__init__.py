@@ -7,7 +7,14 @@ Importing this package imports no framework.
 """
 
 from . import groups
-from ._backend import BACKEND, BACKENDS, array_namespace, namespace_for
+from ._backend import (
+    BACKEND,
+    BackendEntry,
+    array_namespace,
+    backend_names,
+    namespace_for,
+    register_backend,
+)
 from .arrays import Array, Namespace, asarray
 from .cloud import Cloud, lift
 from .nn import BottleBlock, LieConv, LieResNet
@@ -15,6 +22,6 @@ from .random import PortableDraws
 
 __version__ = "0.1.0"
 
-__all__ = ["groups", "BACKEND", "BACKENDS", "array_namespace", "namespace_for", "asarray",
-           "Array", "Namespace", "Cloud", "lift",
+__all__ = ["groups", "BACKEND", "BackendEntry", "backend_names", "register_backend",
+           "array_namespace", "namespace_for", "asarray", "Array", "Namespace", "Cloud", "lift",
            "LieConv", "BottleBlock", "LieResNet", "PortableDraws", "__version__"]

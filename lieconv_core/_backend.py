@@ -11,18 +11,208 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat as aac
 
-BACKENDS = ("numpy", "torch", "jax", "cupy", "array_api_strict")
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One registered backend: how to recognise its namespace and where its pieces live.
+
+    Parameters
+    ----------
+    name : str
+        Short name (``LIECONV_BACKEND``, ``--backend``, consistency specs).
+    namespace : str
+        Import path of the array namespace (``"array_api_compat.torch"``).
+    is_namespace : callable
+        ``is_namespace(xp) -> bool``: True for this backend's namespace. Later registrations are
+        asked first, so a backend may wrap another one's namespace.
+    adapter : str
+        ``"module:attr"`` of the adapter: an instance, or a class instantiated once.
+    trainer : str or None
+        ``"module:Class"`` of the training engine's trainer; None: no automatic
+        differentiation (forward passes only, on the host runner).
+    extra : str or None
+        The pyproject extra that installs the backend (None: nothing to install).
+    module : str or None
+        The framework module that must be importable (nox skips the backend otherwise);
+        None: the namespace's own top-level module.
+    specs : tuple of str
+        ``backend[:device]`` specs of the consistency table and the benchmarks on the host.
+    accelerator_specs : tuple of str
+        Specs that need an accelerator (listed after every host spec).
+    compiles : bool
+        The trainer takes ``compile=True`` (``lieconv train --compile``).
+    dp_trainer, dp_comm : str or None
+        ``"module:attr"`` of the data-parallel trainer and of the function that returns its
+        communicator (or None outside a data-parallel launch); None: no data parallelism.
+    """
+
+    name: str
+    namespace: str
+    is_namespace: Callable[[Any], bool]
+    adapter: str
+    trainer: str | None = None
+    extra: str | None = None
+    module: str | None = None
+    specs: tuple[str, ...] = ()
+    accelerator_specs: tuple[str, ...] = ()
+    compiles: bool = False
+    dp_trainer: str | None = None
+    dp_comm: str | None = None
+
+    @property
+    def requires(self) -> str:
+        """The module that must be importable for the backend to run."""
+        return self.module or self.namespace.split(".")[0]
+
+
+_REGISTRY: dict[str, BackendEntry] = {}
+_adapters: dict[Any, Any] = {}
+
+
+def register_backend(entry: BackendEntry, *, replace: bool = False) -> BackendEntry:
+    """Add a backend to the registry that the CLI, the training engine, the consistency table,
+    nox and the benchmarks read.
+
+    Parameters
+    ----------
+    entry : BackendEntry
+        The backend.
+    replace : bool
+        Allow replacing a registered backend of the same name.
+
+    Returns
+    -------
+    BackendEntry
+        ``entry``.
+    """
+    if entry.name in _REGISTRY and not replace:
+        raise ValueError(f"backend {entry.name!r} is registered already")
+    _REGISTRY[entry.name] = entry
+    _adapters.clear()
+    return entry
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a registered backend.
+
+    Parameters
+    ----------
+    name : str
+        The backend's name.
+    """
+    del _REGISTRY[name]
+    _adapters.clear()
+
+
+def backends() -> tuple[BackendEntry, ...]:
+    """The registered backends, in registration order.
+
+    Returns
+    -------
+    tuple of BackendEntry
+    """
+    return tuple(_REGISTRY.values())
+
+
+def backend_names() -> tuple[str, ...]:
+    """Names of the registered backends, in registration order.
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(_REGISTRY)
+
+
+def trainable_backends() -> tuple[str, ...]:
+    """Names of the registered backends with a trainer (automatic differentiation).
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(e.name for e in _REGISTRY.values() if e.trainer)
+
+
+def compiling_backends() -> tuple[str, ...]:
+    """Names of the registered backends whose trainer takes ``compile=True``.
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(e.name for e in _REGISTRY.values() if e.compiles)
+
+
+def get_backend(name: str) -> BackendEntry:
+    """The registered backend called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A backend name (case and ``-``/``_`` do not matter).
+
+    Returns
+    -------
+    BackendEntry
+
+    Raises
+    ------
+    ValueError
+        When no backend of that name is registered.
+    """
+    return _REGISTRY[_parse_backend(name, "backend")]
+
+
+def load(path: str) -> Any:
+    """The object at ``"module:attr"``, importing the module.
+
+    Parameters
+    ----------
+    path : str
+        ``"package.module:attribute"``.
+
+    Returns
+    -------
+    object
+    """
+    mod, _, attr = path.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+register_backend(BackendEntry(
+    "numpy", "array_api_compat.numpy", aac.is_numpy_namespace,
+    "lieconv_core.numpy_adapter:ADAPTER", module="numpy", specs=("numpy",)))
+register_backend(BackendEntry(
+    "array_api_strict", "array_api_strict", aac.is_array_api_strict_namespace,
+    "lieconv_core.adapter:ReferenceAdapter", specs=("array_api_strict",)))
+register_backend(BackendEntry(
+    "torch", "array_api_compat.torch", aac.is_torch_namespace, "lieconv_torch.adapter:ADAPTER",
+    trainer="lieconv_torch.train:TorchTrainer", extra="torch", module="torch",
+    specs=("torch:cpu",), accelerator_specs=("torch:cuda",), compiles=True,
+    dp_trainer="lieconv_torch.distributed:DistributedTorchTrainer",
+    dp_comm="lieconv_torch.distributed:init_from_env"))
+register_backend(BackendEntry(
+    "jax", "jax.numpy", aac.is_jax_namespace, "lieconv_jax.adapter:ADAPTER",
+    trainer="lieconv_jax.train:JaxTrainer", extra="jax", specs=("jax:cpu",),
+    accelerator_specs=("jax:gpu",), dp_trainer="lieconv_jax.distributed:ShardedJaxTrainer",
+    dp_comm="lieconv_jax.distributed:init_mesh"))
+register_backend(BackendEntry(
+    "cupy", "array_api_compat.cupy", aac.is_cupy_namespace, "lieconv_cupy.adapter:ADAPTER",
+    extra="cupy", module="cupy", accelerator_specs=("cupy",)))
 
 
 def _parse_backend(name: str | None, source: str) -> str:
     value = (name or "numpy").strip().lower().replace("-", "_")
-    if value not in BACKENDS:
+    if value not in _REGISTRY:
         raise ValueError(
-            f"{source}={name!r} is not a known backend; choose one of: {', '.join(BACKENDS)}"
+            f"{source}={name!r} is not a known backend; choose one of: {', '.join(_REGISTRY)}"
         )
     return value
 
@@ -47,32 +237,45 @@ def namespace_for(backend: str | None = None) -> Any:
         An array-API namespace (``array_api_compat``'s wrapper for numpy, torch and cupy).
     """
     name = BACKEND if backend is None else _parse_backend(backend, "backend")
-    if name == "numpy":
-        import array_api_compat.numpy as xp
-    elif name == "torch":
-        import array_api_compat.torch as xp
-    elif name == "jax":
-        import jax.numpy as xp
-    elif name == "cupy":
-        import array_api_compat.cupy as xp
-    else:
-        import array_api_strict as xp
-    return xp
+    return importlib.import_module(_REGISTRY[name].namespace)
+
+
+def backend_of(xp: Any) -> BackendEntry:
+    """The registered backend whose namespace ``xp`` is (the latest registration that claims it).
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    BackendEntry
+
+    Raises
+    ------
+    TypeError
+        When no registered backend claims ``xp``.
+    """
+    for entry in reversed(_REGISTRY.values()):
+        if entry.is_namespace(xp):
+            return entry
+    raise TypeError(f"unsupported array namespace {xp!r}")
 
 
 def backend_name(xp: Any) -> str:
-    """Short backend name of a namespace (one of ``BACKENDS``)."""
-    if aac.is_numpy_namespace(xp):
-        return "numpy"
-    if aac.is_torch_namespace(xp):
-        return "torch"
-    if aac.is_jax_namespace(xp):
-        return "jax"
-    if aac.is_cupy_namespace(xp):
-        return "cupy"
-    if aac.is_array_api_strict_namespace(xp):
-        return "array_api_strict"
-    raise TypeError(f"unsupported array namespace {xp!r}")
+    """Short name of the registered backend whose namespace ``xp`` is.
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    str
+    """
+    return backend_of(xp).name
 
 
 def _lib_of(x: Any) -> str:
@@ -122,33 +325,29 @@ def _device_or_none(x: Any) -> Any:
         return None
 
 
-_ADAPTER_MODULES = {
-    "torch": "lieconv_torch.adapter",
-    "jax": "lieconv_jax.adapter",
-    "cupy": "lieconv_cupy.adapter",
-}
-_adapters: dict[str, Any] = {}
-
-
 def adapter_for(xp: Any) -> Any:
-    """The adapter object for a namespace, imported lazily the first time it is needed.
+    """The adapter of the backend whose namespace ``xp`` is, loaded the first time it is needed.
 
-    numpy and array_api_strict use the pure array-API reference adapter.
+    Parameters
+    ----------
+    xp : module
+        An array namespace.
+
+    Returns
+    -------
+    ReferenceAdapter
+        The registered adapter (an instance of :class:`lieconv_core.adapter.ReferenceAdapter`
+        or of a subclass).
     """
     cached = _adapters.get(id(xp))
     if cached is not None:
         return cached
-    name = backend_name(xp)
-    if name not in _adapters:
-        if name in _ADAPTER_MODULES:
-            mod = importlib.import_module(_ADAPTER_MODULES[name])
-            _adapters[name] = mod.ADAPTER
-        else:
-            from .adapter import ReferenceAdapter
-
-            _adapters[name] = ReferenceAdapter()
-    _adapters[id(xp)] = _adapters[name]  # namespaces are modules: their id is stable
-    return _adapters[name]
+    entry = backend_of(xp)
+    if entry.name not in _adapters:
+        obj = load(entry.adapter)
+        _adapters[entry.name] = obj() if isinstance(obj, type) else obj
+    _adapters[id(xp)] = _adapters[entry.name]  # namespaces are modules: their id is stable
+    return _adapters[entry.name]
 
 
 def default_device(xp: Any) -> Any:

@@ -17,8 +17,20 @@ import numpy as np
 from array_api_compat import array_namespace, to_device
 from array_api_compat import device as _device
 
-from ._backend import index_dtype
-from .groups.base import sqrt_sum_squares
+from ._backend import default_device
+from .neighbourhoods import dense as _dense
+from .neighbourhoods import search as _search
+from .neighbourhoods.primitives import (  # noqa: F401  (re-exported for the backends)
+    QUANT,
+    concat_parts,
+    count_true,
+    equal_step,
+    first_k_then_rest,
+    fps_start,
+    offset_rows,
+    quantize,
+    search_rows,
+)
 
 #: bound on the number of (query, point) pairs held at once by the neighbour search
 #: (:meth:`ReferenceAdapter.chunk_pairs`). On CPUs its ~25 elementwise passes per chunk run
@@ -40,97 +52,95 @@ CHUNK_ELEMS_DEVICE = 1 << 24
 WIDE_IN = 8
 
 
-#: distances are rounded to multiples of 1/QUANT[dtype] before FPS and kNN comparisons, so that
-#: mathematically equal distances (grids; SE(2) lift samples exactly π apart) tie exactly on every
-#: backend and the tie goes to the lowest index, instead of to whichever backend's rounding of
-#: atan2/log happens to come out larger.
-QUANT = {"float64": 2.0**26, "float32": 2.0**13}
-
-
-def quantize(xp: Any, d: Any) -> Any:
-    """Round distances to the grid 1/QUANT[d.dtype] (see QUANT); inf stays inf."""
-    scale = QUANT["float32" if d.dtype == xp.float32 else "float64"]
-    return xp.floor(d * scale + 0.5)
-
-
-def fps_start(xp: Any, mask: Any, u: Any, dtype: Any) -> tuple[Any, Any]:
-    """FPS start index (bs,) — the valid point of rank floor(u · n_valid) — and the initial
-    running minimum (bs, n): +inf at valid points, -inf at padding."""
-    bs, n = mask.shape
-    dev = _device(mask)
-    count = xp.cumulative_sum(xp.astype(mask, index_dtype(xp)), axis=1)
-    target = xp.astype(xp.floor(u * xp.astype(count[:, -1], u.dtype)), index_dtype(xp))
-    cur = xp.argmax(xp.astype(count > target[:, None], xp.int8), axis=1)
-    inf = xp.full((bs, n), math.inf, dtype=dtype, device=dev)
-    return cur, xp.where(mask, inf, -inf)
-
-
-def search_rows(xp: Any, counts: Any, targets: Any) -> Any:
-    """Per row r and target t = targets[r, i]: the first position j with counts[r, j] >= t (n if
-    none), for non-decreasing integer rows counts (rows, n) with values in [0, n] and targets
-    (rows, k) in [0, n]. Rows are offset by (n + 1) so that one 1-D ``searchsorted`` over the
-    flattened (then globally sorted) counts answers every row at once. Returns counts' dtype."""
-    rows, n = counts.shape
-    idt = counts.dtype
-    row = xp.arange(rows, dtype=idt, device=_device(counts))[:, None]
-    offs = row * (n + 1)
-    at = xp.searchsorted(xp.reshape(counts + offs, (-1,)), xp.reshape(targets + offs, (-1,)),
-                         side="left")
-    return xp.reshape(xp.astype(at, idt), tuple(targets.shape)) - row * n
-
-
-def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
-                      all_true: Callable | None = None, counts: bool = False,
-                      cumsum: Callable | None = None) -> Any:
-    """Positions (*B, k) of the first k entries of each row of ``sel`` (*B, n) in the order "True
-    entries left to right, then False entries left to right" — i.e. ``argsort(where(sel, 0, 1),
-    stable=True)[..., :k]`` — in O(n) per row (k <= n).
-
-    a = cumsum(sel) and b = cumsum(~sel) = (1, 2, ..., n) − a are non-decreasing; the j-th True
-    entry (1-based) is the first position where a >= j, the j-th False entry the first where
-    b >= j. Slot t (1-based) is the t-th True entry while t <= a[-1], else the (t − a[-1])-th
-    False one: one row-wise search per half (``search``, default :func:`search_rows`; adapters
-    pass a native batched one); int32 counts where they fit (half the memory traffic of int64).
-
-    ``all_true`` (an adapter's :meth:`ReferenceAdapter.all_true`): when it finds that every row
-    holds at least k True entries, the False half (b and its search) is skipped — the same
-    positions. ``counts``: return (positions, a[-1] (*B,): the number of True entries per row).
-    ``cumsum`` (an adapter's :meth:`ReferenceAdapter.count_true`) computes a.
-    """
-    lead = tuple(sel.shape[:-1])
-    n = sel.shape[-1]
-    rows = math.prod(lead)
-    dev = _device(sel)
-    idt = xp.int32 if (rows + 1) * (n + 1) < 2**31 else index_dtype(xp)
-    a = xp.reshape((ReferenceAdapter.count_true if cumsum is None else cumsum)(xp, sel, idt),
-                   (rows, n))
-    tot = a[:, -1:]
-    t = xp.arange(1, k + 1, dtype=idt, device=dev)[None, :]
-    search = search_rows if search is None else search
-    if all_true is not None and all_true(xp, tot >= k):
-        pos = search(xp, a, xp.broadcast_to(t, (rows, k)))  # every slot is a True entry
-    else:
-        b = xp.arange(1, n + 1, dtype=idt, device=dev)[None, :] - a
-        true_slot = t <= tot
-        t_true = xp.where(true_slot, t, tot)  # (clipped: the other half answers those slots)
-        t_false = xp.where(true_slot, xp.ones_like(t_true), t - tot)
-        pos = xp.where(true_slot, search(xp, a, t_true), search(xp, b, t_false))
-    pos = xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
-    return (pos, xp.reshape(tot, lead)) if counts else pos
-
-
-def offset_rows(xp: Any, idx: Any, n: int) -> Any:
-    """Indices idx (bs, ...) into each cloud's n points -> rows of the (bs·n, ...) stack of all
-    clouds (cloud b's indices shifted by b·n)."""
-    bs = idx.shape[0]
-    offsets = xp.arange(bs, dtype=idx.dtype, device=_device(idx)) * n
-    return idx + xp.reshape(offsets, (bs,) + (1,) * (idx.ndim - 1))
-
-
 class ReferenceAdapter:
-    """Pure array-API implementations of the contract."""
+    """Pure array-API implementations of the contract.
+
+    Besides the operations, an adapter answers what the core may do on its backend:
+    :attr:`data_dependent_shapes`, :meth:`compact_pairs` (host reads of array values),
+    :meth:`native_kernels` (fused kernels for a group), :meth:`tracing`. The core asks these
+    instead of testing a library's name.
+    """
 
     name = "reference"
+    #: whether shapes may depend on array values (``nonzero``, cell occupancy, host-read sizes):
+    #: False where the code is traced into one static graph (jax.jit)
+    data_dependent_shapes: bool = True
+
+    # --- capabilities and devices --------------------------------------------------------------
+    def native_kernels(self, group: Any) -> bool:
+        """Whether this adapter has fused kernels (sampling, neighbour search) for ``group``.
+
+        Parameters
+        ----------
+        group : Group
+            The group.
+
+        Returns
+        -------
+        bool
+            False here: the reference has no kernels. Kernel adapters answer with
+            :func:`lieconv_core.groups.supports_group`.
+        """
+        return False
+
+    def device(self, xp: Any, name: str | None = None) -> Any:
+        """The device object for a device string.
+
+        Parameters
+        ----------
+        xp : module
+            The backend's namespace.
+        name : str or None
+            A device string ("cpu", "cuda:1", "gpu:0", ...); None: the default device.
+
+        Returns
+        -------
+        object
+            The device, as the namespace's ``asarray(..., device=)`` takes it.
+
+        Raises
+        ------
+        RuntimeError
+            When the device does not exist here.
+        """
+        dev = default_device(xp)
+        if name not in (None, "cpu", str(dev)):
+            raise RuntimeError(f"this backend has only the device {dev!s}, not {name!r}")
+        return dev
+
+    def configure(self, *, float64: bool = False, threads: int | None = None) -> None:
+        """Application-level settings of the framework (the library never changes them itself;
+        the CLI and the consistency table call this). No-op here.
+
+        Parameters
+        ----------
+        float64 : bool
+            Make float64 arrays available (jax: ``jax_enable_x64``).
+        threads : int or None
+            Intra-op CPU threads (torch), None: leave as is.
+        """
+        return None
+
+    def from_host(self, xp: Any, a: Any, dtype: Any, device: Any) -> Any:
+        """A host (numpy) array as an array of this backend.
+
+        Parameters
+        ----------
+        xp : module
+            The backend's namespace.
+        a : numpy.ndarray
+            Host values.
+        dtype : dtype
+            The namespace's dtype.
+        device : object or None
+            The device (None: the default).
+
+        Returns
+        -------
+        array
+            Same shape as ``a``.
+        """
+        return xp.asarray(a, dtype=dtype, device=device)
 
     # --- indexing --------------------------------------------------------------------------------
     def gather(self, xp: Any, x: Any, idx: Any) -> Any:
@@ -155,7 +165,7 @@ class ReferenceAdapter:
     def count_true(xp: Any, sel: Any, dtype: Any) -> Any:
         """Running count of True entries along the last axis of the bool array ``sel``, as
         integers of ``dtype`` (the cumulative sum of the ball search)."""
-        return xp.cumulative_sum(xp.astype(sel, dtype), axis=-1, dtype=dtype)
+        return count_true(xp, sel, dtype)
 
     def search_rows(self, xp: Any, counts: Any, targets: Any) -> Any:
         """:func:`search_rows`: row-wise ``searchsorted`` of non-decreasing integer rows."""
@@ -180,23 +190,7 @@ class ReferenceAdapter:
         the start among the valid points. Returns indices (bs, m) of the default integer dtype.
         Padding is never chosen; ties (after :func:`quantize`) go to the lowest index.
         """
-        cur, dmin = fps_start(xp, mask, u, elems.dtype)
-        from array_api_compat import is_numpy_namespace
-
-        from .nn.grid import euclidean_distance
-
-        if is_numpy_namespace(xp) and euclidean_distance(group) and elems.shape[-1] <= 4:
-            from ._numpy_fast import euclidean_fps  # same arithmetic, in-place ufuncs
-
-            scale = QUANT["float32" if elems.dtype == xp.float32 else "float64"]
-            return euclidean_fps(elems, mask, m, cur, scale)
-        dist = self.fps_distance(xp, group, elems, q, mask)
-        chosen = []
-        for _ in range(m):
-            chosen.append(cur)
-            dmin = xp.minimum(dmin, dist(cur))
-            cur = xp.argmax(dmin, axis=1)
-        return xp.stack(chosen, axis=1)
+        return _search.fps(self, xp, group, elems, q, mask, m, u)
 
     def fps_distance(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any) -> Callable:
         """cur (bs,) -> quantised distances (bs, n) of every point to point ``cur`` of its cloud,
@@ -207,30 +201,7 @@ class ReferenceAdapter:
         sqrt(((x0 − c0)² + (x1 − c1)²) + ...) on them: the same arithmetic as the generic path
         (:func:`lieconv_core.groups.base.norm`), without a (bs, n, E) broadcast per step, which in
         numpy runs an inner loop of length E (~10x slower at E = 3)."""
-        from .nn.grid import euclidean_distance
-
-        neg = xp.full(mask.shape, -math.inf, dtype=elems.dtype, device=_device(elems))
-        if euclidean_distance(group) and elems.shape[-1] <= 4:
-            zero = xp.zeros(mask.shape, dtype=elems.dtype, device=_device(elems))
-            # padded coordinates may be NaN: zero them once, the -inf mask does the rest
-            comps = [xp.where(mask, elems[..., i], zero) for i in range(elems.shape[-1])]
-
-            def dist(cur: Any) -> Any:
-                c = self.gather(xp, elems, cur[:, None])  # (bs, 1, E)
-                d = sqrt_sum_squares(xp, (x - c[:, :, i] for i, x in enumerate(comps)))
-                return xp.where(mask, quantize(xp, d), neg)
-
-            return dist
-
-        feats = group.distance_features(xp, elems)  # once, not once per step
-
-        def dist(cur: Any) -> Any:
-            f_cur = self.gather(xp, feats, cur[:, None])
-            q_cur = None if q is None else self.gather(xp, q, cur[:, None])
-            return xp.where(mask, quantize(xp, group.feature_distance(xp, feats, q, f_cur, q_cur)),
-                            neg)
-
-        return dist
+        return _search.fps_distance(self, xp, group, elems, q, mask)
 
     def neighbourhood(
         self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
@@ -239,36 +210,19 @@ class ReferenceAdapter:
     ) -> tuple[Any, Any, Any]:
         """Neighbour search: the contract is :meth:`chunked_neighbourhood`'s.
 
-        Dispatch: for Euclidean-distance groups (T(d), Trivial(d), Tx/Ty; d <= 3) on large clouds
-        the cell-list search of :mod:`lieconv_core.nn.grid` returns exactly the same indices, masks
-        and counts with O(m·W) work, W ≈ 3^d · (points per cell), instead of O(m·n);
-        ``grid=None`` (default) uses it when
-        :func:`lieconv_core.nn.grid.grid_neighbourhood` judges it pays (more than
-        ``GRID_MIN_PAIRS`` = 2^22 dense pairs, candidates per query <= n/4, not jax, scalar r),
-        ``grid=True`` whenever it applies at all (tests), ``grid=False`` never.
+        Dispatch (:func:`lieconv_core.neighbourhoods.search.neighbourhood`): for Euclidean and
+        position-bounded distances on large clouds the cell list returns exactly the same
+        indices, masks and counts with O(m·W) work instead of O(m·n); ``grid=None`` (default)
+        uses it where it pays, ``grid=True`` whenever it applies at all (tests), ``grid=False``
+        never.
 
         ``pair_dist``: the group distances (bs, m, n) of every (query, point) pair, when the caller
         already has them (:meth:`lieconv_core.LieConv.pairs`); used instead of recomputing them
         (chunked search). Kernel overrides may ignore it. ``chunk_pairs`` None: the adapter's
         :meth:`chunk_pairs` for the points' device.
         """
-        if k > points[2].shape[1]:  # the searches take k of the n columns
-            raise ValueError(f"k must be at most the number of points ({points[2].shape[1]}), "
-                             f"got {k}")
-        if chunk_pairs is None:
-            chunk_pairs = self.chunk_pairs(points[2])
-        if pair_dist is not None:
-            return self.chunked_neighbourhood(xp, group, query, points, k, r, priorities, knn,
-                                              chunk_pairs, pair_dist)
-        if grid is not False:
-            from .nn.grid import grid_neighbourhood
-
-            out = grid_neighbourhood(xp, self, group, query, points, k, r, priorities, knn,
-                                     force=bool(grid), fallback_chunk_pairs=chunk_pairs)
-            if out is not None:
-                return out
-        return self.chunked_neighbourhood(xp, group, query, points, k, r, priorities, knn,
-                                          chunk_pairs)
+        return _search.neighbourhood(self, xp, group, query, points, k, r, priorities, knn,
+                             chunk_pairs, grid, pair_dist)
 
     def chunked_neighbourhood(
         self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
@@ -287,49 +241,8 @@ class ReferenceAdapter:
         Returns idx (bs, m, k) ints, nbr_mask (bs, m, k) bool, inball (bs, m) in-ball counts
         (float, zero for invalid queries; None in kNN mode).
         """
-        qe, qq, qmask = query
-        pe, pq, pmask = points
-        bs, m = qmask.shape
-        n = pmask.shape[1]
-        chunk_pairs = self.chunk_pairs(pmask) if chunk_pairs is None else chunk_pairs
-        step = max(1, chunk_pairs // max(1, bs * n))
-        if not knn:
-            # Ball mode wants the stable order of key = (prio if in ball else prio + n): in-ball
-            # points by priority, then the others by priority. With the points' columns put in
-            # priority order once, that is "the first k in-ball columns, then the first others",
-            # found by cumulative counts and one searchsorted: O(m·n), no per-row sort.
-            order = xp.argsort(priorities, axis=-1, stable=True)  # (bs, n) columns by priority
-            pe = self.gather(xp, pe, order)
-            pq = None if pq is None else self.gather(xp, pq, order)
-            pmask = self.take_along_last(xp, pmask, order)
-            if pair_dist is not None:
-                pair_dist = self.take_along_last(
-                    xp, pair_dist, xp.broadcast_to(order[:, None, :], tuple(pair_dist.shape)))
-        if pair_dist is None:
-            qarrays, dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
-        else:
-            qarrays, dist = (pair_dist,), lambda d: d
-        # all points and queries valid (host-checked where cheap): the ball test alone decides
-        all_valid = not knn and self.all_true(xp, pmask) and self.all_true(xp, qmask)
-
-        def chunk(qm, *qa):
-            """One chunk of queries (mask (bs, s) and the distance inputs, sliced along the query
-            axis) -> idx (bs, s, k), valid (bs, s, k), in-ball counts (bs, s) or None."""
-            d = dist(*qa)
-            if knn:
-                valid = pmask[:, None, :] & qm[:, :, None]
-                score = xp.where(valid, quantize(xp, d), xp.full_like(d, math.inf))
-                pos = self.topk_smallest(xp, score, k)
-                return pos, self.take_along_last(xp, valid, pos), None
-            sel = d < r  # columns in priority order
-            if not all_valid:
-                sel = (pmask[:, None, :] & qm[:, :, None]) & sel
-            pos, inball = first_k_then_rest(xp, sel, k, self.search_rows, self.all_true,
-                                            counts=True, cumsum=self.count_true)
-            idx = self.gather(xp, order[..., None], pos)[..., 0]  # back to point indices
-            return idx, self.take_along_last(xp, sel, pos), xp.astype(inball, d.dtype)
-
-        return self.map_query_chunks(xp, chunk, (qmask, *qarrays), step)
+        return _search.chunked_neighbourhood(self, xp, group, query, points, k, r, priorities,
+                                     knn, chunk_pairs, pair_dist)
 
     def dense_neighbourhood(self, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
                             knn: bool, pair_dist: Any = None) -> tuple[Any, Any]:
@@ -342,18 +255,7 @@ class ReferenceAdapter:
         :meth:`chunked_neighbourhood` with k >= n selects, in point order instead of its slot
         order. ``pair_dist`` as in :meth:`neighbourhood`.
         """
-        qe, qq, qmask = query
-        pe, pq, pmask = points
-        valid = qmask[:, :, None] & pmask[:, None, :]
-        if knn:
-            return valid, None
-        if pair_dist is None:
-            qarrays, dist = _pair_distances(xp, group, (qe, qq), (pe, pq))
-            d = dist(*qarrays)
-        else:
-            d = pair_dist
-        sel = valid & (d < r)
-        return sel, xp.sum(xp.astype(sel, d.dtype), axis=-1)
+        return _dense.dense_neighbourhood(self, xp, group, query, points, r, knn, pair_dist)
 
     def chunk_pairs(self, x: Any) -> int:
         """Default bound on the (query, point) pairs of one neighbour-search chunk for arrays on
@@ -452,20 +354,6 @@ class ReferenceAdapter:
         """
         if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
-        from array_api_compat import is_numpy_namespace
-
-        if is_numpy_namespace(xp) and w.dtype == values.dtype:
-            from ._numpy_fast import blocked_contract  # the same products, gathered in blocks
-
-            bs, m, k, cm = w.shape
-            n, c = values.shape[1], values.shape[2]
-            partial = blocked_contract(
-                np.reshape(w, (bs * m, k, cm)), np.reshape(values, (bs * n, c)),
-                np.reshape(offset_rows(xp, nbr_idx, n), (bs * m, k)), weight_major,
-                lambda shape: np.empty(shape, w.dtype),
-                lambda src, idx, out: np.take(src, idx, axis=0, out=out),
-                lambda a, b, out: np.matmul(a, b, out=out))
-            return np.reshape(partial, (bs, m, cm * c))
         vals = self.gather(xp, values, nbr_idx)
         if weight_major:
             partial = xp.matrix_transpose(w) @ vals  # (bs, m, cm, c)
@@ -486,12 +374,6 @@ class ReferenceAdapter:
 
     def weightnet(self, xp: Any, layers: list, emb: Any) -> Any:
         """swish(L3(swish(L2(swish(L1(emb)))))): emb (..., d) -> (..., cm)."""
-        from array_api_compat import is_numpy_namespace
-
-        if is_numpy_namespace(xp) and all(t.dtype == emb.dtype for wb in layers for t in wb):
-            from ._numpy_fast import weightnet  # the same arithmetic, in place
-
-            return weightnet(layers, emb)
         h = emb
         for w, b in layers:
             h = self.swish(xp, self.linear(w, b, h))
@@ -539,39 +421,3 @@ class ReferenceAdapter:
             return np.asarray(to_device(x, "cpu"))
         except Exception:  # array_api_strict has no __array__; DLPack works everywhere
             return np.from_dlpack(x)
-
-
-def equal_step(m: int, step: int) -> int:
-    """Chunk length for m queries in chunks of at most ``step``: as few chunks as that allows,
-    of equal length (the last one no longer)."""
-    return -(-m // max(1, -(-m // max(1, step))))
-
-
-def concat_parts(xp: Any, parts: list) -> Any:
-    """Results of consecutive query chunks (each an array (bs, s, ...) or a tuple of arrays and
-    Nones) concatenated along axis 1."""
-    if isinstance(parts[0], tuple):
-        return tuple(None if p[0] is None else concat_parts(xp, list(p)) for p in zip(*parts))
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
-
-
-def _pair_distances(xp: Any, group: Any, query: tuple, points: tuple) -> tuple[tuple, Callable]:
-    """(per-query arrays (bs, m, ·), f): f(*those arrays, or their slices along the query axis)
-    -> group distances (bs, s, n) of those queries to every point.
-
-    query = (elems (bs, m, E), q or None), points likewise. For Euclidean groups the coordinates
-    are used as contiguous (bs, ·) components, so the distances are a few elementwise ops on
-    (bs, s, n) arrays — the same arithmetic as group.pair_distance (norm adds the squares left
-    to right), without the (bs, s, n, E) difference array (numpy runs that with an inner loop of
-    length E)."""
-    from .nn.grid import euclidean_distance
-
-    (qe, qq), (pe, pq) = query, points
-    if euclidean_distance(group) and pe.shape[-1] <= 4:
-        pcomps = [pe[..., i] for i in range(pe.shape[-1])]
-        return tuple(qe[..., i] for i in range(pe.shape[-1])), lambda *qcomps: sqrt_sum_squares(
-            xp, (qc[:, :, None] - pc[:, None, :] for qc, pc in zip(qcomps, pcomps)))
-    pf = group.distance_features(xp, pe)  # features once per search
-    return (group.distance_features(xp, qe), qq), lambda qf, qqs: group.feature_distance(
-        xp, qf[:, :, None, :], None if qqs is None else qqs[:, :, None, :],
-        pf[:, None, :, :], None if pq is None else pq[:, None, :, :])

@@ -30,8 +30,6 @@ from .training.rundir import RunDirError
 
 DEVICE_HELP = ("torch: cpu (default), cuda, cuda:1, ...; jax: cpu, gpu, gpu:1, ... "
                "(default: jax's default device)")
-BACKEND_CHOICES = ("torch", "jax")
-EVAL_BACKENDS = ("torch", "jax", "numpy")
 
 
 class CLIError(Exception):
@@ -67,29 +65,26 @@ def _check_choice(value: str, choices: tuple, what: str) -> str:
 
 
 def setup_backend(backend: str, dtype: str, threads: int | None, device: str | None = None,
-                  choices: tuple = BACKEND_CHOICES) -> None:
-    """Application-level framework settings (the library never changes them at import), and a
-    check that ``device`` exists before any work starts."""
-    _check_choice(backend, choices, "backend")
+                  choices: tuple | None = None) -> None:
+    """Application-level framework settings (the library never changes them at import;
+    :meth:`ReferenceAdapter.configure`), and a check that ``device`` exists before any work
+    starts. ``choices``: the accepted backends (default: those with a trainer)."""
+    from ._backend import adapter_for, get_backend, namespace_for, trainable_backends
+
+    _check_choice(backend, trainable_backends() if choices is None else choices, "backend")
     try:
-        if backend == "torch":
-            import torch
-
-            if threads:
-                torch.set_num_threads(int(threads))
-        elif backend == "jax":
-            import jax
-
-            if dtype == "float64":
-                jax.config.update("jax_enable_x64", True)
+        adapter = adapter_for(namespace_for(backend))
     except ImportError as exc:
+        extra = get_backend(backend).extra or backend
         raise CLIError(f"backend {backend!r} is not installed ({exc}); "
-                       f"pip install 'lieconv[{backend}]'") from exc
+                       f"pip install 'lieconv[{extra}]'") from exc
+    adapter.configure(float64=dtype == "float64", threads=threads)
     if device is not None:
         from .training.engine import resolve_device
 
-        if backend not in BACKEND_CHOICES:
-            raise CLIError(f"--device is for torch and jax, not {backend!r}")
+        if backend not in trainable_backends():
+            raise CLIError(f"--device is for {' and '.join(trainable_backends())}, "
+                           f"not {backend!r}")
         try:
             resolve_device(backend, device)
         except (RuntimeError, ValueError) as exc:
@@ -162,10 +157,12 @@ TRAIN_DEFAULTS = {"springs": (100, 200, None), "rotmnist": (20, 25, 3e-3),
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ._backend import compiling_backends
     from .training import fit
 
-    if args.compile and args.backend != "torch":
-        raise CLIError("--compile is for the torch backend (jax always jits its step)")
+    if args.compile and args.backend not in compiling_backends():
+        raise CLIError(f"--compile is for the {' and '.join(compiling_backends())} backend "
+                       "(the others compile their step themselves or not at all)")
     setup_backend(args.backend, args.dtype, args.threads, args.device)
     task, cfg, data, info = _model_and_data(args)
     epochs, bs, lr = TRAIN_DEFAULTS[args.task]
@@ -187,16 +184,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --- evaluate / predict --------------------------------------------------------------------------
 def _load(args: argparse.Namespace) -> tuple[Any, dict, Any, Any, dict]:
     """(task, model config, model, runner on the chosen backend, run config)."""
+    from ._backend import backend_names, trainable_backends
     from .training.engine import load_run, runner_for
 
     if args.backend is not None:
-        _check_choice(args.backend, EVAL_BACKENDS, "backend")
+        _check_choice(args.backend, backend_names(), "backend")
     task, cfg, model, params, state, config = load_run(args.checkpoint)
     if task.name != args.task:
         raise CLIError(f"{args.checkpoint} is a {task.name} run, not {args.task}")
     backend = args.backend or config.get("backend", "torch")
     dtype = config.get("dtype", "float32")
-    choices = EVAL_BACKENDS if task.name != "springs" else BACKEND_CHOICES
+    # springs' models differentiate the Hamiltonian: its forward needs autodiff
+    choices = backend_names() if task.name != "springs" else trainable_backends()
     setup_backend(backend, dtype, args.threads, args.device, choices)
     runner = runner_for(backend, task, model, cfg, params, state, dtype, args.device)
     return task, cfg, model, runner, {**config, "eval_backend": backend}
@@ -461,12 +460,14 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._backend import trainable_backends
+
     ap = argparse.ArgumentParser(prog="lieconv", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train a model and write a run folder")
     tr.add_argument("task", help=" | ".join(TASKS))
     tr.add_argument("--out", required=True, help="run folder (new, empty, or --resume)")
-    tr.add_argument("--backend", default="torch", help="torch | jax")
+    tr.add_argument("--backend", default="torch", help=" | ".join(trainable_backends()))
     tr.add_argument("--epochs", type=POS_INT, default=None)
     tr.add_argument("--batch-size", type=POS_INT, default=None)
     tr.add_argument("--lr", type=POS_FLOAT, default=None, help="peak learning rate")
@@ -540,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--overwrite", action="store_true", help="replace compare.json/.png in --out")
     co.set_defaults(func=cmd_compare)
     de = sub.add_parser("demo", help="short run: HLieConv-T2 vs FLieConv vs FC conservation table")
-    de.add_argument("--backend", default="torch", help="torch | jax")
+    de.add_argument("--backend", default="torch", help=" | ".join(trainable_backends()))
     de.add_argument("--n-train", type=POS_INT, default=400)
     de.add_argument("--epochs", type=POS_INT, default=6)
     de.add_argument("--n-rollout", type=POS_INT, default=10)

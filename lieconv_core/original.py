@@ -109,9 +109,9 @@ def from_original(state_dict: Mapping[str, Any] | str | os.PathLike, net: Any
 def _load(src: Any) -> Mapping[str, Any]:
     """A mapping from a mapping or a .pt path; unwraps checkpoint dicts."""
     if isinstance(src, str | os.PathLike):
-        import torch
+        from lieconv_torch.checkpoint import load_pt  # the original's .pt files are torch's
 
-        src = torch.load(os.fspath(src), map_location="cpu", weights_only=True)
+        src = load_pt(src)
     if not isinstance(src, Mapping):
         raise TypeError(f"state_dict must be a mapping or a path, got {type(src).__name__}")
     for k in WRAPPER_KEYS:

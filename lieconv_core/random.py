@@ -106,9 +106,9 @@ class PortableDraws:
 
     @staticmethod
     def _to(xp: Any, arr: np.ndarray, dtype: Any, device: Any) -> Any:
-        if _is_numpy_like(xp):
-            return xp.asarray(arr, dtype=dtype)
-        return xp.asarray(arr, dtype=dtype, device=device)
+        from ._backend import adapter_for
+
+        return adapter_for(xp).from_host(xp, arr, dtype, device)
 
     def uniform(self, xp, shape, dtype, device):
         """Uniform draws on [0, 1).
@@ -173,12 +173,6 @@ class PortableDraws:
         base = np.broadcast_to(np.arange(n, dtype=np.int64), shape)
         perm = self.gen.permuted(base.reshape(-1, n), axis=1).reshape(shape)
         return self._to(xp, perm, xp.asarray(0).dtype, device)
-
-
-def _is_numpy_like(xp: Any) -> bool:
-    import array_api_compat as aac
-
-    return aac.is_numpy_namespace(xp)
 
 
 def as_draws(rng: Any) -> Draws:

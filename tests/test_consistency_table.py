@@ -1,8 +1,8 @@
-"""The cross-backend consistency table (lieconv_core.consistency) runs and passes, quickly."""
+"""The cross-backend consistency table (lieconv_core.tools.consistency) runs and passes, quickly."""
 
 import pytest
 
-from lieconv_core import consistency
+from lieconv_core.tools import consistency
 
 QUICK = ["exp SE3", "log SO3", "lift SE2", "fps T3", "nbhd knn", "LieConv T3", "LieResNet T3 eval",
          "nbhd ball T3 chunks"]  # several query chunks, the last one shorter

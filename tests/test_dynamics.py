@@ -191,6 +191,11 @@ def test_torch_module_wrappers(torch1):
     dz = dm(torch1.tensor(z0), torch1.tensor(sys))
     assert dz.shape == (2, 2, 6, 2)
     np.testing.assert_allclose(dz[:, 0].detach().numpy(), z0[:, 1] / sys[..., :1], rtol=1e-12)
+    # without a dtype the parameters keep theirs (float64 from init_host), with one they take it
+    kept = DynamicsModule(model, model.init_host(np.random.default_rng(0)))
+    assert {p.dtype for p in kept.parameters()} == {torch1.float64}
+    cast = DynamicsModule(model, model.init_host(np.random.default_rng(0)), dtype="float32")
+    assert {p.dtype for p in cast.parameters()} == {torch1.float32}
 
 
 def test_torch_compiled_training_step_in_one_graph_gives_eager_numbers(torch1):

@@ -1,4 +1,4 @@
-"""Cell-list neighbour search (lieconv_core.nn.grid) against the chunked reference search, the
+"""Cell-list neighbour search (neighbourhoods.cell_list) against the chunked search, the
 auto dispatch of ReferenceAdapter.neighbourhood, query-chunked LieConv aggregation, and T(3)
 invariance through the grid path (with a control that fails)."""
 
@@ -14,7 +14,7 @@ from lieconv_core import groups as G
 from lieconv_core._backend import adapter_for, backend_name
 from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.cloud import Cloud
-from lieconv_core.nn import grid
+from lieconv_core.neighbourhoods import cell_list as grid
 from lieconv_core.nn.lieconv import CHUNK_ELEMS
 from lieconv_core.nn.module import Model, to_backend
 from lieconv_core.random import PortableDraws
@@ -293,10 +293,14 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
     assert grid.euclidean_distance(G.Tx()) and not grid.euclidean_distance(G.Rx())
     assert not any(grid.euclidean_distance(g) for g in (G.SO2(), G.SE2(), G.SE3()))
 
-    class MyT(G.T):  # a subclass may change the distance: declined
+    class MyT(G.T):  # a subclass that keeps the distance keeps the declaration
         pass
 
-    assert not grid.euclidean_distance(MyT(3))
+    class ScaledT(G.T):  # one that changes a distance hook without declaring again: declined
+        def pair_distance(self, xp, u, qu, v, qv):
+            return 2 * super().pair_distance(xp, u, qu, v, qv)
+
+    assert grid.euclidean_distance(MyT(3)) and not grid.euclidean_distance(ScaledT(3))
 
 
 # --- chunked aggregation -------------------------------------------------------------------------

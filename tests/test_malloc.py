@@ -1,4 +1,4 @@
-"""lieconv_core.malloc.keep_freed_memory: after it, a loop that allocates the same large array on
+"""tools.malloc.keep_freed_memory: after it, a loop that allocates the same large array on
 every call stops page-faulting it in again (glibc keeps the freed block), also in worker threads;
 without it every call faults (control). Each case runs in its own interpreter, since the setting
 is process-wide."""
@@ -13,7 +13,7 @@ import pytest
 SCRIPT = """
 import resource, sys, threading
 import numpy as np
-from lieconv_core.malloc import keep_freed_memory
+from lieconv_core.tools.malloc import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
 
@@ -46,7 +46,7 @@ def test_keep_freed_memory_stops_refaulting_large_blocks(where):
     """In the main thread and in a thread started afterwards (whose own arena would map a
     64 MiB block fresh every time whatever M_MMAP_MAX says: M_ARENA_MAX = 1 is what fixes it)."""
     pytest.importorskip("resource")
-    from lieconv_core.malloc import _glibc
+    from lieconv_core.tools.malloc import _glibc
 
     if _glibc() is None:
         pytest.skip("the C library is not glibc: keep_freed_memory returns False there")

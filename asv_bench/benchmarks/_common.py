@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from lieconv_core.consistency import SPECS, Backend, resolve
 from lieconv_core.groups import SE2, SE3, T
 from lieconv_core.nn.presets import (
     image_grid,
@@ -29,6 +28,7 @@ from lieconv_core.nn.presets import (
     molecule_features,
     molecule_lieresnet,
 )
+from lieconv_core.tools.consistency import SPECS, Backend, resolve
 
 #: asv parameter: backend:device specs (unavailable ones are skipped). ``LIECONV_BENCH_BACKENDS``
 #: (comma-separated specs) narrows the list, e.g. for a quick CPU run.

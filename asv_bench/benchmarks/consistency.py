@@ -1,8 +1,8 @@
-"""Max deviation of each backend from numpy (``lieconv_core.consistency`` checks), as asv
+"""Max deviation of each backend from numpy (``lieconv_core.tools.consistency`` checks), as asv
 ``track_`` values: the LieConv layer and a small LieResNet, float64 and float32. 0 means
 bit-identical; the tolerances are 1e-10 (float64) and 1e-5 (float32)."""
 
-from lieconv_core import consistency as cons
+from lieconv_core.tools import consistency as cons
 
 from ._common import BACKENDS, Bench
 

@@ -1,6 +1,6 @@
 """Group exp / log per group at two sizes (float32; jax jitted)."""
 
-from lieconv_core.consistency import _algebra, _groups
+from lieconv_core.tools.consistency import _algebra, _groups
 
 from ._common import BACKENDS, Bench, run_synced
 

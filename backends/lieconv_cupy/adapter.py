@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_PAIRS, QUANT, ReferenceAdapter
+from lieconv_core.groups import supports_group
 
 #: the CUDA source of the kernels (compiled by NVRTC on first use; nvcc-checked in the tests)
 KERNELS_CU = Path(__file__).with_name("kernels.cu")
@@ -24,19 +25,56 @@ HID, OUT, KT = 32, 16, 64
 LAUNCHES: Counter = Counter()
 
 
-def supports_group(group: Any) -> bool:
-    from lieconv_core.groups.translation import T
-    from lieconv_core.groups.trivial import Trivial
-
-    return type(group) in (T, Trivial) and 1 <= group.space_dim <= 3
-
-
 class CupyAdapter(ReferenceAdapter):
     name = "cupy"
 
     def __init__(self, kernels: str | None = None):
         self.kernels = kernels or os.environ.get("LIECONV_CUPY_KERNELS", "auto")
         self._module: Any = None
+
+    def device(self, xp: Any, name: str | None = None) -> Any:
+        """None (cupy's current device), after checking that a CUDA device exists.
+
+        Parameters
+        ----------
+        xp : module
+            The cupy namespace.
+        name : str or None
+            Unused: cupy works on its current device.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        RuntimeError
+            When no CUDA device is usable.
+        """
+        import cupy
+
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDARuntimeError without a driver
+            raise RuntimeError(f"cupy unusable ({exc})") from exc
+        if count < 1:
+            raise RuntimeError("no CUDA device")
+        return None
+
+    def native_kernels(self, group: Any) -> bool:
+        """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
+        declares (:func:`lieconv_core.groups.supports_group`).
+
+        Parameters
+        ----------
+        group : Group
+            The group.
+
+        Returns
+        -------
+        bool
+        """
+        return supports_group(group)
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_DEVICE
@@ -81,7 +119,7 @@ class CupyAdapter(ReferenceAdapter):
 
     # --- contract overrides --------------------------------------------------------------------
     def fps(self, xp, group, elems, q, mask, m, u):
-        if not (q is None and supports_group(group) and self._usable(elems)):
+        if not (q is None and self.native_kernels(group) and self._usable(elems)):
             return super().fps(xp, group, elems, q, mask, m, u)
         import cupy
 
@@ -103,7 +141,7 @@ class CupyAdapter(ReferenceAdapter):
     def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
         qe, qq, qmask = query
         pe, pq, pmask = points
-        if not (qq is None and pq is None and supports_group(group) and self._usable(qe, pe)
+        if not (qq is None and pq is None and self.native_kernels(group) and self._usable(qe, pe)
                 and qe.dtype == pe.dtype and 1 <= k <= pe.shape[1]):
             return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
         import cupy

@@ -22,6 +22,7 @@ from lieconv_core.adapter import (
     equal_step,
     fps_start,
 )
+from lieconv_core.groups import supports_group
 
 #: LIECONV_JAX_KERNELS: "auto" (default: Pallas kernels when jax's default backend is a GPU),
 #: "never", or "interpret" (Pallas kernels through the interpreter on any backend: tests; slow)
@@ -40,12 +41,74 @@ def _on_cpu(x: Any) -> bool:
 
 class JaxAdapter(ReferenceAdapter):
     name = "jax"
+    #: jax.jit traces static shapes: no nonzero-based compaction, no cell-list search
+    data_dependent_shapes = False
 
     def __init__(self, kernels: str | None = None):
         kernels = kernels or os.environ.get(_KERNELS_ENV, "auto")
         if kernels not in ("auto", "never", "interpret"):
             raise ValueError(f"kernels must be 'auto', 'never' or 'interpret', got {kernels!r}")
         self.kernels = kernels
+
+    def device(self, xp: Any, name: str | None = None) -> Any:
+        """"cpu", "gpu", "gpu:1", ... -> a jax ``Device``.
+
+        Parameters
+        ----------
+        xp : module
+            The jax.numpy namespace.
+        name : str or None
+            The device string; None: jax's default device.
+
+        Returns
+        -------
+        jax.Device
+
+        Raises
+        ------
+        RuntimeError
+            When the platform or the device index does not exist here.
+        """
+        if name is None:
+            return jax.devices()[0]
+        platform, _, index = name.partition(":")
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError as exc:
+            raise RuntimeError(f"jax has no {platform!r} backend here ({exc})") from exc
+        i = int(index) if index else 0
+        if i >= len(devices):
+            raise RuntimeError(f"jax sees {len(devices)} {platform} device(s)")
+        return devices[i]
+
+    def configure(self, *, float64: bool = False, threads: int | None = None) -> None:
+        """Switch jax's float64 support on (application-level; see
+        :meth:`ReferenceAdapter.configure`).
+
+        Parameters
+        ----------
+        float64 : bool
+            Set ``jax_enable_x64``.
+        threads : int or None
+            Unused: XLA takes its thread count from the environment.
+        """
+        if float64:
+            jax.config.update("jax_enable_x64", True)
+
+    def native_kernels(self, group: Any) -> bool:
+        """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
+        declares (:func:`lieconv_core.groups.supports_group`).
+
+        Parameters
+        ----------
+        group : Group
+            The group.
+
+        Returns
+        -------
+        bool
+        """
+        return supports_group(group)
 
     def chunk_elems(self, x: Any) -> int:
         # XLA:CPU puts all of a call's temporaries in one buffer, mapped fresh (page faults) on
@@ -143,7 +206,7 @@ class JaxAdapter(ReferenceAdapter):
     def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
         pk = self._pallas(query[0], points[0])
         if (pk is not None and query[1] is None and points[1] is None
-                and pk[0].supports_group(group) and 1 <= k <= points[0].shape[1]
+                and self.native_kernels(group) and 1 <= k <= points[0].shape[1]
                 and points[0].shape[1] <= pk[0].MAX_N and query[0].dtype == points[0].dtype):
             return pk[0].neighbourhood(query, points, k, r, priorities, knn, interpret=pk[1])
         return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
@@ -168,7 +231,7 @@ class JaxAdapter(ReferenceAdapter):
         """Pallas kernel on GPU (supported groups); else one lax.fori_loop over the m steps:
         jit-friendly, no Python unrolling."""
         pk = self._pallas(elems)
-        if (pk is not None and q is None and pk[0].supports_group(group)
+        if (pk is not None and q is None and self.native_kernels(group)
                 and elems.shape[1] <= pk[0].MAX_N):
             return pk[0].fps(elems, mask, m, u, interpret=pk[1])
         return _lax_fps(group, m, elems, q, mask, u)

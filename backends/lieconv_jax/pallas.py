@@ -60,13 +60,6 @@ def _index_dtype():
     return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
 
 
-def supports_group(group) -> bool:
-    from lieconv_core.groups.translation import T
-    from lieconv_core.groups.trivial import Trivial
-
-    return type(group) in (T, Trivial) and 1 <= group.space_dim <= 3
-
-
 def _pad_to(x, axis: int, size: int, value=0):
     pad = [(0, 0)] * x.ndim
     pad[axis] = (0, size - x.shape[axis])

@@ -20,6 +20,7 @@ from lieconv_core.adapter import (
     ReferenceAdapter,
     offset_rows,
 )
+from lieconv_core.groups import supports_group
 
 #: LIECONV_TORCH_KERNELS: "auto" (default: Triton kernels for CUDA tensors of supported groups),
 #: "never" (always the reference path)
@@ -69,29 +70,77 @@ class TorchAdapter(ReferenceAdapter):
             self._mod = load(interpret=self.kernels == "interpret")
         return self._mod
 
-    @staticmethod
-    def _group_ok(group: Any) -> bool:
-        from .kernels import supports_group
+    def device(self, xp: Any, name: str | None = None) -> Any:
+        """"cpu", "cuda", "cuda:1", ... -> a ``torch.device``.
 
+        Parameters
+        ----------
+        xp : module
+            The torch namespace.
+        name : str or None
+            The device string; None: "cpu".
+
+        Returns
+        -------
+        torch.device
+
+        Raises
+        ------
+        RuntimeError
+            For a malformed string or a CUDA device that does not exist here.
+        """
+        dev = torch.device(name or "cpu")  # RuntimeError on a malformed string
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device on this machine")
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+
+    def configure(self, *, float64: bool = False, threads: int | None = None) -> None:
+        """Set torch's intra-op CPU threads (application-level; see
+        :meth:`ReferenceAdapter.configure`).
+
+        Parameters
+        ----------
+        float64 : bool
+            Unused: torch always has float64.
+        threads : int or None
+            ``torch.set_num_threads``; None: leave as is.
+        """
+        if threads:
+            torch.set_num_threads(int(threads))
+
+    def native_kernels(self, group: Any) -> bool:
+        """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
+        declares (:func:`lieconv_core.groups.supports_group`).
+
+        Parameters
+        ----------
+        group : Group
+            The group.
+
+        Returns
+        -------
+        bool
+        """
         return supports_group(group)
 
     def fps(self, xp, group, elems, q, mask, m, u):
         mod = self._launchers(elems)
-        if mod is not None and q is None and self._group_ok(group):
+        if mod is not None and q is None and self.native_kernels(group):
             out = mod.fps(elems, mask, m, u)
             if out is not None:
                 return out
-        from lieconv_core.nn.grid import euclidean_distance
-
-        if (euclidean_distance(group) and elems.shape[-1] <= 4 and elems.device.type == "cpu"
+        if (group.euclidean_distance and elems.shape[-1] <= 4 and elems.device.type == "cpu"
                 and not elems.requires_grad and not self.functional):
             return _euclidean_fps(xp, elems, mask, m, u)
         return super().fps(xp, group, elems, q, mask, m, u)
 
     def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
         mod = self._launchers(query[0], points[0])
-        if (mod is not None and query[1] is None and points[1] is None and self._group_ok(group)
-                and 1 <= k <= points[0].shape[1] and query[0].dtype == points[0].dtype):
+        if (mod is not None and query[1] is None and points[1] is None
+                and self.native_kernels(group) and 1 <= k <= points[0].shape[1]
+                and query[0].dtype == points[0].dtype):
             return mod.neighbourhood(query, points, k, r, priorities, knn)
         return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
 

@@ -123,27 +123,25 @@ def _copy_into(mod: _Tree, tree: dict) -> None:
 
 
 class DynamicsModule(nn.Module):
-    """``nn.Module`` around a :mod:`lieconv_core.dynamics` model.
-
-    ``forward(z, sys)`` is the vector field ż; ``rollout``, ``loss``, ``energy`` and ``potential``
-    use the registered parameters.
+    """``nn.Module`` around a :mod:`lieconv_core.dynamics` model: ``forward(z, sys)`` is the vector
+    field ż; ``rollout``, ``loss``, ``energy`` and ``potential`` use the registered parameters.
 
     Parameters
     ----------
-    model : DynamicsModel
-        From :func:`lieconv_core.dynamics.models.make_model`.
+    model : Model
+        A :mod:`lieconv_core.dynamics` model.
     params : dict
-        Nested dicts of arrays from ``model.init``; they become ``nn.Parameter`` s.
-    dtype : {"float32", "float64"} or torch.dtype, default "float32"
-        Floating dtype of the parameters.
-    device : str or torch.device, default "cpu"
+        Nested dict of arrays from ``model.init``; they become ``nn.Parameter`` s.
+    dtype : {"float32", "float64"}, torch.dtype or None
+        Floating dtype of the parameters; None (default): they keep their dtypes.
+    device : str or torch.device
         Where they live.
     """
 
-    def __init__(self, model: Any, params: dict, dtype: Any = "float32", device: Any = "cpu"):
+    def __init__(self, model: Any, params: dict, dtype: Any = None, device: Any = "cpu"):
         super().__init__()
         self.model = model
-        self.params = _Tree(params, torch_dtype(dtype), device)
+        self.params = _Tree(params, None if dtype is None else torch_dtype(dtype), device)
 
     def tree(self) -> dict:
         """The registered parameters as the nested dict the functional model takes.

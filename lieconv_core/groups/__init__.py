@@ -3,7 +3,7 @@
 import inspect
 from typing import Any
 
-from .base import Group
+from .base import Group, supports_group
 from .rxso2 import Rx, RxSO2
 from .se2 import SE2
 from .se3 import SE3
@@ -119,4 +119,4 @@ def as_group(group: Any) -> Group:
 
 
 __all__ = ["Group", "Trivial", "T", "Tx", "Ty", "SO2", "RxSO2", "Rx", "SE2", "SO3", "SE3",
-           "Subgroup", "GROUPS", "by_name", "get", "names", "as_group"]
+           "Subgroup", "GROUPS", "by_name", "get", "names", "as_group", "supports_group"]

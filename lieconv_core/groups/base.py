@@ -41,6 +41,34 @@ class Group:
     #: True if points at the origin are outside the domain (RxSO(2))
     excludes_origin: bool = False
 
+    # --- capabilities: what the fast paths may assume (see :func:`supports_group`) ----------------
+    #: True if :meth:`pair_distance` is ‖u − v‖ on the element arrays and ignores q: the cell-list
+    #: search bins the elements themselves, FPS and the searches use per-coordinate differences,
+    #: and the fused kernels apply (:func:`supports_group`). A subclass that overrides a distance
+    #: hook without declaring this again is not Euclidean.
+    euclidean_distance: bool = False
+    #: True if :meth:`pair_embed` is the base formula from :meth:`pair_log` (pair logs computed once
+    #: per forward can be shared between layers); False for a group with its own pair embedding
+    embeds_from_log: bool = True
+    #: True if :meth:`pair_distance` is the base formula from :meth:`pair_log`
+    distance_from_log_only: bool = True
+
+    #: the hooks each capability depends on: overriding one resets the capability unless the
+    #: subclass declares it again
+    _CAPABILITY_HOOKS = {
+        "euclidean_distance": ("pair_distance", "distance_features", "feature_distance",
+                               "pair_log", "distance_from_log"),
+        "embeds_from_log": ("pair_embed",),
+        "distance_from_log_only": ("pair_distance",),
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        for flag, hooks in Group._CAPABILITY_HOOKS.items():
+            if flag not in own and any(h in own for h in hooks):
+                setattr(cls, flag, False)
+
     @property
     def embed_dim(self) -> int:
         """Width of the pair embedding [log(v⁻¹u), q_u, q_v] fed to the weight net."""
@@ -157,9 +185,9 @@ class Group:
     def position_bound(self) -> float | None:
         """A lower bound of the distance by the distance of the positions, if there is one.
 
-        The cell-list neighbour search (:mod:`lieconv_core.nn.grid`) bins elements by
-        :meth:`position` and, for a ball of radius r, looks only at points within r / c of the
-        query.
+        The cell-list neighbour search (:mod:`lieconv_core.neighbourhoods.cell_list`) bins
+        elements by :meth:`position` and, for a ball of radius r, looks only at points within
+        r / c of the query.
 
         Returns
         -------
@@ -341,6 +369,25 @@ class Group:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+def supports_group(group: Group, max_dim: int = 3) -> bool:
+    """Whether the fused kernels and other Euclidean fast paths support ``group``: its distance
+    is Euclidean on the elements (:attr:`Group.euclidean_distance`) and the elements have 1 to
+    ``max_dim`` coordinates.
+
+    Parameters
+    ----------
+    group : Group
+        The group.
+    max_dim : int
+        Most element coordinates the caller handles.
+
+    Returns
+    -------
+    bool
+    """
+    return bool(group.euclidean_distance) and 1 <= group.elem_dim <= max_dim
 
 
 def repeat_samples(xp: Any, x: Any, ns: int) -> Any:

@@ -45,6 +45,8 @@ class Subgroup(Group):
         self.alpha = parent.alpha
         self.excludes_origin = parent.excludes_origin
         self.random_lift = parent.random_lift
+        # the parent's distance on the parent's elements (q holds the dropped coordinates only)
+        self.euclidean_distance = parent.euclidean_distance
 
     def _cols(self, xp, a, idx):
         return xp.stack([a[..., i] for i in idx], axis=-1)

@@ -26,6 +26,7 @@ class T(Group):
         The distance is α‖Δx‖.
     """
 
+    euclidean_distance = True
     q_dim = 0
 
     def __init__(self, d: int = 2, alpha: float = 0.2):

@@ -22,6 +22,7 @@ class Trivial(Group):
         The distance is (1 − α)‖Δx‖.
     """
 
+    euclidean_distance = True
     lie_dim = 0
     q_dim = 0
 

@@ -1,14 +1,14 @@
 """The LieConv layer of the paper, functional and written once against the array API.
 
-One forward pass: (1) subsample queries by farthest point sampling under the group distance;
-(2) find neighbourhoods (random subset of the ball of radius r, or kNN), chunked so the
-(bs, m, n) distance matrix is never held whole (a cell list for Euclidean groups on large clouds,
-:mod:`lieconv_core.nn.grid`); (3) update r in training mode; (4) gather neighbours and embed only
-the (bs, m, k) selected pairs; (5) weight net with masked batch norm; (6) PointConv contraction
-and output linear, mean-normalised; (7) zero invalid queries. Steps 4-6 run in query chunks of
-bounded size except in training mode with batch norm. On host backends, steps 4-5 run on the valid
-pairs only where at most :data:`COMPACT_MAX_FILL` of the slots are valid (sparse balls, padding;
-:attr:`LieConv.compact`), and trailing slots no query uses are dropped.
+One forward pass: (1) subsample queries by farthest point sampling under the group distance; (2)
+find neighbourhoods (random subset of the ball of radius r, or kNN), chunked so the (bs, m, n)
+distance matrix is never held whole (a cell list for Euclidean groups on large clouds,
+:mod:`lieconv_core.neighbourhoods.cell_list`); (3) update r in training mode; (4) gather neighbours
+and embed only the (bs, m, k) selected pairs; (5) weight net with masked batch norm; (6) PointConv
+contraction and output linear, mean-normalised; (7) zero invalid queries. Steps 4-6 run in query
+chunks of bounded size except in training mode with batch norm. On host backends, steps 4-5 run on
+the valid pairs only where at most :data:`COMPACT_MAX_FILL` of the slots are valid (sparse balls,
+padding; :attr:`LieConv.compact`), and trailing slots no query uses are dropped.
 
 Dense path: when the neighbourhood size k is at least the number of points n (small clouds such
 as the spring systems and molecules), every point is a candidate of every query, so steps 2 and 4
@@ -20,7 +20,7 @@ as the indexed path, summed in point order instead of slot order.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from array_api_compat import device as _device
@@ -60,6 +60,19 @@ COMPACT_MAX_FILL = 0.8
 #: the all-pairs log / distance cache (:meth:`LieConv.pairs`) is used up to this many pairs
 #: (bs·n²; 2^21 pairs of SE(3) logs and distances: 56 MiB in float32)
 PAIR_CACHE_MAX = 1 << 21
+
+
+class _Neighbours(NamedTuple):
+    """A layer's neighbourhoods: indices (bs, m, k) or None (dense), the pair mask (bs, m, k) or
+    (bs, m, n), in-ball counts (bs, m) or None (kNN), shared pair logs or None, whether dense,
+    and the radius used."""
+
+    idx: Any
+    mask: Any
+    counts: Any
+    log: Any
+    dense: bool
+    r: Any
 
 
 class LieConv(Model):
@@ -198,8 +211,12 @@ class LieConv(Model):
 
         ``pairs``: :meth:`pairs` of this cloud under this layer's group, computed once by the
         caller and shared by the layers that see the same elements (LieResNet does); used only
-        when the layer does not subsample."""
-        xp, ad = ctx.xp, ctx.adapter
+        when the layer does not subsample.
+
+        The aggregation takes one of two paths: :meth:`_aggregate_all` (batch-norm training:
+        statistics over all valid pairs at once) or :meth:`_aggregate_chunks` (queries in
+        chunks; within a chunk the compacted, dense or indexed weight net)."""
+        xp = ctx.xp
         if cloud.values.shape[-1] != self.chin:
             raise ValueError(f"LieConv expects {self.chin} input channels, "
                              f"got {cloud.values.shape[-1]}")
@@ -208,6 +225,29 @@ class LieConv(Model):
         if idx is None:
             idx, state = self.query_indices(state, cloud, ctx)
         query = self.subsample(cloud, idx, ctx)
+        nb = self._neighbours(state, query, cloud, ctx, pairs if idx is None else None)
+        new_state = dict(state)
+        if ctx.train and not self.knn:
+            new_state.update(self._update_radius(xp, state, nb.r, nb.counts, query.mask,
+                                                 cloud.mask))
+        # padded points may hold anything (NaN included): the aggregation needs finite values
+        values = zero_invalid(xp, cloud.values, cloud.mask)
+        if self.bn and ctx.train:
+            out, new_state["wn"] = self._aggregate_all(params, state, query, cloud, values, nb,
+                                                       ctx)
+        else:
+            out = self._aggregate_chunks(params, state, query, cloud, values, nb, ctx)
+        if self.mean:
+            cnt = xp.sum(xp.astype(nb.mask, out.dtype), axis=-1)[..., None]
+            out = out / xp.maximum(cnt, xp.ones_like(cnt))
+        out = zero_invalid(xp, out, query.mask)
+        return query._replace(values=out), new_state
+
+    def _neighbours(self, state: dict, query: Cloud, cloud: Cloud, ctx: Ctx,
+                    pairs: tuple | None) -> _Neighbours:
+        """The neighbourhood of every query: the dense pair mask (k >= n, or ``dense``) or the
+        indexed search, then, where the adapter allows host reads, the empty slots dropped."""
+        xp, ad = ctx.xp, ctx.adapter
         bs, n = cloud.mask.shape
         k = n if self.nbhd is None else min(self.nbhd, n)
         dev = _device(cloud.mask)
@@ -220,7 +260,6 @@ class LieConv(Model):
         r = state["r_train"] if ctx.train and "r_train" in state else state["r"]
         qt, pt = (query.elems, query.q, query.mask), (cloud.elems, cloud.q, cloud.mask)
         dense = k >= n if self.dense is None else bool(self.dense)
-        pairs = pairs if idx is None else None
         pd = {} if pairs is None else {"pair_dist": pairs[1]}
         log = None if pairs is None else pairs[0]  # pair logs, read by the embeddings
         if dense:
@@ -233,57 +272,56 @@ class LieConv(Model):
                 xp, self.group, qt, pt, k, self.group.search_radius(r), prio, self.knn, **pd)
         if not dense and self.compact is not False and ad.compact_pairs(nbr_mask):
             nbr_idx, nbr_mask = _drop_empty_slots(xp, nbr_idx, nbr_mask)
-        new_state = dict(state)
-        if ctx.train and not self.knn:
-            new_state.update(self._update_radius(xp, state, r, counts, query.mask, cloud.mask))
-        # padded points may hold anything (NaN included): the aggregation needs finite values
-        values = zero_invalid(xp, cloud.values, cloud.mask)
-        if self.bn and ctx.train:
-            # batch-norm statistics over all valid pairs: one pass over all queries, unchunked
-            comp = self._compaction(xp, ad, nbr_mask)
-            if comp is None:
-                emb = self._embed(xp, ad, query, cloud, nbr_idx, log)
-            else:
-                emb = self._embed_valid(xp, query, cloud, nbr_idx, comp[0], log)
-            out, new_state["wn"] = self._aggregate(params, state["wn"], emb, values, nbr_idx,
-                                                   nbr_mask, ctx, comp)
+        return _Neighbours(nbr_idx, nbr_mask, counts, log, dense, r)
+
+    def _aggregate_all(self, params: dict, state: dict, query: Cloud, cloud: Cloud, values: Any,
+                       nb: _Neighbours, ctx: Ctx) -> tuple[Any, dict]:
+        """Batch-norm training: statistics over all valid pairs, so one pass over all queries,
+        unchunked (compacted to the valid pairs where that pays)."""
+        xp, ad = ctx.xp, ctx.adapter
+        comp = self._compaction(xp, ad, nb.mask)
+        if comp is None:
+            emb = self._embed(xp, ad, query, cloud, nb.idx, nb.log)
         else:
-            # no batch statistics: queries are independent, so process them in chunks that keep
-            # the (chunk, k, ·) pair arrays within ``chunk_elems`` elements
-            layers = [self._folded(xp, params["wn"][str(i)], state.get("wn", {}).get(str(i)))
-                      for i in range(3)]
-            m = nbr_mask.shape[1]
-            step = self.query_chunk(bs, m, nbr_mask.shape[2], ad.chunk_elems(values))
-            out_lin = self._out_linear(xp, params["out"], dense)
-            wm = {}  # the weight-major output linear, for compacted chunks
+            emb = self._embed_valid(xp, query, cloud, nb.idx, comp[0], nb.log)
+        return self._aggregate(params, state["wn"], emb, values, nb.idx, nb.mask, ctx, comp)
 
-            def chunk(qe, qq, idx, cmask, clog):
-                """One chunk of queries (elements, orbits, neighbour indices, pair mask and pair
-                logs, each sliced along the query axis) -> output values (bs, s, chout)."""
-                qc = Cloud(qe, qq, None, None)
-                comp = self._compaction(xp, ad, cmask)
-                if comp is not None:
-                    emb = self._embed_valid(xp, qc, cloud, idx, comp[0], clog)
-                    w = _expand(xp, ad.weightnet(xp, layers, emb), comp[1], tuple(cmask.shape))
-                    partial = self._contract_wm(xp, ad, w, values, idx)
-                    if not wm:
-                        wm.update(self._out_linear(xp, params["out"], True))
-                    return linear(wm, partial)
-                emb = self._embed(xp, ad, qc, cloud, idx, clog)
-                if dense:
-                    partial = ad.dense_pointconv(xp, layers, emb, values, cmask)
-                    partial = xp.reshape(partial, (*partial.shape[:2], -1))
-                else:
-                    partial = ad.pointconv(xp, layers, emb, values, idx, cmask)
-                return linear(out_lin, partial)
+    def _aggregate_chunks(self, params: dict, state: dict, query: Cloud, cloud: Cloud,
+                          values: Any, nb: _Neighbours, ctx: Ctx) -> Any:
+        """No batch statistics: queries are independent, so process them in chunks that keep
+        the (chunk, k, ·) pair arrays within ``chunk_elems`` elements; each chunk runs the
+        compacted, dense or indexed weight net and contraction."""
+        xp, ad = ctx.xp, ctx.adapter
+        bs = cloud.mask.shape[0]
+        layers = [self._folded(xp, params["wn"][str(i)], state.get("wn", {}).get(str(i)))
+                  for i in range(3)]
+        m = nb.mask.shape[1]
+        step = self.query_chunk(bs, m, nb.mask.shape[2], ad.chunk_elems(values))
+        out_lin = self._out_linear(xp, params["out"], nb.dense)
+        wm = {}  # the weight-major output linear, for compacted chunks
 
-            out = ad.map_query_chunks(xp, chunk, (query.elems, query.q, nbr_idx, nbr_mask, log),
-                                      step)
-        if self.mean:
-            cnt = xp.sum(xp.astype(nbr_mask, out.dtype), axis=-1)[..., None]
-            out = out / xp.maximum(cnt, xp.ones_like(cnt))
-        out = zero_invalid(xp, out, query.mask)
-        return query._replace(values=out), new_state
+        def chunk(qe, qq, idx, cmask, clog):
+            """One chunk of queries (elements, orbits, neighbour indices, pair mask and pair
+            logs, each sliced along the query axis) -> output values (bs, s, chout)."""
+            qc = Cloud(qe, qq, None, None)
+            comp = self._compaction(xp, ad, cmask)
+            if comp is not None:
+                emb = self._embed_valid(xp, qc, cloud, idx, comp[0], clog)
+                w = _expand(xp, ad.weightnet(xp, layers, emb), comp[1], tuple(cmask.shape))
+                partial = self._contract_wm(xp, ad, w, values, idx)
+                if not wm:
+                    wm.update(self._out_linear(xp, params["out"], True))
+                return linear(wm, partial)
+            emb = self._embed(xp, ad, qc, cloud, idx, clog)
+            if nb.dense:
+                partial = ad.dense_pointconv(xp, layers, emb, values, cmask)
+                partial = xp.reshape(partial, (*partial.shape[:2], -1))
+            else:
+                partial = ad.pointconv(xp, layers, emb, values, idx, cmask)
+            return linear(out_lin, partial)
+
+        return ad.map_query_chunks(xp, chunk, (query.elems, query.q, nb.idx, nb.mask, nb.log),
+                                   step)
 
     def _empty_apply(self, xp: Any, cloud: Cloud) -> Cloud:
         """The query cloud of a cloud with no entries (bs = 0 or n = 0): its first
@@ -308,17 +346,13 @@ class LieConv(Model):
         ``pair_embed``."""
         g = self.group
         bs, n = cloud.mask.shape
-        from ..groups.base import Group
-        from .grid import euclidean_distance
-
-        if (euclidean_distance(g) or bs * n * n > PAIR_CACHE_MAX
-                or type(g).pair_embed is not Group.pair_embed):
+        if g.euclidean_distance or bs * n * n > PAIR_CACHE_MAX or not g.embeds_from_log:
             return None
         e, q = cloud.elems, cloud.q
         eu, ev = e[:, :, None, :], e[:, None, :, :]
         qu, qv = (None, None) if q is None else (q[:, :, None, :], q[:, None, :, :])
         log = g.pair_log(xp, eu, ev)
-        if type(g).pair_distance is Group.pair_distance:
+        if g.distance_from_log_only:
             dist = g.distance_from_log(xp, log, qu, qv)
         else:  # a group with its own distance formula (SE(2)): the one the searches use
             dist = g.pair_distance(xp, eu, qu, ev, qv)

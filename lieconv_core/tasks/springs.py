@@ -71,9 +71,8 @@ class SpringsTask(Task):
 
     def loss_fn(self, model: SpringsModel, cfg: dict, backend: str) -> Callable:
         m, ts = model.model, chunk_times(cfg)
-        if backend == "jax":
-            from lieconv_jax.train import scan_loss
-
+        scan_loss = _training_hook(backend, "scan_loss")
+        if scan_loss is not None:
             jloss = scan_loss(m, ts)
 
             def loss(params, state, batch, rng):
@@ -92,9 +91,8 @@ class SpringsTask(Task):
 
     def rollout_fn(self, model: SpringsModel, ts: Any, backend: str) -> Callable:
         m, ts = model.model, tuple(float(t) for t in ts)
-        if backend == "jax":
-            from lieconv_jax.train import scan_rollout
-
+        scan_rollout = _training_hook(backend, "scan_rollout")
+        if scan_rollout is not None:
             def roll(params, state, batch, rng):
                 return scan_rollout(m, params, batch["z"][:, 0], batch["sys"], ts)
 
@@ -289,3 +287,17 @@ def rollout(runner: Any, backend: str, model: Any, z0: np.ndarray, sys: np.ndarr
     trainer or runner ``runner`` (its parameters)."""
     fn = SpringsTask().rollout_fn(SpringsModel(model), ts, backend)
     return runner.run(fn, {"z": z0[:, None], "sys": sys})
+
+
+def _training_hook(backend: str, name: str) -> Callable | None:
+    """The function ``name`` of the backend's training module (where its registered trainer
+    lives), or None: a backend may provide ``scan_loss`` / ``scan_rollout`` that run the
+    integration steps as one compiled loop."""
+    import importlib
+
+    from .._backend import get_backend
+
+    trainer = get_backend(backend).trainer
+    if trainer is None:
+        return None
+    return getattr(importlib.import_module(trainer.partition(":")[0]), name, None)

@@ -37,12 +37,6 @@ from ..tasks.base import Dataset, Task, pad_batch
 from .loader import Batches, chunks, epoch_order, progress_bar, step_seed
 from .rundir import CONFIG, HISTORY, LAST, METRICS, WEIGHTS, RunDir, RunDirError
 
-TRAINERS = {"torch": "lieconv_torch.train:TorchTrainer", "jax": "lieconv_jax.train:JaxTrainer"}
-#: data-parallel trainers and the functions that make their communicators
-DP_TRAINERS = {"torch": "lieconv_torch.distributed:DistributedTorchTrainer",
-               "jax": "lieconv_jax.distributed:ShardedJaxTrainer"}
-DP_COMMS = {"torch": "lieconv_torch.distributed:init_from_env",
-            "jax": "lieconv_jax.distributed:init_mesh"}
 #: settings that a resumed run must share with the run it continues
 RESUME_KEYS = ("batch_size", "lr", "seed", "warmup_epochs", "eval_every")
 #: settings a resumed run may change (recorded in the history and the config)
@@ -55,10 +49,14 @@ class TrainingError(RuntimeError):
 
 # --- backends ------------------------------------------------------------------------------------
 def trainer_class(backend: str) -> Any:
-    if backend not in TRAINERS:
+    """The trainer class of a registered backend (:class:`lieconv_core.BackendEntry`)."""
+    from .._backend import get_backend, trainable_backends
+
+    if backend not in trainable_backends():
         raise ValueError(f"unknown training backend {backend!r}; choose one of: "
-                         f"{', '.join(TRAINERS)} (training needs automatic differentiation)")
-    mod, cls = TRAINERS[backend].split(":")
+                         f"{', '.join(trainable_backends())} "
+                         "(training needs automatic differentiation)")
+    mod, cls = get_backend(backend).trainer.split(":")
     try:
         return getattr(importlib.import_module(mod), cls)
     except ImportError as exc:
@@ -72,8 +70,11 @@ def resolve_device(backend: str, device: str | None) -> Any:
     it does not exist here."""
     if device is None:
         return None
+    from .._backend import adapter_for, namespace_for
+
     trainer_class(backend)  # the unknown-backend error
-    return importlib.import_module(TRAINERS[backend].split(":")[0]).resolve_device(device)
+    xp = namespace_for(backend)
+    return adapter_for(xp).device(xp, device)
 
 
 def _load(spec: str) -> Any:
@@ -88,10 +89,13 @@ def data_parallel(backend: str, device: str | None = None, timeout: float | None
     (``timeout``: seconds a collective waits before the job fails). jax: several visible
     devices and no explicit ``device`` give a mesh over all of them (after
     ``jax.distributed.initialize`` on several hosts)."""
-    if backend not in DP_COMMS:
+    from .._backend import get_backend
+
+    trainer_class(backend)  # the unknown / not-installed errors
+    entry = get_backend(backend)
+    if entry.dp_comm is None:
         return None
-    trainer_class(backend)  # the not-installed error
-    return _load(DP_COMMS[backend])(device=device, timeout=timeout)
+    return _load(entry.dp_comm)(device=device, timeout=timeout)
 
 
 def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: float = 0.0,
@@ -100,11 +104,16 @@ def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: f
                  compile: bool = False, comm: Any = None) -> Any:
     """The backend's trainer for ``loss_fn`` (nested params and state as host arrays); with a
     communicator (:func:`data_parallel`) its data-parallel trainer."""
-    if compile and backend != "torch":
-        raise ValueError(f"--compile is for the torch backend (jax always jits its step), "
+    from .._backend import compiling_backends
+
+    if compile and backend not in compiling_backends():
+        raise ValueError(f"--compile is for the {' and '.join(compiling_backends())} backend "
+                         f"(the others compile their step themselves or not at all), "
                          f"got backend {backend!r}")
     if comm is not None:
-        return _load(DP_TRAINERS[backend])(loss_fn, params, state, lr=lr,
+        from .._backend import get_backend
+
+        return _load(get_backend(backend).dp_trainer)(loss_fn, params, state, lr=lr,
                                            total_steps=total_steps, warmup_steps=warmup_steps,
                                            dtype=dtype, opt_state=opt_state, compile=compile,
                                            comm=comm)
@@ -131,16 +140,19 @@ class HostRunner:
         self.state = to_backend(state, self.xp, self.dtype)
 
     def run(self, fn: Any, batch: dict, seed: int = 0) -> Any:
+        from .._backend import adapter_for
         from ..nn.module import to_backend
 
         out = fn(self.params, self.state, to_backend(batch, self.xp, self.dtype), int(seed))
-        return np.asarray(out)
+        return np.asarray(adapter_for(self.xp).to_numpy(out))
 
 
 def runner_for(backend: str, task: Task, model: Any, cfg: dict, params: dict, state: dict,
                dtype: str, device: str | None = None) -> Any:
     """Something with ``run(fn, batch, seed)`` on ``backend`` holding params and state."""
-    if backend in TRAINERS:
+    from .._backend import trainable_backends
+
+    if backend in trainable_backends():
         return make_trainer(backend, task.loss_fn(model, cfg, backend), params, state,
                             dtype=dtype, device=device)
     return HostRunner(backend, params, state, dtype)

@@ -6,8 +6,9 @@ kernels are compiled. On CPU they can run under the Triton interpreter, which ha
 are fixed at import - so CPU tests run in a subprocess with that variable set (see
 ``tests/test_kernels_triton.py``).
 
-Group coverage: the Euclidean-distance groups T(d) and Trivial(d) with d <= 3 (see
-:func:`supports_group`) for FPS and neighbour search; the fused pointconv is group-independent
+Group coverage: the groups that declare a Euclidean distance on 1 to 3 element coordinates
+(T(d), Trivial(d), coordinate subgroups of T(d); :func:`lieconv_core.groups.supports_group`)
+for FPS and neighbour search; the fused pointconv is group-independent
 (any pair-embedding width d <= 64). The torch adapter falls back to the reference path otherwise.
 """
 
@@ -31,11 +32,3 @@ def load(interpret: bool = False) -> ModuleType:
     from . import launch
 
     return launch
-
-
-def supports_group(group) -> bool:
-    """True for the groups whose distance the kernels compute: T(d), Trivial(d), d <= 3."""
-    from lieconv_core.groups.translation import T
-    from lieconv_core.groups.trivial import Trivial
-
-    return type(group) in (T, Trivial) and 1 <= group.space_dim <= 3

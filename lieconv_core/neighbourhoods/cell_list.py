@@ -3,7 +3,7 @@ elements — T(d), Trivial(d) and coordinate subgroups of T(d) (Tx, Ty), with d 
 mode, for groups whose distance is bounded below by c·‖x_u − x_v‖, x the point an element stands
 for (:meth:`Group.position_bound`; SE(2) and SE(3), c = 1 − α).
 
-The chunked search of :meth:`lieconv_core.adapter.ReferenceAdapter.chunked_neighbourhood` looks at
+The chunked search of :func:`lieconv_core.neighbourhoods.search.chunked_neighbourhood` looks at
 every (query, point) pair: O(m·n) work, which caps a layer at tens of thousands of points. Here the
 points of every cloud are binned into cubic cells of side h, sorted by cell id (one argsort), and a
 query only looks at the points of the 3^d cells around its own (``searchsorted`` on the sorted cell
@@ -105,15 +105,8 @@ MAX_CELLS_PER_AXIS = 1 << 31
 
 def euclidean_distance(group: Any) -> bool:
     """True when ``group.pair_distance(u, qu, v, qv)`` is ‖u − v‖ on the element arrays and ignores
-    q: T(d), Trivial(d) and Subgroup(T(d), ...) (exact types; subclasses may change the
-    distance)."""
-    from ..groups.subgroup import Subgroup
-    from ..groups.translation import T
-    from ..groups.trivial import Trivial
-
-    if type(group) in (T, Trivial):
-        return True
-    return type(group) is Subgroup and type(group.parent) is T
+    q, as the group declares (:attr:`lieconv_core.groups.Group.euclidean_distance`)."""
+    return bool(group.euclidean_distance)
 
 
 def cell_bound(group: Any) -> float | None:
@@ -125,14 +118,6 @@ def cell_bound(group: Any) -> float | None:
     return float(c) if c is not None and c > 0 else None
 
 
-def _to_device(xp: Any, host: np.ndarray, dtype: Any, dev: Any) -> Any:
-    import array_api_compat as aac
-
-    if aac.is_numpy_namespace(xp) or xp is np:
-        return xp.asarray(host, dtype=dtype)
-    return xp.asarray(host, dtype=dtype, device=dev)
-
-
 def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: tuple, k: int,
                        r: Any, priorities: Any, knn: bool, *, force: bool = False,
                        chunk_pairs: int = GRID_CHUNK_PAIRS,
@@ -142,13 +127,11 @@ def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: 
     docstring). ``adapter`` supplies gathers and ``to_numpy`` and, for kNN queries the grid does
     not settle (fewer than k valid points in the cloud, far outliers), ``chunked_neighbourhood``
     (with ``fallback_chunk_pairs``)."""
-    import array_api_compat as aac
-
     qe, qq, qmask = query
     pe, pq, pmask = points
     euclid = euclidean_distance(group)
     bound = cell_bound(group)
-    if aac.is_jax_namespace(xp) or bound is None:
+    if not adapter.data_dependent_shapes or bound is None:
         return None
     if not euclid and (knn or qq is not None or pq is not None):
         return None  # bounded distances: ball mode on elements without orbit ids
@@ -231,9 +214,9 @@ class _Grid:
             return None
         strides = [math.prod(dims[i + 1:]) for i in range(D)]
 
-        lo_d = _to_device(xp, lo, f64, dev)[:, None, :]
-        h_d = _to_device(xp, h, f64, dev)[:, None, None]
-        top = _to_device(xp, np.array(dims, dtype=np.float64) - 1, f64, dev)
+        lo_d = adapter.from_host(xp, lo, f64, dev)[:, None, :]
+        h_d = adapter.from_host(xp, h, f64, dev)[:, None, None]
+        top = adapter.from_host(xp, np.array(dims, dtype=np.float64) - 1, f64, dev)
         pc = xp.floor((pef - lo_d) / h_d)
         pc = xp.astype(xp.minimum(xp.maximum(pc, xp.zeros_like(pc)), top), it)
         qc = xp.floor((qef - lo_d) / h_d)
@@ -380,10 +363,10 @@ class _Grid:
 
     # --- kNN -----------------------------------------------------------------------------------
     def knn(self, group, k, chunk_pairs, fallback_chunk_pairs, query, points):
-        from ..adapter import quantize
+        from .primitives import quantize
 
         xp, ad, bs, m, it, dev = self.xp, self.adapter, self.bs, self.m, self.it, self.dev
-        guard_h = _to_device(xp, self.h * (1 - CELL_MARGIN), self.qf.dtype, dev)
+        guard_h = ad.from_host(xp, self.h * (1 - CELL_MARGIN), self.qf.dtype, dev)
         slot = xp.arange(k, dtype=it, device=dev)
         rows = xp.arange(bs * m, dtype=it, device=dev)
         # invalid queries: the reference sorts all-inf scores -> indices 0..k-1, masked off

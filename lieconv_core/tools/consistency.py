@@ -11,7 +11,7 @@ one, relative for large ones); index outputs (FPS, neighbour indices and masks) 
 of entries that differ, and must be exactly 0. The run fails (exit status 1) when a float deviation
 exceeds 1e-10 in float64 or 1e-5 in float32 (the project's goal), or any index differs.
 
-Run it with ``python -m lieconv_core.consistency`` (``--help`` for options) or through
+Run it with ``python -m lieconv_core.tools.consistency`` (``--help`` for options) or through
 ``nox -s consistency``. Frameworks are imported lazily, inside functions only. Asking for jax with
 float64 switches jax's ``jax_enable_x64`` flag on for the process (the library itself never does).
 
@@ -33,8 +33,24 @@ from typing import Any
 
 import numpy as np
 
-#: every backend:device spec the harness knows, in table order
-SPECS = ("numpy", "array_api_strict", "torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu", "cupy")
+
+def all_specs() -> tuple[str, ...]:
+    """Every ``backend[:device]`` spec of the registered backends, in table order: the host specs
+    in registration order, then the accelerator specs.
+
+    Returns
+    -------
+    tuple of str
+    """
+    from .._backend import backends
+
+    entries = backends()
+    return (tuple(s for e in entries for s in e.specs)
+            + tuple(s for e in entries for s in e.accelerator_specs))
+
+
+#: every backend:device spec of the backends registered when this module is imported
+SPECS = all_specs()
 #: deviation tolerances per dtype
 TOL = {"float64": 1e-10, "float32": 1e-5}
 
@@ -68,26 +84,19 @@ class Backend:
 
     def tree(self, tree: Any, dtype: str) -> Any:
         """Nested dict of numpy arrays -> backend arrays (floats to ``dtype``)."""
-        from .nn.module import to_backend
+        from ..nn.module import to_backend
 
         return to_backend(tree, self.xp, getattr(self.xp, dtype), self.device)
 
     def sync(self, x: Any = None) -> None:
-        """Block until all queued work (jax: the work producing x) is done."""
-        if self.name == "jax":
-            import jax
+        """Block until queued work (on jax: the work producing x) is done.
 
-            if x is not None:
-                jax.block_until_ready(x)
-        elif self.name == "torch":
-            import torch
-
-            if self.device is not None and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-        elif self.name == "cupy":
-            import cupy
-
-            cupy.cuda.get_current_stream().synchronize()
+        Parameters
+        ----------
+        x : array or None
+            The result waited for.
+        """
+        self.adapter.synchronize(x)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(self.adapter.to_numpy(x))
@@ -97,50 +106,42 @@ def resolve(spec: str, x64: bool = False) -> Backend:
     """``"torch:cuda"`` etc. -> :class:`Backend`; raises :class:`Unavailable` when the framework is
     not installed or the device is absent. ``x64`` switches jax's float64 support on (needed for
     float64 on jax; the benchmarks in float32 leave it off)."""
-    from ._backend import adapter_for, namespace_for
+    from .._backend import adapter_for, namespace_for
 
     name, _, dev = spec.partition(":")
-    if spec not in SPECS:
-        raise ValueError(f"unknown backend spec {spec!r}; choose from {', '.join(SPECS)}")
+    specs = all_specs()
+    if spec not in specs:
+        raise ValueError(f"unknown backend spec {spec!r}; choose from {', '.join(specs)}")
     try:
         xp = namespace_for(name)
+        adapter = adapter_for(xp)
     except ImportError as exc:
         raise Unavailable(f"{spec}: {name} is not installed ({exc})") from exc
-    device: Any = None
-    if name == "torch":
-        import torch
-
-        if dev == "cuda" and not torch.cuda.is_available():
-            raise Unavailable(f"{spec}: no CUDA device")
-        device = torch.device(dev)
-    elif name == "jax":
-        import jax
-
-        if x64:
-            jax.config.update("jax_enable_x64", True)
-        try:
-            device = jax.devices(dev)[0]
-        except RuntimeError as exc:
-            raise Unavailable(f"{spec}: no jax {dev} device ({exc})") from exc
-    elif name == "cupy":
-        try:
-            import cupy
-
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                raise Unavailable(f"{spec}: no CUDA device")
-        except Exception as exc:  # CUDARuntimeError without a driver
-            raise Unavailable(f"{spec}: cupy unusable ({exc})") from exc
-    elif name == "array_api_strict":
-        from ._backend import default_device
-
-        device = default_device(xp)
-    return Backend(spec, name, xp, device, adapter_for(xp))
+    if x64:
+        adapter.configure(float64=True)
+    try:
+        device = adapter.device(xp, dev or None)
+    except Exception as exc:  # RuntimeError, or a driver error without a device
+        raise Unavailable(f"{spec}: no such device here ({exc})") from exc
+    return Backend(spec, name, xp, device, adapter)
 
 
-def available(specs: Sequence[str] = SPECS, x64: bool = False) -> list[Backend]:
-    """The resolvable specs, in order (unavailable ones are skipped silently)."""
+def available(specs: Sequence[str] | None = None, x64: bool = False) -> list[Backend]:
+    """The resolvable specs, in order (unavailable ones are skipped silently).
+
+    Parameters
+    ----------
+    specs : sequence of str or None
+        ``backend[:device]`` specs; None: :func:`all_specs`.
+    x64 : bool
+        Switch float64 support on where a backend needs it (jax).
+
+    Returns
+    -------
+    list of Backend
+    """
     out = []
-    for s in specs:
+    for s in all_specs() if specs is None else specs:
         try:
             out.append(resolve(s, x64=x64))
         except Unavailable:
@@ -154,7 +155,7 @@ def available(specs: Sequence[str] = SPECS, x64: bool = False) -> list[Backend]:
 
 
 def _groups() -> dict[str, Any]:
-    from .groups import SE2, SE3, SO2, SO3, RxSO2, T
+    from ..groups import SE2, SE3, SO2, SO3, RxSO2, T
 
     return {"T3": T(3), "SO2": SO2(), "RxSO2": RxSO2(), "SE2": SE2(), "SO3": SO3(), "SE3": SE3()}
 
@@ -204,8 +205,8 @@ def _cloud_host(d: int, bs: int, n: int, c: int, seed: int = 1, pad: bool = True
 
 def _lift_check(gname: str, ns: int) -> Callable:
     def f(b: Backend, dtype: str):
-        from .cloud import lift
-        from .random import PortableDraws
+        from ..cloud import lift
+        from ..random import PortableDraws
 
         g = _groups()[gname]
         coords, values, mask = _cloud_host(g.space_dim, 2, 64, 3)
@@ -220,8 +221,8 @@ def _lifted_host(gname: str, ns: int, bs: int, n: int, c: int, dtype: str):
     """A cloud lifted on the host by numpy (in ``dtype``); backends get exactly these numbers."""
     import array_api_compat.numpy as npx
 
-    from .cloud import lift
-    from .random import PortableDraws
+    from ..cloud import lift
+    from ..random import PortableDraws
 
     g = _groups()[gname]
     coords, values, mask = _cloud_host(g.space_dim, bs, n, c)
@@ -231,7 +232,7 @@ def _lifted_host(gname: str, ns: int, bs: int, n: int, c: int, dtype: str):
 
 
 def _to_cloud(b: Backend, cl: Any, dtype: str) -> Any:
-    from .cloud import Cloud
+    from ..cloud import Cloud
 
     return Cloud(b.asarray(cl.elems, dtype), None if cl.q is None else b.asarray(cl.q, dtype),
                  b.asarray(cl.values, dtype), b.asarray(cl.mask))
@@ -272,9 +273,9 @@ def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool,
     """``chunk_elems``: the layer's aggregation chunk bound (None: the adapter's default)."""
 
     def f(b: Backend, dtype: str):
-        from .nn import LieConv
-        from .nn.module import Model
-        from .random import PortableDraws
+        from ..nn import LieConv
+        from ..nn.module import Model
+        from ..random import PortableDraws
 
         g, cl = _lifted_host(gname, ns, 2, n, 8, dtype)
         conv = LieConv(8, 12, g, nbhd=16, ds_frac=ds_frac, fill=0.5, knn=knn, mean=True, bn=True)
@@ -290,7 +291,7 @@ def _conv_check(gname: str, ns: int, n: int, ds_frac: float, knn: bool,
 
 def _resnet_check(gname: str, ns: int, train: bool) -> Callable:
     def f(b: Backend, dtype: str):
-        from .nn import LieResNet
+        from ..nn import LieResNet
 
         g = _groups()[gname]
         model = LieResNet(3, 2, k=32, nbhd=12, ds_frac=[1.0, 0.5], num_layers=2, fill=0.5,
@@ -386,7 +387,7 @@ def run(specs: Sequence[str] | None = None, dtypes: Sequence[str] = ("float64", 
     """
     from tqdm.auto import tqdm
 
-    backends = available(specs or SPECS, x64="float64" in dtypes)
+    backends = available(specs or None, x64="float64" in dtypes)
     if not backends or backends[0].spec != "numpy":
         backends = [resolve("numpy")] + [b for b in backends if b.spec != "numpy"]
     rows = [] if rows is None else rows
@@ -454,9 +455,10 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lieconv_core.consistency", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lieconv_core.tools.consistency",
+                                description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backends", default=",".join(SPECS),
+    p.add_argument("--backends", default=",".join(all_specs()),
                    help="comma-separated backend:device specs (unavailable ones are skipped)")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--only", default="", help="comma-separated substrings of check names")

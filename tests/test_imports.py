@@ -1,0 +1,98 @@
+"""The import graph of lieconv_core: no circles (every import counted, function-level ones
+included), no framework imported and no library's name tested outside the backend registry."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "lieconv_core"
+#: the one circle left: io.load_run delegates to the training engine, which writes its
+#: checkpoints through io's tensor files (the application layer; see docs/architecture.md)
+KNOWN_CIRCLES = [{"lieconv_core.io", "lieconv_core.training.engine"}]
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in PKG.rglob("*.py"):
+        parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def _graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                cands = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                cands = [a.name for a in node.names]
+            else:
+                continue
+            deps.update(c for c in cands if c in mods and c != name)
+        graph[name] = deps
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(comp)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_has_no_circles():
+    mods = _modules()
+    graph = _graph(mods)
+    assert {"lieconv_core.adapter", "lieconv_core.neighbourhoods.search"} <= set(graph)
+    circles = _circles(graph)
+    assert [c for c in circles if c not in KNOWN_CIRCLES] == []
+    # control: the checker finds a circle where there is one
+    graph["lieconv_core.neighbourhoods.search"] = graph[
+        "lieconv_core.neighbourhoods.search"] | {"lieconv_core.adapter"}
+    assert any("lieconv_core.adapter" in c for c in _circles(graph))
+
+
+def test_no_framework_import_or_library_name_test_outside_the_registry():
+    allowed = {"lieconv_core._backend"}  # the registry: names and namespace checks
+    pattern = re.compile(r"^\s*(import|from)\s+(torch|jax|cupy)\b|is_(numpy|torch|jax|cupy|"
+                         r"array_api_strict)_namespace", re.M)
+    offenders = [name for name, path in _modules().items()
+                 if name not in allowed and pattern.search(path.read_text())]
+    assert offenders == []
