@@ -144,7 +144,22 @@ class ReferenceAdapter:
 
     # --- indexing --------------------------------------------------------------------------------
     def gather(self, xp: Any, x: Any, idx: Any) -> Any:
-        """Gather along axis 1: x ``(bs, n, *rest)``, idx ``(bs, *s)`` -> ``(bs, *s, *rest)``."""
+        """Gather along axis 1, per cloud.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``x``.
+        x : array
+            Values ``(bs, n, *rest)``.
+        idx : array
+            Integer indices into axis 1 of ``x``, shape ``(bs, *s)``, each in ``[0, n)``.
+
+        Returns
+        -------
+        array
+            ``(bs, *s, *rest)``, ``out[b, i...] = x[b, idx[b, i...]]``, dtype of ``x``.
+        """
         bs, n = x.shape[0], x.shape[1]
         rest = tuple(x.shape[2:])
         idx_shape = tuple(idx.shape[1:])
@@ -153,7 +168,22 @@ class ReferenceAdapter:
         return xp.reshape(out, (bs, *idx_shape, *rest))
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
-        """x ``(*B, n)``, idx ``(*B, k)`` -> ``(*B, k)``: ``x[..., idx]``."""
+        """Gather along the last axis: ``x[..., idx]`` row by row.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``x``.
+        x : array
+            Values ``(*B, n)``.
+        idx : array
+            Integer indices ``(*B, k)`` into the last axis of ``x``.
+
+        Returns
+        -------
+        array
+            ``(*B, k)``, dtype of ``x``.
+        """
         lead = tuple(x.shape[:-1])
         n, k = x.shape[-1], idx.shape[-1]
         rows = math.prod(lead)
@@ -163,44 +193,146 @@ class ReferenceAdapter:
 
     @staticmethod
     def count_true(xp: Any, sel: Any, dtype: Any) -> Any:
-        """Running count of True entries along the last axis of the bool array ``sel``, as
-        integers of ``dtype`` (the cumulative sum of the ball search)."""
+        """Running count of True entries along the last axis (the ball search's cumulative sum).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``sel``.
+        sel : array
+            Bool array ``(*B, n)``.
+        dtype : dtype
+            Integer dtype of the counts.
+
+        Returns
+        -------
+        array
+            ``(*B, n)`` of ``dtype``: the number of True entries up to and including each position.
+        """
         return count_true(xp, sel, dtype)
 
     def search_rows(self, xp: Any, counts: Any, targets: Any) -> Any:
-        """:func:`search_rows`: row-wise ``searchsorted`` of non-decreasing integer rows."""
+        """Row-wise ``searchsorted`` of non-decreasing integer rows (:func:`search_rows`).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        counts : array
+            Non-decreasing integer rows ``(*B, n)``.
+        targets : array
+            Integer values to locate, ``(*B, k)``.
+
+        Returns
+        -------
+        array
+            Integer indices ``(*B, k)``: per row, the insertion position of each target in
+            ``counts``.
+        """
         return search_rows(xp, counts, targets)
 
     def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
-        """Indices ``(*B, k)`` of the k smallest scores on the last axis, ascending; ties go to the
-        lower index (canonical on every backend)."""
+        """Indices of the k smallest scores on the last axis, ascending.
+
+        Ties go to the lower index, the same on every backend.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``scores``.
+        scores : array
+            Real scores ``(*B, n)``.
+        k : int
+            How many indices to return, ``k <= n``.
+
+        Returns
+        -------
+        array
+            Integer indices ``(*B, k)``, in order of increasing score.
+        """
         return xp.argsort(scores, axis=-1, stable=True)[..., :k]
 
     def smallest_k_distinct(self, xp: Any, scores: Any, k: int) -> Any:
-        """Indices ``(*B, k)`` of the k smallest scores on the last axis, ascending, for rows whose
-        k smallest scores are distinct (which of several equal larger scores is left out does not
-        matter): no tie rule, so backends may use a partial selection (torch: ``topk``)."""
+        """Indices of the k smallest scores on the last axis, for rows with distinct k smallest.
+
+        There is no tie rule (which of several equal larger scores is left out does not matter), so
+        backends may use a partial selection (torch: ``topk``).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``scores``.
+        scores : array
+            Real scores ``(*B, n)``.
+        k : int
+            How many indices to return, ``k <= n``.
+
+        Returns
+        -------
+        array
+            Integer indices ``(*B, k)``, in order of increasing score.
+        """
         return xp.argsort(scores, axis=-1, stable=False)[..., :k]
 
     # --- sampling -------------------------------------------------------------------------------
     def fps(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
         """Farthest point sampling under the group distance.
 
-        elems (bs, n, E), q (bs, n, dq) or None, mask (bs, n) bool, u (bs,) uniform draws that pick
-        the start among the valid points. Returns indices (bs, m) of the default integer dtype.
         Padding is never chosen; ties (after :func:`quantize`) go to the lowest index.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        group : Group
+            The group whose distance is used.
+        elems : array
+            Group elements ``(bs, n, E)`` of the points.
+        q : array or None
+            Orbit identifiers ``(bs, n, dq)``, or None.
+        mask : array
+            Bool ``(bs, n)``, True at valid points.
+        m : int
+            Number of points to sample per cloud.
+        u : array
+            Uniform draws in ``[0, 1)``, shape ``(bs,)``, that pick the start among the valid
+            points.
+
+        Returns
+        -------
+        array
+            Indices ``(bs, m)`` of the default integer dtype.
         """
         return _search.fps(self, xp, group, elems, q, mask, m, u)
 
     def fps_distance(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any) -> Callable:
-        """cur (bs,) -> quantised distances (bs, n) of every point to point ``cur`` of its cloud,
-        -inf at padding (so ``minimum`` keeps padding at -inf and ``argmax`` never picks it).
+        """The distance step of farthest point sampling.
 
-        For groups whose distance is ‖u − v‖ on the elements (T(d), Trivial(d)) the coordinates
-        are split into contiguous (bs, n) components once, and each step computes
+        For groups whose distance is ‖u − v‖ on the elements (T(d), Trivial(d)) the coordinates are
+        split into contiguous ``(bs, n)`` components once, and each step computes
         sqrt(((x0 − c0)² + (x1 − c1)²) + ...) on them: the same arithmetic as the generic path
-        (:func:`lieconv_core.groups.base.norm`), without a (bs, n, E) broadcast per step, which in
-        numpy runs an inner loop of length E (~10x slower at E = 3)."""
+        (:func:`lieconv_core.groups.base.norm`), without a ``(bs, n, E)`` broadcast per step.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        group : Group
+            The group whose distance is used.
+        elems : array
+            Group elements ``(bs, n, E)``.
+        q : array or None
+            Orbit identifiers ``(bs, n, dq)``, or None.
+        mask : array
+            Bool ``(bs, n)``, True at valid points.
+
+        Returns
+        -------
+        callable
+            ``cur (bs,) -> (bs, n)``: the quantised distances of every point to point ``cur`` of its
+            cloud, -inf at padding (so ``minimum`` keeps padding at -inf and ``argmax`` never picks
+            it).
+        """
         return _search.fps_distance(self, xp, group, elems, q, mask)
 
     def neighbourhood(
@@ -211,15 +343,46 @@ class ReferenceAdapter:
         """Neighbour search: the contract is :meth:`chunked_neighbourhood`'s.
 
         Dispatch (:func:`lieconv_core.neighbourhoods.search.neighbourhood`): for Euclidean and
-        position-bounded distances on large clouds the cell list returns exactly the same
-        indices, masks and counts with O(m·W) work instead of O(m·n); ``grid=None`` (default)
-        uses it where it pays, ``grid=True`` whenever it applies at all (tests), ``grid=False``
-        never.
+        position-bounded distances on large clouds the cell list returns exactly the same indices,
+        masks and counts with O(m·W) work instead of O(m·n).
 
-        ``pair_dist``: the group distances (bs, m, n) of every (query, point) pair, when the caller
-        already has them (:meth:`lieconv_core.LieConv.pairs`); used instead of recomputing them
-        (chunked search). Kernel overrides may ignore it. ``chunk_pairs`` None: the adapter's
-        :meth:`chunk_pairs` for the points' device.
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        group : Group
+            The group whose distance is used.
+        query : tuple
+            ``(elems (bs, m, E), q (bs, m, dq) or None, mask (bs, m) bool)`` of the queries.
+        points : tuple
+            The same for the ``n`` candidate points.
+        k : int
+            Neighbours per query.
+        r : float or array
+            Ball radius (group distance units); unused in kNN mode.
+        priorities : array or None
+            Integers ``(bs, n)``, a random permutation per cloud (ball mode); None in kNN mode.
+        knn : bool
+            True: the k nearest points; False: k random points in the ball.
+        chunk_pairs : int or None
+            Bound on the pair distances held at once; None: :meth:`chunk_pairs` for the points'
+            device.
+        grid : bool or None
+            Cell list use: None where it pays, True whenever it applies (tests), False never.
+        pair_dist : array or None
+            Group distances ``(bs, m, n)`` of every (query, point) pair, when the caller already has
+            them
+            (:meth:`lieconv_core.LieConv.pairs`); used instead of recomputing them (chunked search).
+            Kernel overrides may ignore it.
+
+        Returns
+        -------
+        idx : array
+            Neighbour indices ``(bs, m, k)``, integers.
+        nbr_mask : array
+            Bool ``(bs, m, k)``, True at valid neighbour slots.
+        inball : array or None
+            Float in-ball counts ``(bs, m)`` (zero for invalid queries); None in kNN mode.
         """
         return _search.neighbourhood(self, xp, group, query, points, k, r, priorities, knn,
                              chunk_pairs, grid, pair_dist)
@@ -228,52 +391,139 @@ class ReferenceAdapter:
         self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
         priorities: Any, knn: bool, chunk_pairs: int | None = None, pair_dist: Any = None,
     ) -> tuple[Any, Any, Any]:
-        """Neighbour search over all (query, point) pairs, chunked over queries so that at most
-        ``chunk_pairs`` pair distances exist at a time (``pair_dist`` (bs, m, n): precomputed
-        distances of all pairs, read instead of computed).
+        """Neighbour search over all (query, point) pairs, chunked over queries.
 
-        query = (elems (bs, m, E), q or None, mask (bs, m)); points likewise with n entries.
-        Ball mode: each query takes the k in-ball points (d < r, valid) of smallest priority
-        (``priorities`` (bs, n) ints, a random permutation per cloud: a uniform random subset of
-        the ball); slots beyond the in-ball count are masked off. kNN mode: the k nearest valid
-        points, ties (after :func:`quantize`) to the lower index.
+        At most ``chunk_pairs`` pair distances exist at a time. Ball mode: each query takes the k
+        in-ball points (d < r, valid) of smallest priority (a uniform random subset of the ball);
+        slots
+        beyond the in-ball count are masked off. kNN mode: the k nearest valid points, ties (after
+        :func:`quantize`) to the lower index.
 
-        Returns idx (bs, m, k) ints, nbr_mask (bs, m, k) bool, inball (bs, m) in-ball counts
-        (float, zero for invalid queries; None in kNN mode).
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        group : Group
+            The group whose distance is used.
+        query : tuple
+            ``(elems (bs, m, E), q (bs, m, dq) or None, mask (bs, m) bool)`` of the queries.
+        points : tuple
+            The same for the ``n`` candidate points.
+        k : int
+            Neighbours per query.
+        r : float or array
+            Ball radius (group distance units); unused in kNN mode.
+        priorities : array or None
+            Integers ``(bs, n)``, a random permutation per cloud (ball mode); None in kNN mode.
+        knn : bool
+            True: k nearest neighbours; False: ball mode.
+        chunk_pairs : int or None
+            Bound on the pair distances held at once; None: :meth:`chunk_pairs` for the points'
+            device.
+        pair_dist : array or None
+            Precomputed distances ``(bs, m, n)`` of all pairs, read instead of computed.
+
+        Returns
+        -------
+        idx : array
+            Neighbour indices ``(bs, m, k)``, integers.
+        nbr_mask : array
+            Bool ``(bs, m, k)``, True at valid neighbour slots.
+        inball : array or None
+            Float in-ball counts ``(bs, m)`` (zero for invalid queries); None in kNN mode.
         """
         return _search.chunked_neighbourhood(self, xp, group, query, points, k, r, priorities,
                                      knn, chunk_pairs, pair_dist)
 
     def dense_neighbourhood(self, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
                             knn: bool, pair_dist: Any = None) -> tuple[Any, Any]:
-        """The neighbourhoods when k >= n, i.e. every point is a candidate of every query: no
-        indices, only which (query, point) pairs count.
+        """The neighbourhoods when k >= n: every point is a candidate of every query.
 
-        query, points as in :meth:`chunked_neighbourhood`. Returns mask (bs, m, n) bool — kNN:
-        both valid; ball: both valid and d < r, with d computed exactly as in the chunked search
-        — and the in-ball counts (bs, m) (None in kNN mode). The same pairs as
-        :meth:`chunked_neighbourhood` with k >= n selects, in point order instead of its slot
-        order. ``pair_dist`` as in :meth:`neighbourhood`.
+        No indices, only which (query, point) pairs count: the same pairs as
+        :meth:`chunked_neighbourhood` with k >= n selects, in point order instead of its slot order.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        group : Group
+            The group whose distance is used.
+        query : tuple
+            ``(elems (bs, m, E), q or None, mask (bs, m))``, as in :meth:`chunked_neighbourhood`.
+        points : tuple
+            The same for the ``n`` points.
+        r : float or array
+            Ball radius (group distance units); unused in kNN mode.
+        knn : bool
+            True: kNN mode; False: ball mode.
+        pair_dist : array or None
+            Precomputed distances ``(bs, m, n)``, as in :meth:`neighbourhood`.
+
+        Returns
+        -------
+        mask : array
+            Bool ``(bs, m, n)``: kNN, both valid; ball, both valid and d < r, with d computed
+            exactly
+            as in the chunked search.
+        inball : array or None
+            Float in-ball counts ``(bs, m)``; None in kNN mode.
         """
         return _dense.dense_neighbourhood(self, xp, group, query, points, r, knn, pair_dist)
 
     def chunk_pairs(self, x: Any) -> int:
-        """Default bound on the (query, point) pairs of one neighbour-search chunk for arrays on
-        x's device (:data:`CHUNK_PAIRS_HOST` here: host memory)."""
+        """Default bound on the (query, point) pairs of one neighbour-search chunk.
+
+        Parameters
+        ----------
+        x : array
+            An array on the device in question.
+
+        Returns
+        -------
+        int
+            :data:`CHUNK_PAIRS_HOST` here (host memory).
+        """
         return CHUNK_PAIRS_HOST
 
     def chunk_elems(self, x: Any) -> int:
-        """Default bound on the pair-array elements of one LieConv query chunk for arrays on x's
-        device (:data:`CHUNK_ELEMS_HOST` here: numpy and array_api_strict live in host memory)."""
+        """Default bound on the pair-array elements of one LieConv query chunk.
+
+        Parameters
+        ----------
+        x : array
+            An array on the device in question.
+
+        Returns
+        -------
+        int
+            :data:`CHUNK_ELEMS_HOST` here (numpy and array_api_strict live in host memory).
+        """
         return CHUNK_ELEMS_HOST
 
     def map_query_chunks(self, xp: Any, fn: Callable, arrays: tuple, step: int) -> Any:
-        """fn over consecutive chunks of at most ``step`` queries (:func:`equal_step`),
-        concatenated along the query axis: ``arrays`` hold the query axis at position 1 (None
-        entries pass through as None); ``fn(*chunk_arrays)`` -> an array (bs, s, ...) or a tuple of
-        such arrays and Nones. Here a Python loop (chunks may differ in shape: compaction); jax
-        maps the equal chunks with one ``lax.map`` so that XLA keeps one chunk's temporaries live
-        at a time."""
+        """Apply ``fn`` over consecutive chunks of queries and concatenate along the query axis.
+
+        Chunks hold at most ``step`` queries (:func:`equal_step`). Here a Python loop (chunks may
+        differ in shape: compaction); jax maps the equal chunks with one ``lax.map`` so that XLA
+        keeps
+        one chunk's temporaries live at a time.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        fn : callable
+            ``fn(*chunk_arrays)`` -> an array ``(bs, s, ...)`` or a tuple of such arrays and Nones.
+        arrays : tuple
+            Arrays with the query axis at position 1; None entries pass through as None.
+        step : int
+            Largest number of queries per chunk.
+
+        Returns
+        -------
+        array or tuple
+            ``fn``'s outputs concatenated along axis 1 (``(bs, m, ...)``), in ``fn``'s structure.
+        """
         m = next(a for a in arrays if a is not None).shape[1]
         step = equal_step(m, step)
         # stops clipped to m: the standard leaves out-of-bounds slice stops unspecified
@@ -282,36 +532,84 @@ class ReferenceAdapter:
         return concat_parts(xp, parts)
 
     def compact_pairs(self, x: Any) -> bool:
-        """Whether LieConv may run its weight net on the valid (query, neighbour) pairs only
-        (:attr:`lieconv_core.nn.LieConv.compact`) for arrays on x's device: that needs
-        data-dependent shapes (``nonzero``) and one host read of the valid count. True here (host
-        memory); False where that cannot trace (jax.jit) or where fused kernels take the whole
-        pair arrays (GPUs)."""
+        """Whether LieConv may run its weight net on the valid (query, neighbour) pairs only.
+
+        See :attr:`lieconv_core.nn.LieConv.compact`: that needs data-dependent shapes (``nonzero``)
+        and
+        one host read of the valid count.
+
+        Parameters
+        ----------
+        x : array
+            An array on the device in question.
+
+        Returns
+        -------
+        bool
+            True here (host memory); False where that cannot trace (jax.jit) or where fused kernels
+            take the whole pair arrays (GPUs).
+        """
         return True
 
     def tracing(self) -> bool:
-        """True while a compiler traces the code (torch.compile): no host reads of array values
-        then (they would split the compiled graph); data checks are skipped and data-dependent
-        shortcuts (compaction, :meth:`all_true`) are off. jax's tracers need no hook: reading
-        one raises, and the callers treat that as "unknown"."""
+        """Whether a compiler is tracing the code (torch.compile).
+
+        No host reads of array values happen then (they would split the compiled graph); data checks
+        are skipped and data-dependent shortcuts (compaction, :meth:`all_true`) are off. jax's
+        tracers
+        need no hook: reading one raises, and the callers treat that as "unknown".
+
+        Returns
+        -------
+        bool
+            False here.
+        """
         return False
 
     def all_true(self, xp: Any, mask: Any) -> bool:
-        """True when every entry of the bool array ``mask`` is True and that is cheap to know
-        (host memory: one reduction). False when some entry is False — or, on backends that
-        would need a device sync or cannot read traced values (jax.jit, GPUs, torch.compile),
-        always. Lets :func:`lieconv_core.nn.layers.zero_invalid` skip its pass on fully valid
-        clouds."""
+        """Whether every entry of a bool array is True, where that is cheap to know.
+
+        Lets :func:`lieconv_core.nn.layers.zero_invalid` skip its pass on fully valid clouds.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``mask``.
+        mask : array
+            Bool array of any shape.
+
+        Returns
+        -------
+        bool
+            True when every entry is True (host memory: one reduction). False when some entry is
+            False, or, on backends that would need a device sync or cannot read traced values
+            (jax.jit, GPUs, torch.compile), always.
+        """
         return bool(xp.all(mask))
 
     # --- dense layers --------------------------------------------------------------------------
     def linear(self, w: Any, b: Any, x: Any) -> Any:
-        """x @ w + b: x (..., in), w (in, out), b (out,) -> (..., out).
+        """Affine layer ``x @ w + b``.
 
-        Leading axes are flattened into one (rows, in) @ (in, out) product: numpy runs a stack
-        of matrices times one matrix as one small GEMM per matrix (5x slower on the springs
-        model's (200, 6, 1536) inputs), and XLA:CPU computes the weight gradient of a product
-        with two contracted axes through a transposed copy of x."""
+        Leading axes are flattened into one ``(rows, in) @ (in, out)`` product: numpy runs a stack
+        of
+        matrices times one matrix as one small GEMM per matrix, and XLA:CPU computes the weight
+        gradient of a product with two contracted axes through a transposed copy of x.
+
+        Parameters
+        ----------
+        w : array
+            Weight ``(in, out)``.
+        b : array
+            Bias ``(out,)``.
+        x : array
+            Inputs ``(..., in)``.
+
+        Returns
+        -------
+        array
+            ``(..., out)``.
+        """
         if x.ndim == 2:
             return x @ w + b
         xp = array_namespace(x)
@@ -319,23 +617,78 @@ class ReferenceAdapter:
         return xp.reshape(y, (*x.shape[:-1], w.shape[-1]))
 
     def matmul(self, xp: Any, a: Any, b: Any) -> Any:
-        """a @ b for stacks of matrices a (..., M, K), b (..., K, N) -> (..., M, N). Backends may
-        choose the result's memory layout (torch: a narrow N computed as (bᵀ aᵀ)ᵀ, also in every
-        derivative)."""
+        """Matrix product ``a @ b`` of stacks of matrices.
+
+        Backends may choose the result's memory layout (torch: a narrow N computed as (bᵀ aᵀ)ᵀ, also
+        in every derivative).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        a : array
+            ``(..., M, K)``.
+        b : array
+            ``(..., K, N)``.
+
+        Returns
+        -------
+        array
+            ``(..., M, N)``.
+        """
         return a @ b
 
     # --- elementwise -------------------------------------------------------------------------
     def swish(self, xp: Any, x: Any) -> Any:
-        """x·sigmoid(x) with sigmoid(x) = (1 + tanh(x/2))/2 (no overflow for large ``|x|``). No
-        in-place updates: the reference also runs under autograd (torch tensors in tests)."""
+        """Swish activation x·sigmoid(x), with sigmoid(x) = (1 + tanh(x/2))/2.
+
+        The tanh form does not overflow for large ``|x|``. No in-place updates: the reference also
+        runs under autograd (torch tensors in tests).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace of ``x``.
+        x : array
+            Floats of any shape.
+
+        Returns
+        -------
+        array
+            Same shape and dtype as ``x``.
+        """
         return x * (1 + xp.tanh(x * 0.5)) * 0.5
 
     def bn_swish(self, xp: Any, p: dict, s: dict, x: Any, mask: Any, train: bool
                  ) -> tuple[Any, dict]:
-        """swish(masked_batchnorm(x)) and the new BN state (see
-        :func:`~lieconv_core.nn.masked_batchnorm`): x (..., c), mask (...) or None (all valid).
-        Invalid entries are 0. Backends may fuse it (torch, training mode: one autograd op with a
-        hand-written backward)."""
+        """Masked batch norm followed by swish.
+
+        See :func:`~lieconv_core.nn.masked_batchnorm`. Backends may fuse it (torch, training mode:
+        one
+        autograd op with a hand-written backward).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        p : dict
+            BN parameters (per-channel scale and shift).
+        s : dict
+            BN state (per-channel running statistics).
+        x : array
+            Inputs ``(..., c)``.
+        mask : array or None
+            Bool ``(...)``, True at valid entries; None: all valid.
+        train : bool
+            True: normalise with the batch statistics and update the state; False: use the state.
+
+        Returns
+        -------
+        y : array
+            ``swish(masked_batchnorm(x))``, same shape as ``x``; invalid entries are 0.
+        state : dict
+            The new BN state.
+        """
         from .nn.layers import masked_batchnorm
 
         y, new_s = masked_batchnorm(xp, p, s, x, mask, train)
@@ -344,13 +697,31 @@ class ReferenceAdapter:
     # --- the conv aggregation ------------------------------------------------------------------
     def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any,
                  weight_major: bool = False) -> Any:
-        """P[b, i] = Σ_k values[b, nbr_idx[b, i, k]] ⊗ w[b, i, k] over valid neighbours.
+        """Contraction P[b, i] = Σ_k values[b, nbr_idx[b, i, k]] ⊗ w[b, i, k] over valid slots.
 
-        w (bs, m, k, cm), values (bs, n, c), nbr_idx (bs, m, k), nbr_mask (bs, m, k) or None
-        (w is already zero at invalid slots) -> (bs, m, c·cm), flattened channel-major (c outer,
-        cm inner), or with ``weight_major`` (bs, m, cm·c) (cm outer). ``values`` must be finite
-        everywhere (LieConv zeroes padded points): invalid slots are removed by zeroing w only,
-        which is n/(m·k) times cheaper than zeroing the gathered values.
+        ``values`` must be finite everywhere (LieConv zeroes padded points): invalid slots are
+        removed
+        by zeroing w only, which is n/(m·k) times cheaper than zeroing the gathered values.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        w : array
+            Weight-net outputs ``(bs, m, k, cm)``.
+        values : array
+            Point features ``(bs, n, c)``.
+        nbr_idx : array
+            Integer neighbour indices ``(bs, m, k)``.
+        nbr_mask : array or None
+            Bool ``(bs, m, k)``; None: w is already zero at invalid slots.
+        weight_major : bool
+            False: flatten channel-major (c outer, cm inner); True: cm outer.
+
+        Returns
+        -------
+        array
+            ``(bs, m, c·cm)``, or ``(bs, m, cm·c)`` with ``weight_major``.
         """
         if nbr_mask is not None and not self.all_true(xp, nbr_mask):
             w = xp.where(nbr_mask[..., None], w, xp.zeros_like(w))
@@ -364,29 +735,77 @@ class ReferenceAdapter:
 
     def pointconv(self, xp: Any, layers: list, emb: Any, values: Any, nbr_idx: Any,
                   nbr_mask: Any) -> Any:
-        """Weight net and contraction: w = swish(L3(swish(L2(swish(L1(emb)))))) with
-        layers = [(W (d_in, d_out), b (d_out,)), ...], then :meth:`contract`.
+        """Weight net w = swish(L3(swish(L2(swish(L1(emb)))))), then :meth:`contract`.
 
-        emb (bs, m, k, d) -> (bs, m, c·cm). Fused kernels override this so that neither the
-        weight-net activations nor the gathered values are materialised.
+        Fused kernels override this so that neither the weight-net activations nor the gathered
+        values
+        are materialised.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        layers : list
+            ``[(W (d_in, d_out), b (d_out,)), ...]``, the weight net's layers.
+        emb : array
+            Pair embeddings ``(bs, m, k, d)``.
+        values : array
+            Point features ``(bs, n, c)``.
+        nbr_idx : array
+            Integer neighbour indices ``(bs, m, k)``.
+        nbr_mask : array or None
+            Bool ``(bs, m, k)``, True at valid slots; None: all valid.
+
+        Returns
+        -------
+        array
+            ``(bs, m, c·cm)``.
         """
         return self.contract(xp, self.weightnet(xp, layers, emb), values, nbr_idx, nbr_mask)
 
     def weightnet(self, xp: Any, layers: list, emb: Any) -> Any:
-        """swish(L3(swish(L2(swish(L1(emb)))))): emb (..., d) -> (..., cm)."""
+        """The weight net swish(L3(swish(L2(swish(L1(emb)))))).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        layers : list
+            ``[(W (d_in, d_out), b (d_out,)), ...]``.
+        emb : array
+            Embeddings ``(..., d)``.
+
+        Returns
+        -------
+        array
+            ``(..., cm)``, cm the last layer's output width.
+        """
         h = emb
         for w, b in layers:
             h = self.swish(xp, self.linear(w, b, h))
         return h
 
     def dense_contract(self, xp: Any, w: Any, values: Any, mask: Any) -> Any:
-        """:meth:`contract` when every point is a candidate neighbour (k >= n; see
-        :meth:`dense_neighbourhood`): P[b, i, a, c] = Σ_j mask[b, i, j] w[b, i, j, a]
-        values[b, j, c].
+        """:meth:`contract` when every point is a candidate neighbour (k >= n).
 
-        w (bs, m, n, cm), values (bs, n, c), mask (bs, m, n) or None (w already zero where the
-        pair does not count) -> (bs, m, cm, c) (weight-net output major: one (m·cm, n) @ (n, c)
-        product per cloud, with no gather and no per-query products of k-long vectors).
+        P[b, i, a, c] = Σ_j mask[b, i, j] w[b, i, j, a] values[b, j, c], computed as one
+        ``(m·cm, n) @ (n, c)`` product per cloud, with no gather (see :meth:`dense_neighbourhood`).
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        w : array
+            Weight-net outputs ``(bs, m, n, cm)``.
+        values : array
+            Point features ``(bs, n, c)``.
+        mask : array or None
+            Bool ``(bs, m, n)``; None: w is already zero where the pair does not count.
+
+        Returns
+        -------
+        array
+            ``(bs, m, cm, c)`` (weight-net output major).
         """
         bs, m, n, cm = w.shape
         if mask is not None and not self.all_true(xp, mask):
@@ -395,24 +814,90 @@ class ReferenceAdapter:
         return xp.reshape(self.matmul(xp, wt, values), (bs, m, cm, values.shape[-1]))
 
     def dense_pointconv(self, xp: Any, layers: list, emb: Any, values: Any, mask: Any) -> Any:
-        """Weight net and :meth:`dense_contract`: emb (bs, m, n, d) of all pairs ->
-        (bs, m, cm, c)."""
+        """Weight net and :meth:`dense_contract` over all (query, point) pairs.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        layers : list
+            ``[(W (d_in, d_out), b (d_out,)), ...]``, the weight net's layers.
+        emb : array
+            Pair embeddings ``(bs, m, n, d)``.
+        values : array
+            Point features ``(bs, n, c)``.
+        mask : array or None
+            Bool ``(bs, m, n)``, True where the pair counts; None: all count.
+
+        Returns
+        -------
+        array
+            ``(bs, m, cm, c)``.
+        """
         return self.dense_contract(xp, self.weightnet(xp, layers, emb), values, mask)
 
     # --- autodiff / compilation / sync ---------------------------------------------------------
     def grad(self, f: Callable) -> Callable:
+        """The gradient function of a scalar function.
+
+        Parameters
+        ----------
+        f : callable
+            ``f(params, *args)`` -> a scalar.
+
+        Returns
+        -------
+        callable
+            ``(params, *args)`` -> the gradient of ``f`` with respect to ``params`` (same
+            structure).
+
+        Raises
+        ------
+        NotImplementedError
+            Always here: the reference backend has no automatic differentiation.
+        """
         raise NotImplementedError(
             "this backend has no automatic differentiation; use LIECONV_BACKEND=torch or jax"
         )
 
     def jit(self, f: Callable) -> Callable:
+        """Compile a function for this backend, where the backend compiles.
+
+        Parameters
+        ----------
+        f : callable
+            The function.
+
+        Returns
+        -------
+        callable
+            ``f`` itself here (no compilation).
+        """
         return f
 
     def synchronize(self, x: Any = None) -> None:
-        """Wait until queued work on x's device is done (no-op on synchronous backends)."""
+        """Wait until queued work on x's device is done (no-op on synchronous backends).
+
+        Parameters
+        ----------
+        x : array or None
+            An array on the device to wait for; None: the default device.
+        """
         return None
 
     def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy an array of this backend to a host numpy array.
+
+        Parameters
+        ----------
+        x : array
+            An array of any backend (host or device memory).
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape and values.
+        """
         try:
             return np.asarray(x)
         except Exception:
