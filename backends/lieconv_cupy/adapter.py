@@ -26,6 +26,17 @@ LAUNCHES: Counter = Counter()
 
 
 class CupyAdapter(ReferenceAdapter):
+    """Cupy adapter: the reference implementation on cupy arrays plus the CUDA kernels.
+
+    The kernels of ``kernels.cu`` cover FPS and neighbour search for T(d) and Trivial(d) (d <= 3)
+    and the fused pointconv with the 32-32-16 weight net; everything else runs the reference path.
+
+    Parameters
+    ----------
+    kernels : str or None
+        "never" disables the kernels; any other value uses them where they apply. None: the
+        ``LIECONV_CUPY_KERNELS`` environment variable, default "auto".
+    """
     name = "cupy"
 
     def __init__(self, kernels: str | None = None):
@@ -202,9 +213,37 @@ class CupyAdapter(ReferenceAdapter):
         return out
 
     def pointconv_vjp(self, layers, emb, values, nbr_idx, nbr_mask, g):
-        """Gradients of sum(pointconv(...) * g): ([(dW1, db1), (dW2, db2), (dW3, db3)], demb,
-        dvalues), by the fused backward kernel (atomics: floats to rounding, not bitwise
-        reproducible run to run)."""
+        """Gradients of ``sum(pointconv(...) * g)`` by the fused backward kernel.
+
+        cupy has no automatic differentiation, so training code calls this directly. The kernel
+        accumulates with atomics: results agree with the reference to rounding, not bitwise from
+        run to run.
+
+        Parameters
+        ----------
+        layers : list
+            The weight net's layers, ``[(W1 (d, 32), b1 (32,)), (W2 (32, 32), b2 (32,)),
+            (W3 (32, 16), b3 (16,))]``.
+        emb : cupy.ndarray
+            Pair embeddings ``(bs, m, k, d)``, float32 or float64.
+        values : cupy.ndarray
+            Point features ``(bs, n, c)``.
+        nbr_idx : cupy.ndarray
+            Integer neighbour indices ``(bs, m, k)``.
+        nbr_mask : cupy.ndarray
+            Bool ``(bs, m, k)``, True at valid slots.
+        g : cupy.ndarray
+            The cotangent of pointconv's output, ``(bs, m, c·16)``.
+
+        Returns
+        -------
+        grads : list
+            ``[(dW1, db1), (dW2, db2), (dW3, db3)]``, shaped like ``layers``.
+        demb : cupy.ndarray
+            Gradient with respect to ``emb``, ``(bs, m, k, d)``.
+        dvalues : cupy.ndarray
+            Gradient with respect to ``values``, ``(bs, n, c)``.
+        """
         import cupy
 
         bs, m, K, D = emb.shape

@@ -40,6 +40,18 @@ def _on_cpu(x: Any) -> bool:
 
 
 class JaxAdapter(ReferenceAdapter):
+    """Jax adapter: ``lax`` loops and maps, ``custom_vjp`` fused ops, Pallas kernels, jit.
+
+    Shapes are static under ``jax.jit``, so :attr:`data_dependent_shapes` is False: no
+    ``nonzero``-based compaction and no cell-list search.
+
+    Parameters
+    ----------
+    kernels : str or None
+        "auto" uses the Pallas kernels where they apply (jax on GPU, supported groups), "never"
+        disables them, "interpret" runs them in interpret mode (tests). None: the
+        ``LIECONV_JAX_KERNELS`` environment variable, default "auto".
+    """
     name = "jax"
     #: jax.jit traces static shapes: no nonzero-based compaction, no cell-list search
     data_dependent_shapes = False
@@ -117,10 +129,10 @@ class JaxAdapter(ReferenceAdapter):
         return CHUNK_ELEMS_HOST if _on_cpu(x) else CHUNK_ELEMS_DEVICE
 
     def map_query_chunks(self, xp, fn, arrays, step):
-        """On CPU, equal chunks through one ``lax.map`` (XLA then keeps one chunk's temporaries
-        live at a time; unrolled chunks get scheduled side by side, and XLA:CPU maps its temporary
-        buffer fresh, with page faults, on every call when that exceeds glibc's mmap threshold),
-        any shorter last chunk after it. Devices: the unrolled loop."""
+        # On CPU, equal chunks through one ``lax.map`` (XLA then keeps one chunk's temporaries live
+        # at a time; unrolled chunks get scheduled side by side, and XLA:CPU maps its temporary
+        # buffer fresh, with page faults, on every call when that exceeds glibc's mmap threshold),
+        # any shorter last chunk after it. Devices: the unrolled loop.
         first = next(a for a in arrays if a is not None)
         m = first.shape[1]
         step = equal_step(m, step)
@@ -149,10 +161,10 @@ class JaxAdapter(ReferenceAdapter):
         return concat_parts(xp, [out, rest])
 
     def count_true(self, xp, sel, dtype):
-        """On CPU, by 32-wide blocks: the running counts within each block are one matrix
-        product with a triangular matrix of ones, plus the running total of the block sums —
-        exact in float32 (integers below 2^24) and several times faster than XLA:CPU's
-        cumulative sum on a layer's (1000, 1000) in-ball mask."""
+        # On CPU, by 32-wide blocks: the running counts within each block are one matrix product
+        # with a triangular matrix of ones, plus the running total of the block sums — exact in
+        # float32 (integers below 2^24) and several times faster than XLA:CPU's cumulative sum on a
+        # layer's (1000, 1000) in-ball mask.
         n = sel.shape[-1]
         if not _on_cpu(sel) or n >= 2**24:
             return super().count_true(xp, sel, dtype)
@@ -169,10 +181,10 @@ class JaxAdapter(ReferenceAdapter):
         return out[..., :n].astype(dtype)
 
     def topk_smallest(self, xp, scores, k):
-        """``lax.top_k`` of the negated scores — a partial selection whose ties go to the lower
-        index (documented), like the reference's stable sort — instead of a full stable sort of
-        every row, which on CPU is far slower for kNN-sized rows. Zeros are made +0.0
-        first, so that negation cannot order -0.0 against 0.0."""
+        # ``lax.top_k`` of the negated scores — a partial selection whose ties go to the lower index
+        # (documented), like the reference's stable sort — instead of a full stable sort of every
+        # row, which on CPU is far slower for kNN-sized rows. Zeros are made +0.0 first, so that
+        # negation cannot order -0.0 against 0.0.
         neg = jnp.where(scores == 0, jnp.zeros_like(scores), -scores)
         return jax.lax.top_k(neg, k)[1].astype(index_dtype(jnp))
 
@@ -228,8 +240,8 @@ class JaxAdapter(ReferenceAdapter):
         return jnp.take_along_axis(x, idx, axis=-1)
 
     def fps(self, xp, group, elems, q, mask, m, u):
-        """Pallas kernel on GPU (supported groups); else one lax.fori_loop over the m steps:
-        jit-friendly, no Python unrolling."""
+        # Pallas kernel on GPU (supported groups); else one lax.fori_loop over the m steps:
+        # jit-friendly, no Python unrolling.
         pk = self._pallas(elems)
         if (pk is not None and q is None and self.native_kernels(group)
                 and elems.shape[1] <= pk[0].MAX_N):
@@ -240,14 +252,13 @@ class JaxAdapter(ReferenceAdapter):
         return jax.nn.silu(x)
 
     def linear(self, w, b, x):
-        """On CPU, where the input is much wider than the output (in >= WIDE_IN·out: LieConv's
-        output linear, 16·chin -> chout), ``x @ w`` as x times the transpose of wᵀ, a separate
-        (out, in) array behind an optimization barrier. XLA:CPU then computes the weight gradient as
-        gᵀ @ x, an (out, in) result, which runs faster on the springs model's (1200, 1536) rows
-        than xᵀ @ g, (in, out), in first and second derivatives alike; the barrier keeps XLA
-        from folding the transpose back into the product. This shortens the springs training
-        step and leaves forwards unchanged. Elsewhere:
-        the reference."""
+        # On CPU, where the input is much wider than the output (in >= WIDE_IN·out: LieConv's output
+        # linear, 16·chin -> chout), ``x @ w`` as x times the transpose of wᵀ, a separate (out, in)
+        # array behind an optimization barrier. XLA:CPU then computes the weight gradient as gᵀ @ x,
+        # an (out, in) result, which runs faster on the springs model's (1200, 1536) rows than xᵀ @
+        # g, (in, out), in first and second derivatives alike; the barrier keeps XLA from folding
+        # the transpose back into the product. This shortens the springs training step and leaves
+        # forwards unchanged. Elsewhere: the reference.
         i, o = w.shape
         if i < WIDE_IN * o or x.dtype != w.dtype or not _on_cpu(x):
             return super().linear(w, b, x)
@@ -256,13 +267,13 @@ class JaxAdapter(ReferenceAdapter):
         return jnp.reshape(y, (*x.shape[:-1], o))
 
     def bn_swish(self, xp, p, s, x, mask, train):
-        """Training mode: one ``custom_vjp`` op (:func:`_masked_bn_swish`) whose backward is the
-        batch-norm gradient restricted to valid rows, so that XLA gets two reductions and one
-        elementwise pass each way. Autodiff through the reference's composition made XLA
-        materialise the broadcast mask and ~20 separate passes over the weight net's
-        (bs, m, k, 32) activations (a RotMNIST T(2) training step: the largest fusions of its
-        profile). Eval mode: the reference. The running statistics are not differentiated
-        (as in torch's fused op)."""
+        # Training mode: one ``custom_vjp`` op (:func:`_masked_bn_swish`) whose backward is the
+        # batch-norm gradient restricted to valid rows, so that XLA gets two reductions and one
+        # elementwise pass each way. Autodiff through the reference's composition made XLA
+        # materialise the broadcast mask and ~20 separate passes over the weight net's (bs, m, k,
+        # 32) activations (a RotMNIST T(2) training step: the largest fusions of its profile). Eval
+        # mode: the reference. The running statistics are not differentiated (as in torch's fused
+        # op).
         if not train:
             return super().bn_swish(xp, p, s, x, mask, train)
         from lieconv_core.nn.layers import BN_EPS, BN_MOMENTUM

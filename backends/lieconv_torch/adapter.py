@@ -34,9 +34,16 @@ def xp_torch() -> Any:
 
 
 class TorchAdapter(ReferenceAdapter):
-    """Torch adapter. ``kernels``: "auto" uses the Triton kernels of :mod:`lieconv_torch.kernels`
-    for CUDA tensors (when triton imports), "never" disables them, "interpret" runs them under the
-    Triton interpreter on any device (tests; slow)."""
+    """Torch adapter: native top-k and sort, autograd, CUDA synchronisation, Triton kernels.
+
+    Parameters
+    ----------
+    kernels : str or None
+        "auto" uses the Triton kernels of :mod:`lieconv_torch.kernels` for CUDA tensors (when
+        triton imports), "never" disables them, "interpret" runs them under the Triton interpreter
+        on any device (tests; slow). None: the ``LIECONV_TORCH_KERNELS`` environment variable,
+        default "auto".
+    """
 
     name = "torch"
 
@@ -154,9 +161,9 @@ class TorchAdapter(ReferenceAdapter):
         return super().pointconv(xp, layers, emb, values, nbr_idx, nbr_mask)
 
     def contract(self, xp, w, values, nbr_idx, nbr_mask, weight_major=False):
-        """CPU: :func:`_blocked_contract` (the neighbour values gathered in cache-sized blocks,
-        never as one (bs, m, k, c) array), under autograd as :class:`_BlockedContract` (which
-        saves w and values, not the gathered values); GPUs and torch.compile: the reference."""
+        # CPU: :func:`_blocked_contract` (the neighbour values gathered in cache-sized blocks, never
+        # as one (bs, m, k, c) array), under autograd as :class:`_BlockedContract` (which saves w
+        # and values, not the gathered values); GPUs and torch.compile: the reference.
         if (values.device.type != "cpu" or w.dtype != values.dtype or self.tracing()
                 or self.functional):
             return super().contract(xp, w, values, nbr_idx, nbr_mask, weight_major)
@@ -200,11 +207,11 @@ class TorchAdapter(ReferenceAdapter):
                                   out_int32=counts.dtype == torch.int32)
 
     def topk_smallest(self, xp: Any, scores: Any, k: int) -> Any:
-        """torch.topk does not promise an order among ties; a stable sort does (lower index
-        first). On CPU, float32 rows of at least :data:`_TOPK_MIN_N` scores take topk of
-        distinct int64 keys instead — the score's bits mapped to an order-preserving int32
-        (zeros made +0.0 first), times 2^32, plus the index — whose order is the stable
-        sort's, and which is much faster than sorting whole kNN-sized rows."""
+        # torch.topk does not promise an order among ties; a stable sort does (lower index first).
+        # On CPU, float32 rows of at least :data:`_TOPK_MIN_N` scores take topk of distinct int64
+        # keys instead — the score's bits mapped to an order-preserving int32 (zeros made +0.0
+        # first), times 2^32, plus the index — whose order is the stable sort's, and which is much
+        # faster than sorting whole kNN-sized rows.
         n = scores.shape[-1]
         if scores.dtype != torch.float32 or scores.device.type != "cpu" or n < _TOPK_MIN_N:
             return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
@@ -222,15 +229,15 @@ class TorchAdapter(ReferenceAdapter):
         return torch.nn.functional.silu(x) if self.functional else _swish(x)
 
     def linear(self, w, b, x):
-        """addmm: the bias enters the GEMM (no separate pass and (..., out) buffer for it).
-
-        A wide weight (in >= :data:`~lieconv_core.adapter.WIDE_IN`·out: LieConv's output linear)
-        that autograd differentiates enters column-major, w = (wᵀ contiguous)ᵀ: autograd gives a
-        weight gradient the layout of the weight, so it then computes gᵀ @ x, an (out, in)
-        product, instead of xᵀ @ g — in the forward's backward and in the inner gradient's, under
-        double backprop. For LieConv's output linear (e.g. (1200, 1536) rows → 96) that product
-        is the faster of the two on CPU BLAS, and the springs training step is shorter for it.
-        The copy is out·in elements, small next to x."""
+        # addmm: the bias enters the GEMM (no separate pass and (..., out) buffer for it).
+        #
+        # A wide weight (in >= :data:`~lieconv_core.adapter.WIDE_IN`·out: LieConv's output linear)
+        # that autograd differentiates enters column-major, w = (wᵀ contiguous)ᵀ: autograd gives a
+        # weight gradient the layout of the weight, so it then computes gᵀ @ x, an (out, in)
+        # product, instead of xᵀ @ g — in the forward's backward and in the inner gradient's, under
+        # double backprop. For LieConv's output linear (e.g. (1200, 1536) rows → 96) that product is
+        # the faster of the two on CPU BLAS, and the springs training step is shorter for it. The
+        # copy is out·in elements, small next to x.
         if (w.shape[0] >= WIDE_IN * w.shape[1] and w.requires_grad
                 and torch.is_grad_enabled()):
             w = w.t().contiguous().t()
@@ -240,18 +247,18 @@ class TorchAdapter(ReferenceAdapter):
                              (*x.shape[:-1], w.shape[-1]))
 
     def matmul(self, xp, a, b):
-        """a @ b through :class:`_LayoutMatmul` (the result's layout chosen for speed, in the
-        forward and in every derivative) where some product is narrow; else plain matmul. A
-        narrow K counts too: it is the N of the gradient product g @ bᵀ."""
+        # a @ b through :class:`_LayoutMatmul` (the result's layout chosen for speed, in the forward
+        # and in every derivative) where some product is narrow; else plain matmul. A narrow K
+        # counts too: it is the N of the gradient product g @ bᵀ.
         if (self.functional or a.ndim < 2 or a.shape[:-2] != b.shape[:-2]  # broadcasting: plain
                 or min(a.shape[-2], b.shape[-1], a.shape[-1]) >= _NARROW):
             return torch.matmul(a, b)
         return _LayoutMatmul.apply(a, b)
 
     def weightnet(self, xp, layers, emb):
-        """The reference weight net with the bias added inside the GEMM (addmm) and, where
-        autograd does not need the pre-activation, swish in place: two passes over the
-        (·, 32) activations per layer instead of three, and no new buffer for the swish."""
+        # The reference weight net with the bias added inside the GEMM (addmm) and, where autograd
+        # does not need the pre-activation, swish in place: two passes over the (·, 32) activations
+        # per layer instead of three, and no new buffer for the swish.
         if self.functional:
             return super().weightnet(xp, layers, emb)
         lead = emb.shape[:-1]
@@ -265,13 +272,12 @@ class TorchAdapter(ReferenceAdapter):
         return torch.reshape(h, (*lead, h.shape[-1]))
 
     def bn_swish(self, xp, p, s, x, mask, train):
-        """Training mode: one autograd op (:class:`_MaskedBNSwish`) with a hand-written backward,
-        ~7 passes over x forward and ~8 backward where autograd through the reference's
-        composition makes ~11 and ~20 (the LieConv weight net runs it on (bs, m, k, 32) arrays);
-        eval mode without autograd: the reference's arithmetic ((x − μ)·(w/σ) + b, swish, zero
-        where masked) in one new buffer updated in place (the reference makes six fresh (..., c)
-        arrays; fresh large buffers are page-faulted on every call); with autograd, the
-        reference."""
+        # Training mode: one autograd op (:class:`_MaskedBNSwish`) with a hand-written backward, ~7
+        # passes over x forward and ~8 backward where autograd through the reference's composition
+        # makes ~11 and ~20 (the LieConv weight net runs it on (bs, m, k, 32) arrays); eval mode
+        # without autograd: the reference's arithmetic ((x − μ)·(w/σ) + b, swish, zero where masked)
+        # in one new buffer updated in place (the reference makes six fresh (..., c) arrays; fresh
+        # large buffers are page-faulted on every call); with autograd, the reference.
         if self.functional:
             return super().bn_swish(xp, p, s, x, mask, train)
         if not train:
@@ -299,7 +305,22 @@ class TorchAdapter(ReferenceAdapter):
         return y if mask is None else y.masked_fill_(~mask[..., None], 0)
 
     def grad(self, f: Callable) -> Callable:
-        """grad of a scalar function of one tensor, differentiable again (create_graph=True)."""
+        """The gradient function of a scalar function of one tensor, differentiable again.
+
+        Outside :func:`functional_mode` the gradient is taken by ``torch.autograd.grad`` with
+        ``create_graph=True``, so it can be differentiated again; inside, by ``torch.func.grad``.
+
+        Parameters
+        ----------
+        f : callable
+            ``f(x, *args)`` -> a scalar tensor.
+
+        Returns
+        -------
+        callable
+            ``(x, *args)`` -> the gradient of ``f`` with respect to the tensor ``x``, shaped like
+            ``x``.
+        """
 
         if self.functional:
             return lambda x, *args: torch.func.grad(f)(x, *args)
