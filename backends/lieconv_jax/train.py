@@ -136,23 +136,72 @@ class JaxTrainer:
         return optax.apply_updates(p, upd), new_s, o, value
 
     def array(self, x: Any) -> Any:
-        """A host array on the trainer's device; floats in the trainer's dtype."""
+        """A host array on the trainer's device; floats in the trainer's dtype.
+
+        Parameters
+        ----------
+        x : array_like
+            Host values (numpy array, scalar or nested sequence).
+
+        Returns
+        -------
+        jax.Array
+            Same shape as ``x``; floating values cast to the trainer's dtype, other dtypes kept.
+        """
         a = np.asarray(x)
         dt = self.dtype if a.dtype.kind == "f" else a.dtype
         return jax.device_put(jnp.asarray(a, dtype=dt), self.device)
 
     def batch(self, batch: dict) -> dict:
+        """A host batch on the trainer's device (:meth:`array` of every entry).
+
+        Parameters
+        ----------
+        batch : dict
+            ``{name: host array}``.
+
+        Returns
+        -------
+        dict
+            ``{name: jax.Array}``, the same keys.
+        """
         return {k: self.array(v) for k, v in batch.items()}
 
     def step(self, batch: dict, seed: int = 0) -> float:
-        """One optimizer step on a host batch; returns the loss."""
+        """One optimizer step on a host batch.
+
+        Computes the loss and the parameter gradients, applies an Adam step at the scheduled
+        learning
+        rate and stores the loss's new state.
+
+        Parameters
+        ----------
+        batch : dict
+            ``{name: host array}``, the loss's batch.
+        seed : int
+            Seed of the loss's random draws (a ``JaxDraws`` of ``jax.random.key(seed)``).
+
+        Returns
+        -------
+        float
+            The loss before the update.
+        """
         self.params, self.state, self.opt_state, loss = self._step(
             self.params, self.state, self.opt_state, self.batch(batch), jax.random.key(seed))
         return float(loss)
 
     def update_state(self, batch: dict, seed: int = 0) -> None:
-        """The loss's training-mode forward without a parameter update: only the state (batch
-        norm statistics, radii) moves."""
+        """The loss's training-mode forward without a parameter update.
+
+        Only the state (batch norm statistics, radii) moves.
+
+        Parameters
+        ----------
+        batch : dict
+            ``{name: host array}``, the loss's batch.
+        seed : int
+            Seed of the loss's random draws (a ``JaxDraws`` of ``jax.random.key(seed)``).
+        """
         if self._state_fn is None:
             self._state_fn = jax.jit(
                 lambda p, s, b, key: self.loss_fn(p, s, b, JaxDraws(key))[1])
@@ -160,8 +209,23 @@ class JaxTrainer:
                                     jax.random.key(seed))
 
     def run(self, fn: Callable, batch: dict, seed: int = 0) -> Any:
-        """``fn(params, state, batch, rng)`` jitted (once per function and shape), no update;
-        its array outputs come back as numpy."""
+        """Run ``fn(params, state, batch, rng)`` jitted (once per function and shape), no update.
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(params, state, batch, rng)`` on jax arrays; ``rng`` is a ``JaxDraws`` of
+            ``jax.random.key(seed)``.
+        batch : dict
+            ``{name: host array}``.
+        seed : int
+            Seed of ``fn``'s random draws.
+
+        Returns
+        -------
+        object
+            ``fn``'s output with every array leaf converted to numpy.
+        """
         jitted = self._runs.get(fn)
         if jitted is None:
             jitted = self._runs[fn] = jax.jit(
@@ -171,15 +235,38 @@ class JaxTrainer:
 
     @property
     def count(self) -> int:
+        """The number of optimizer steps taken (Adam's step count)."""
         return int(self.opt_state[0].count)
 
     def params_host(self) -> dict:
+        """Host copies of the parameters.
+
+        Returns
+        -------
+        dict
+            ``{flat name: numpy.ndarray}``.
+        """
         return {k: np.asarray(v) for k, v in flatten(self.params).items()}
 
     def state_host(self) -> dict:
+        """Host copies of the state (batch norm statistics, radii).
+
+        Returns
+        -------
+        dict
+            ``{flat name: numpy.ndarray}``; empty when the model has no state.
+        """
         return {k: np.asarray(v) for k, v in flatten(self.state).items()}
 
     def opt_state_host(self) -> dict:
+        """The optimizer state in the portable flat format shared by the torch and jax trainers.
+
+        Returns
+        -------
+        dict
+            ``{"opt.count": int64 array (), "opt.mu.<name>": first moments, "opt.nu.<name>": second
+            moments}``, numpy arrays shaped like the parameters.
+        """
         adam = self.opt_state[0]
         out = {"opt.count": np.asarray(int(adam.count), dtype=np.int64)}
         out.update({f"opt.mu.{k}": np.asarray(v) for k, v in flatten(adam.mu).items()})
@@ -187,6 +274,14 @@ class JaxTrainer:
         return out
 
     def load_opt_state(self, flat: dict) -> None:
+        """Continue from an optimizer state in the portable flat format (:meth:`opt_state_host`).
+
+        Parameters
+        ----------
+        flat : dict
+            ``{"opt.count", "opt.mu.<name>", "opt.nu.<name>"}`` host arrays, as
+            :meth:`opt_state_host` of either trainer writes them.
+        """
         adam = self.opt_state[0]
         n = int(np.asarray(flat["opt.count"]).reshape(-1)[0])
         count = jnp.asarray(n, dtype=adam.count.dtype)

@@ -82,17 +82,57 @@ class TorchTrainer:
 
     # --- conversion ----------------------------------------------------------------------------
     def tensor(self, x: Any) -> torch.Tensor:
-        """A host array on the trainer's device; floats in the trainer's dtype."""
+        """A host array on the trainer's device; floats in the trainer's dtype.
+
+        Parameters
+        ----------
+        x : array_like
+            Host values (numpy array, scalar or nested sequence).
+
+        Returns
+        -------
+        torch.Tensor
+            Same shape as ``x``; floating values cast to the trainer's dtype, other dtypes kept.
+        """
         a = np.array(x)  # an own, writable copy
         t = torch.as_tensor(a, device=self.device)
         return t.to(self.dtype) if t.is_floating_point() else t
 
     def batch(self, batch: dict) -> dict:
+        """A host batch on the trainer's device (:meth:`tensor` of every entry).
+
+        Parameters
+        ----------
+        batch : dict
+            ``{name: host array}``.
+
+        Returns
+        -------
+        dict
+            ``{name: torch.Tensor}``, the same keys.
+        """
         return {k: self.tensor(v) for k, v in batch.items()}
 
     # --- steps ---------------------------------------------------------------------------------
     def step(self, batch: dict, seed: int = 0) -> float:
-        """One optimizer step on a host batch; returns the loss."""
+        """One optimizer step on a host batch.
+
+        Computes the loss and the parameter gradients, applies an Adam step at the scheduled
+        learning
+        rate and stores the loss's new state.
+
+        Parameters
+        ----------
+        batch : dict
+            ``{name: host array}``, the loss's batch.
+        seed : int
+            Seed of the loss's random draws (the ``rng`` argument of ``loss_fn``).
+
+        Returns
+        -------
+        float
+            The loss before the update.
+        """
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.lr, self.count, self.total_steps, self.warmup_steps)
         self.opt.zero_grad(set_to_none=True)
@@ -137,29 +177,74 @@ class TorchTrainer:
         return loss, new_state
 
     def update_state(self, batch: dict, seed: int = 0) -> None:
-        """The loss's training-mode forward without a parameter update: only the state (batch
-        norm statistics, radii) moves."""
+        """The loss's training-mode forward without a parameter update.
+
+        Only the state (batch norm statistics, radii) moves.
+
+        Parameters
+        ----------
+        batch : dict
+            ``{name: host array}``, the loss's batch.
+        seed : int
+            Seed of the loss's random draws (the ``rng`` argument of ``loss_fn``).
+        """
         with torch.no_grad():
             _, new_state = self.loss_fn(self.params.tree(), self.state.tree(),
                                         self.batch(batch), int(seed))
         _copy_into(self.state, new_state)
 
     def run(self, fn: Callable, batch: dict, seed: int = 0) -> Any:
-        """``fn(params, state, batch, rng)`` without parameter gradients (eval, prediction);
-        its array outputs come back as numpy (a dict or tuple of them, or one)."""
+        """Run ``fn(params, state, batch, rng)`` without parameter gradients (eval, prediction).
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(params, state, batch, rng)`` on torch tensors; ``rng`` is ``seed``.
+        batch : dict
+            ``{name: host array}``.
+        seed : int
+            Seed of ``fn``'s random draws.
+
+        Returns
+        -------
+        object
+            ``fn``'s output with every tensor copied to numpy (a dict or tuple of them, or one);
+            other values unchanged.
+        """
         with torch.no_grad():  # a vector field still takes its own gradient inside
             out = fn(self.params.tree(), self.state.tree(), self.batch(batch), int(seed))
         return _to_host(out)
 
     # --- host copies ---------------------------------------------------------------------------
     def params_host(self) -> dict:
-        """{flat name: numpy array} of the parameters."""
+        """Host copies of the parameters.
+
+        Returns
+        -------
+        dict
+            ``{flat name: numpy.ndarray}``.
+        """
         return _to_host(flatten(self.params.tree()))
 
     def state_host(self) -> dict:
+        """Host copies of the state (batch norm statistics, radii).
+
+        Returns
+        -------
+        dict
+            ``{flat name: numpy.ndarray}``; empty when the model has no state.
+        """
         return _to_host(flatten(self.state.tree())) if self.state._keys else {}
 
     def opt_state_host(self) -> dict:
+        """The optimizer state in the portable flat format shared by the torch and jax trainers.
+
+        Returns
+        -------
+        dict
+            ``{"opt.count": int64 array (), "opt.mu.<name>": first moments, "opt.nu.<name>": second
+            moments}``, numpy arrays shaped like the parameters.
+        """
         out = {"opt.count": np.asarray(self.count, dtype=np.int64)}
         for name, p in self.named.items():
             st = self.opt.state.get(p, {})
@@ -169,6 +254,14 @@ class TorchTrainer:
         return out
 
     def load_opt_state(self, flat: dict) -> None:
+        """Continue from an optimizer state in the portable flat format (:meth:`opt_state_host`).
+
+        Parameters
+        ----------
+        flat : dict
+            ``{"opt.count", "opt.mu.<name>", "opt.nu.<name>"}`` host arrays, as
+            :meth:`opt_state_host` of either trainer writes them.
+        """
         self.count = int(np.asarray(flat["opt.count"]).reshape(-1)[0])
         if self.count == 0:
             return
