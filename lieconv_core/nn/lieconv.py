@@ -166,8 +166,33 @@ class LieConv(Model):
     # --- forward --------------------------------------------------------------------------------
     def forward(self, params: dict, state: dict, cloud: Cloud, train: bool = False,
                 rng: Any = None) -> tuple[Cloud, dict]:
-        """Stand-alone use: ``params, state = conv.init(seed, dtype, backend)``, then
-        ``out_cloud, state = conv.forward(params, state, lift(group, coords, values, mask))``."""
+        """Apply the layer stand-alone, building the context from the arrays.
+
+        Typical use: ``params, state = conv.init(seed, dtype, backend)``, then
+        ``out_cloud, state = conv.forward(params, state, lift(group, coords, values, mask))``.
+
+        Parameters
+        ----------
+        params : dict
+            The layer's parameters (:meth:`init_host` structure, arrays of the cloud's backend).
+        state : dict
+            The layer's state (radius controller, BN statistics, cached FPS indices).
+        cloud : Cloud
+            A lifted cloud: elements ``(bs, n, E)``, values ``(bs, n, chin)``, mask ``(bs, n)``
+            bool.
+        train : bool
+            Training mode (batch statistics, radius updates, random subsets of the ball).
+        rng : object
+            None (seed 0), an int seed, a ``numpy.random.Generator`` or a Draws object
+            (:func:`lieconv_core.random.as_draws`).
+
+        Returns
+        -------
+        cloud : Cloud
+            The query cloud, values ``(bs, m, chout)``.
+        state : dict
+            The new state.
+        """
         from .._backend import array_namespace
         from ..random import as_draws
 
@@ -175,11 +200,40 @@ class LieConv(Model):
         return self.apply(params, state, cloud, self.context(xp, train, as_draws(rng)))
 
     def num_queries(self, n: int) -> int:
-        """Queries kept of n points: round(ds_frac·n), at least one (none of none)."""
+        """Number of queries kept of ``n`` points: round(ds_frac·n), at least one (none of none).
+
+        Parameters
+        ----------
+        n : int
+            Points per cloud (padding included).
+
+        Returns
+        -------
+        int
+            The number of queries m.
+        """
         return n if self.ds_frac >= 1 else min(n, max(1, int(round(self.ds_frac * n))))
 
     def query_indices(self, state: dict, cloud: Cloud, ctx: Ctx) -> tuple[Any, dict]:
-        """FPS indices (bs, m) of the queries, or None without subsampling; may update the cache."""
+        """FPS indices of the queries; may update the cache.
+
+        Parameters
+        ----------
+        state : dict
+            The layer's state; ``state["fps_idx"]`` is reused when ``cache`` is set and its shape
+            fits.
+        cloud : Cloud
+            The lifted input cloud, mask ``(bs, n)``.
+        ctx : Ctx
+            Namespace, adapter, mode and draws (the start of each FPS is drawn uniformly).
+
+        Returns
+        -------
+        idx : array or None
+            Integer indices ``(bs, m)``, or None without subsampling (m == n).
+        state : dict
+            The state, with ``"fps_idx"`` set when ``cache`` is on.
+        """
         xp = ctx.xp
         bs, n = cloud.mask.shape
         m = self.num_queries(n)
@@ -195,7 +249,22 @@ class LieConv(Model):
         return idx, state
 
     def subsample(self, cloud: Cloud, idx: Any, ctx: Ctx) -> Cloud:
-        """The query cloud at FPS indices; queries beyond a cloud's valid count are masked off."""
+        """The query cloud at FPS indices; queries beyond a cloud's valid count are masked off.
+
+        Parameters
+        ----------
+        cloud : Cloud
+            The lifted input cloud with n entries.
+        idx : array or None
+            Integer indices ``(bs, m)`` from :meth:`query_indices`; None: no subsampling.
+        ctx : Ctx
+            Namespace and adapter.
+
+        Returns
+        -------
+        Cloud
+            ``cloud`` itself when ``idx`` is None, else the cloud's entries at ``idx`` (m entries).
+        """
         if idx is None:
             return cloud
         xp = ctx.xp
@@ -207,15 +276,42 @@ class LieConv(Model):
 
     def apply(self, params: dict, state: dict, cloud: Cloud, ctx: Ctx,
               idx: Any = None, pairs: tuple | None = None) -> tuple[Cloud, dict]:
-        """cloud with values (bs, n, chin) -> query cloud with values (bs, m, chout).
-
-        ``pairs``: :meth:`pairs` of this cloud under this layer's group, computed once by the
-        caller and shared by the layers that see the same elements (LieResNet does); used only
-        when the layer does not subsample.
+        """Map a cloud with values ``(bs, n, chin)`` to its queries with values ``(bs, m, chout)``.
 
         The aggregation takes one of two paths: :meth:`_aggregate_all` (batch-norm training:
-        statistics over all valid pairs at once) or :meth:`_aggregate_chunks` (queries in
-        chunks; within a chunk the compacted, dense or indexed weight net)."""
+        statistics over all valid pairs at once) or :meth:`_aggregate_chunks` (queries in chunks;
+        within a chunk the compacted, dense or indexed weight net).
+
+        Parameters
+        ----------
+        params : dict
+            The layer's parameters.
+        state : dict
+            The layer's state (radius controller, BN statistics, cached FPS indices).
+        cloud : Cloud
+            A lifted cloud: elements ``(bs, n, E)``, orbits ``(bs, n, dq)`` or None, values
+            ``(bs, n, chin)``, mask ``(bs, n)`` bool.
+        ctx : Ctx
+            Namespace, adapter, mode and draws.
+        idx : array or None
+            Query indices ``(bs, m)`` chosen by the caller; None: :meth:`query_indices`.
+        pairs : tuple or None
+            :meth:`pairs` of this cloud under this layer's group, computed once by the caller and
+            shared by the layers that see the same elements (LieResNet does); used only when the
+            layer does not subsample.
+
+        Returns
+        -------
+        cloud : Cloud
+            The query cloud, values ``(bs, m, chout)``, zero at invalid queries.
+        state : dict
+            The new state (radius controller and BN statistics updated in training mode).
+
+        Raises
+        ------
+        ValueError
+            When the cloud's values do not have ``chin`` channels.
+        """
         xp = ctx.xp
         if cloud.values.shape[-1] != self.chin:
             raise ValueError(f"LieConv expects {self.chin} input channels, "
@@ -334,16 +430,30 @@ class LieConv(Model):
         return query._replace(values=zeros)
 
     def pairs(self, xp: Any, cloud: Cloud) -> tuple[Any, Any] | None:
-        """(log (bs, n, n, lie_dim), distance (bs, n, n)) of every pair of the cloud's elements
-        under this layer's group, to pass to :meth:`apply` of every layer that sees these
-        elements without subsampling — or None where sharing does not pay: Euclidean groups
-        (T(d), Trivial(d): distances are a few differences, computed on the fly) and clouds
-        with more than :data:`PAIR_CACHE_MAX` pairs.
+        """Logs and distances of every pair of a cloud's elements under this layer's group.
 
-        Without subsampling every layer of a network sees the same elements, so the pair logs
-        (the dominant cost for SE(3)/SO(3) on molecule-sized clouds) are computed once per
-        forward instead of once per layer, by the same arithmetic as ``pair_distance`` and
-        ``pair_embed``."""
+        The result goes to :meth:`apply` of every layer that sees these elements without
+        subsampling:
+        without subsampling every layer of a network sees the same elements, so the pair logs are
+        computed once per forward instead of once per layer, by the same arithmetic as
+        ``pair_distance`` and ``pair_embed``.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        cloud : Cloud
+            A lifted cloud: elements ``(bs, n, E)``, orbits ``(bs, n, dq)`` or None.
+
+        Returns
+        -------
+        tuple or None
+            ``(log (bs, n, n, lie_dim), distance (bs, n, n))``, or None where sharing does not pay:
+            Euclidean groups (T(d), Trivial(d): distances are a few differences, computed on the
+            fly),
+            groups whose embedding does not come from the log, and clouds with more than
+            :data:`PAIR_CACHE_MAX` pairs.
+        """
         g = self.group
         bs, n = cloud.mask.shape
         if g.euclidean_distance or bs * n * n > PAIR_CACHE_MAX or not g.embeds_from_log:
@@ -359,11 +469,30 @@ class LieConv(Model):
         return log, dist
 
     def query_chunk(self, bs: int, m: int, k: int, default: int = CHUNK_ELEMS) -> int:
-        """Queries per chunk of the eval-mode / no-BN aggregation: the widest pair arrays,
-        (bs, chunk, k, max(32, chin, embed_dim)) weight-net activations and gathered values, hold
-        at most ``chunk_elems`` elements (at least one query per chunk). With ``chunk_elems``
-        None the bound is ``default`` (the adapter's), raised where needed so that a chunk has at
-        least :data:`MIN_CHUNK_ROWS` rows (bs·chunk) for the output linear's GEMM."""
+        """Queries per chunk of the eval-mode / no-BN aggregation.
+
+        The widest pair arrays, ``(bs, chunk, k, max(32, chin, embed_dim))`` weight-net activations
+        and gathered values, hold at most ``chunk_elems`` elements (at least one query per chunk).
+        With ``chunk_elems`` None the bound is ``default`` (the adapter's), raised where needed so
+        that a chunk has at least :data:`MIN_CHUNK_ROWS` rows (bs·chunk) for the output linear's
+        GEMM.
+
+        Parameters
+        ----------
+        bs : int
+            Batch size.
+        m : int
+            Number of queries.
+        k : int
+            Neighbour slots per query.
+        default : int
+            Element bound used when ``chunk_elems`` is None.
+
+        Returns
+        -------
+        int
+            Queries per chunk, between 1 and ``m``.
+        """
         width = max(WEIGHTNET_HIDDEN, self.chin, self.group.embed_dim)
         if self.chunk_elems is not None:
             return max(1, min(m, int(self.chunk_elems) // max(1, bs * k * width)))
