@@ -84,11 +84,36 @@ def _load(spec: str) -> Any:
 
 def data_parallel(backend: str, device: str | None = None, timeout: float | None = None
                   ) -> Any:
-    """The communicator of a data-parallel run, or None for one process on one device (the
-    ordinary path). torch: a ``torchrun`` launch (``WORLD_SIZE`` > 1) joins its process group
-    (``timeout``: seconds a collective waits before the job fails). jax: several visible
-    devices and no explicit ``device`` give a mesh over all of them (after
-    ``jax.distributed.initialize`` on several hosts)."""
+    """The communicator of a data-parallel run, or None for one process on one device.
+
+    torch: a ``torchrun`` launch (``WORLD_SIZE`` > 1) joins its process group. jax: several
+    visible devices and no explicit ``device`` give a mesh over all of them (after
+    ``jax.distributed.initialize`` on several hosts). The backend's registry entry names the
+    communicator (:class:`lieconv_core.BackendEntry`).
+
+    Parameters
+    ----------
+    backend : str
+        A registered training backend ("torch", "jax").
+    device : str or None
+        The requested device; None: the backend's default.
+    timeout : float or None
+        Seconds a collective waits for the other processes before the job fails (torch); None:
+        the framework's default.
+
+    Returns
+    -------
+    object or None
+        The communicator (with ``rank``, ``shares``, ``processes`` and ``broadcast``), or None for
+        the ordinary single-process path.
+
+    Raises
+    ------
+    ValueError
+        For an unknown training backend.
+    RuntimeError
+        When the backend is not installed.
+    """
     from .._backend import get_backend
 
     trainer_class(backend)  # the unknown / not-installed errors
@@ -102,8 +127,46 @@ def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: f
                  total_steps: int = 1, warmup_steps: int = 0, dtype: str = "float32",
                  device: str | None = None, opt_state: dict | None = None,
                  compile: bool = False, comm: Any = None) -> Any:
-    """The backend's trainer for ``loss_fn`` (nested params and state as host arrays); with a
-    communicator (:func:`data_parallel`) its data-parallel trainer."""
+    """The backend's trainer for ``loss_fn``; with a communicator, its data-parallel trainer.
+
+    Parameters
+    ----------
+    backend : str
+        A registered training backend ("torch", "jax").
+    loss_fn : callable
+        ``loss_fn(params, state, batch, rng) -> (scalar loss, new state)``.
+    params : dict
+        Nested dict of host (numpy) arrays.
+    state : dict
+        Nested dict of host arrays (BN statistics, radii; may be empty).
+    lr : float
+        Peak learning rate of the schedule.
+    total_steps : int
+        Optimizer steps of the whole run (end of the cosine decay).
+    warmup_steps : int
+        Steps of the linear warm-up.
+    dtype : str
+        "float32" or "float64": dtype of parameters and batches.
+    device : str or None
+        Device string ("cpu", "cuda:1", "gpu:0"); None: the trainer's default.
+    opt_state : dict or None
+        Portable optimizer state to continue from.
+    compile : bool
+        Compile the step (only for the backends in
+        :func:`lieconv_core.compiling_backends`).
+    comm : object or None
+        A communicator from :func:`data_parallel`; None: single-process training.
+
+    Returns
+    -------
+    object
+        The trainer (``step``, ``update_state``, ``run``, ``params_host``, ...).
+
+    Raises
+    ------
+    ValueError
+        When ``compile`` is asked of a backend that does not compile, or for an unknown backend.
+    """
     from .._backend import compiling_backends
 
     if compile and backend not in compiling_backends():
@@ -149,7 +212,35 @@ class HostRunner:
 
 def runner_for(backend: str, task: Task, model: Any, cfg: dict, params: dict, state: dict,
                dtype: str, device: str | None = None) -> Any:
-    """Something with ``run(fn, batch, seed)`` on ``backend`` holding params and state."""
+    """An object with ``run(fn, batch, seed)`` on ``backend`` that holds params and state.
+
+    Training backends give their trainer; the others (numpy, array_api_strict) a host runner
+    without autodiff.
+
+    Parameters
+    ----------
+    backend : str
+        A registered backend name.
+    task : Task
+        The task (its loss builds the trainer).
+    model : object
+        The model built from ``cfg``.
+    cfg : dict
+        The model config.
+    params : dict
+        Nested dict of host arrays.
+    state : dict
+        Nested dict of host arrays.
+    dtype : str
+        "float32" or "float64".
+    device : str or None
+        Device string; None: the default.
+
+    Returns
+    -------
+    object
+        The runner.
+    """
     from .._backend import trainable_backends
 
     if backend in trainable_backends():
@@ -270,9 +361,35 @@ def load_checkpoint(path: Path, model: Any) -> tuple[dict, dict, dict, dict]:
 def run_outputs(runner: Any, fn: Any, data: Dataset, batch_size: int, seed: int = 0,
                 keys: tuple[str, ...] | None = None, progress: Any = None,
                 prepare: Any = None) -> np.ndarray:
-    """``fn`` over ``data`` in batches of ``batch_size`` (the last one padded, so every call has
-    the same shapes; ``prepare(batch)`` first, e.g. a task's :meth:`~Task.inputs`); outputs
-    concatenated along the first axis."""
+    """Apply ``fn`` over a data set in batches and concatenate the outputs along the first axis.
+
+    The last batch is padded so that every call has the same shapes; its padding rows are
+    dropped from the output.
+
+    Parameters
+    ----------
+    runner : object
+        Has ``run(fn, batch, seed)`` (a trainer or :func:`runner_for`'s result).
+    fn : callable
+        ``fn(params, state, batch, rng)`` -> an array with one row per sample.
+    data : Dataset
+        The samples.
+    batch_size : int
+        Samples per call.
+    seed : int
+        Seed of the first batch; batch ``i`` uses ``seed + i``.
+    keys : tuple of str or None
+        Batch entries passed to ``fn``; None: all.
+    progress : object or None
+        A progress bar with ``update(n)``, or None.
+    prepare : callable or None
+        ``prepare(batch)`` -> batch, applied first (e.g. a task's :meth:`~Task.inputs`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(data), ...)``, the outputs in data order.
+    """
     outs = []
     for i, sl in enumerate(chunks(len(data), batch_size)):
         batch = data.take(sl)
@@ -290,7 +407,34 @@ def run_outputs(runner: Any, fn: Any, data: Dataset, batch_size: int, seed: int 
 
 def evaluate(task: Task, cfg: dict, runner: Any, fn: Any, data: Dataset, batch_size: int,
              seed: int = 0, progress: Any = None) -> tuple[dict, np.ndarray]:
-    """(metrics, outputs) of the eval function ``fn`` on ``data``."""
+    """Metrics and outputs of the eval function ``fn`` on a data set.
+
+    Parameters
+    ----------
+    task : Task
+        The task (its inputs and metrics).
+    cfg : dict
+        The model config.
+    runner : object
+        Has ``run(fn, batch, seed)``.
+    fn : callable
+        The eval function, ``fn(params, state, batch, rng)``.
+    data : Dataset
+        The samples.
+    batch_size : int
+        Samples per call (at most ``len(data)``).
+    seed : int
+        Seed of the first batch.
+    progress : object or None
+        A progress bar with ``update(n)``, or None.
+
+    Returns
+    -------
+    metrics : dict
+        The task's metrics of the outputs.
+    outputs : numpy.ndarray
+        ``(len(data), ...)``, ``fn``'s outputs in data order.
+    """
     outputs = run_outputs(runner, fn, data, min(batch_size, max(len(data), 1)), seed,
                           progress=progress, prepare=lambda b: task.inputs(b, cfg))
     return task.metrics(outputs, data, cfg), outputs
@@ -318,15 +462,75 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
         progress: bool = True, device: str | None = None, compile: bool = False,
         info: dict | None = None, eval_batch_size: int | None = None,
         refresh: int = 16, dist_timeout: float | None = None) -> dict:
-    """Train the model that ``cfg`` describes on ``data["train"]``, validating on
-    ``data["val"]``, and write the run folder ``out``; returns the history.
+    """Train the model that ``cfg`` describes and write the run folder.
 
-    ``resume`` continues ``out`` from its last checkpoint (settings must match); without it
-    ``out`` must be new or empty unless ``overwrite``. ``max_steps`` stops after that many
-    optimizer steps in total. ``info`` is stored in ``config.json`` (e.g. the data's origin).
-    ``refresh``: training-mode forwards (no updates) that renew the batch-norm statistics and
-    radii before each evaluation and checkpoint. ``dist_timeout``: seconds a data-parallel
-    collective waits for the other processes before the job fails (torch).
+    Trains on ``data["train"]``, validating on ``data["val"]``; the module docstring describes the
+    loop, checkpoints and files.
+
+    Parameters
+    ----------
+    task : Task
+        The task (model, loss, metrics).
+    cfg : dict
+        The model config.
+    data : dict of Dataset
+        ``{"train": ..., "val": ...}``.
+    out : str or Path
+        The run folder.
+    backend : str
+        A registered training backend ("torch", "jax").
+    epochs : int
+        Passes over the training set.
+    batch_size : int
+        Samples per optimizer step (the global batch in data-parallel runs; capped at the
+        training set's size).
+    lr : float
+        Peak learning rate.
+    seed : int
+        Seed of the initialisation, the batch order and the draws.
+    dtype : str
+        "float32" or "float64".
+    warmup_epochs : float
+        Epochs of linear learning-rate warm-up, in ``[0, epochs)``.
+    patience : int or None
+        Stop after that many evaluations without improvement; None: never early.
+    max_steps : int or None
+        Stop after that many optimizer steps in total; None: no bound.
+    eval_every : int or None
+        Also evaluate every that many steps; None: at the end of each epoch only.
+    resume : bool
+        Continue ``out`` from its last checkpoint (settings must match).
+    overwrite : bool
+        Without ``resume``, allow a non-empty ``out``.
+    progress : bool
+        Show a progress bar.
+    device : str or None
+        Device string; None: the trainer's default.
+    compile : bool
+        Compile the step (backends in :func:`lieconv_core.compiling_backends`; models that draw
+        no random numbers).
+    info : dict or None
+        Stored in ``config.json`` (e.g. the data's origin).
+    eval_batch_size : int or None
+        Samples per evaluation call; None: ``batch_size``.
+    refresh : int
+        Training-mode forwards (no updates) that renew the batch-norm statistics and radii before
+        each evaluation and checkpoint.
+    dist_timeout : float or None
+        Seconds a data-parallel collective waits for the other processes before the job fails
+        (torch).
+
+    Returns
+    -------
+    dict
+        The history (steps, losses, evaluations, best result), with the trainer under
+        ``"trainer"``.
+
+    Raises
+    ------
+    ValueError
+        For settings out of range, ``compile`` with a model that draws, or a batch size that does
+        not split into the data-parallel shares.
     """
     _check_settings(epochs, batch_size, lr, patience, max_steps, warmup_epochs, eval_every)
     if compile and task.draws:
@@ -577,9 +781,38 @@ def _bar(progress: bool, s: dict, done_steps: int, name: str) -> Any:
 
 # --- loading a run -------------------------------------------------------------------------------
 def load_run(path: str | Path, name: str = WEIGHTS) -> tuple[Task, dict, Any, dict, dict, dict]:
-    """(task, model config, model, params, state, run config) of a run folder's ``name``
-    checkpoint, as host arrays. The config is checked (sizes bounded) before the model is built
-    and the weights are checked against it."""
+    """Load a run folder's checkpoint and what it needs.
+
+    The config is checked (sizes bounded) before the model is built, and the weights are checked
+    against it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run folder.
+    name : str
+        The checkpoint file in it (default: the best weights, ``model.safetensors``).
+
+    Returns
+    -------
+    task : Task
+        The run's task.
+    cfg : dict
+        The validated model config.
+    model : object
+        The model.
+    params : dict
+        Nested dict of host arrays.
+    state : dict
+        Nested dict of host arrays.
+    config : dict
+        The run config (``config.json``).
+
+    Raises
+    ------
+    lieconv_core.io.CheckpointError
+        When the folder, its config or the checkpoint is missing or does not fit.
+    """
     from ..tasks import get_task
     from .rundir import read_json, refuse_symlink
 
