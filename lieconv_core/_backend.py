@@ -287,7 +287,25 @@ def array_namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     """``array_api_compat.array_namespace`` with errors that name the offending arguments.
 
     Mixed libraries or mixed devices raise ``TypeError`` naming both; nothing is copied silently.
-    ``None`` entries are ignored. ``names`` gives the argument names used in messages.
+
+    Parameters
+    ----------
+    *arrays : array or None
+        The arrays; ``None`` entries and Python ints and floats are ignored.
+    names : tuple of str or None
+        The argument names used in messages; None: "argument 0", "argument 1", ...
+
+    Returns
+    -------
+    module
+        The arrays' namespace; the default backend's (:func:`namespace_for`) when no array is
+        given.
+
+    Raises
+    ------
+    TypeError
+        When the arrays come from different libraries, lie on different devices, or are of an
+        unsupported type.
     """
     names = names or tuple(f"argument {i}" for i in range(len(arrays)))
     pairs = [(n, a) for n, a in zip(names, arrays)

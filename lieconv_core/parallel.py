@@ -53,8 +53,18 @@ def process_rank() -> int:
 
 @contextlib.contextmanager
 def summing_over(fn: Callable[[Any], Any]) -> Iterator[None]:
-    """Within it, :func:`dp_sum` applies ``fn`` (a differentiable sum of an array over the
-    data-parallel processes, returning an array of the same shape)."""
+    """Context manager within which :func:`dp_sum` sums over the data-parallel processes.
+
+    Parameters
+    ----------
+    fn : callable
+        A differentiable sum of an array over the data-parallel processes, returning an array of
+        the same shape; the previous one is restored on exit.
+
+    Yields
+    ------
+    None
+    """
     global _SUM
     old, _SUM = _SUM, fn
     try:
@@ -69,7 +79,19 @@ def active() -> bool:
 
 
 def dp_sum(x: Any) -> Any:
-    """x summed over the data-parallel processes (x itself in one process)."""
+    """An array summed over the data-parallel processes.
+
+    Parameters
+    ----------
+    x : array
+        Any shape; every process passes the same shape.
+
+    Returns
+    -------
+    array
+        Same shape as ``x``: the sum over processes under :func:`summing_over`, ``x`` itself in
+        one process.
+    """
     return x if _SUM is None else _SUM(x)
 
 
@@ -130,13 +152,78 @@ class ShareDraws:
         return out[self.rows]
 
     def uniform(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-        """Uniform on [0, 1): the share's rows of the global batch's draw."""
+        """Uniform draws on [0, 1): the share's rows of the global batch's draw.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        shape : tuple of int
+            The share's shape; its leading axis must be the share's size.
+        dtype : dtype
+            Floating dtype of the draws.
+        device : object
+            The device.
+
+        Returns
+        -------
+        array
+            ``shape``, of ``dtype``.
+
+        Raises
+        ------
+        ValueError
+            When ``shape`` has no leading axis of the share's size.
+        """
         return self._draw("uniform", xp, shape, dtype, device)
 
     def normal(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-        """Standard normal: the share's rows of the global batch's draw."""
+        """Standard normal draws: the share's rows of the global batch's draw.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        shape : tuple of int
+            The share's shape; its leading axis must be the share's size.
+        dtype : dtype
+            Floating dtype of the draws.
+        device : object
+            The device.
+
+        Returns
+        -------
+        array
+            ``shape``, of ``dtype``.
+
+        Raises
+        ------
+        ValueError
+            When ``shape`` has no leading axis of the share's size.
+        """
         return self._draw("normal", xp, shape, dtype, device)
 
     def priorities(self, xp: Any, shape: tuple[int, ...], device: Any) -> Any:
-        """Random permutations along the last axis: the share's rows of the global draw."""
+        """Random permutations along the last axis: the share's rows of the global draw.
+
+        Parameters
+        ----------
+        xp : module
+            The array namespace.
+        shape : tuple of int
+            The share's shape; its leading axis must be the share's size.
+        device : object
+            The device.
+
+        Returns
+        -------
+        array
+            Integers of ``shape``, each row along the last axis a permutation of
+            ``range(shape[-1])``.
+
+        Raises
+        ------
+        ValueError
+            When ``shape`` has no leading axis of the share's size.
+        """
         return self._draw("priorities", xp, shape, device)
