@@ -6,11 +6,8 @@ method shows the base's docstring on the site (Sphinx inherits it), so the base'
 
 Checks (``numpydoc.validate`` codes): GL08 a docstring exists; SS01 it has a summary line; PR01
 every parameter of the signature is documented; PR02 no documented parameter is missing from the
-signature; RT01 a function or method that returns a value has a Returns section.
-
-``DEFERRED`` lists the files that are being restructured on another branch at the time of
-writing; their names are validated once that work is merged (``python tests/test_docstrings.py
---deferred`` prints what they still lack). Nothing else is exempt.
+signature; RT01 a function or method that returns a value has a Returns section. Nothing is
+exempt; ``python tests/test_docstrings.py`` prints what fails.
 """
 
 from __future__ import annotations
@@ -27,12 +24,6 @@ from test_docs import documented_names, resolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ("GL08", "SS01", "PR01", "PR02", "RT01")
-DEFERRED = ("lieconv_core/adapter.py", "lieconv_core/_backend.py",
-            "lieconv_core/neighbourhoods/cell_list.py", "lieconv_core/nn/lieconv.py",
-            "lieconv_core/tools/consistency.py", "lieconv_core/cli.py",
-            "lieconv_core/training/engine.py", "backends/lieconv_torch/adapter.py",
-            "backends/lieconv_jax/adapter.py", "backends/lieconv_cupy/adapter.py",
-            "backends/lieconv_torch/train.py", "backends/lieconv_jax/train.py")
 
 
 def _source(obj) -> str:
@@ -83,14 +74,10 @@ def problems(qualname: str) -> list[str]:
     return [f"{code} {msg}" for code, msg in validate(qualname)["errors"] if code in CHECKS]
 
 
-def _in_scope(deferred: bool) -> list[tuple[str, str, str]]:
-    return [t for t in targets() if (t[2] in DEFERRED) == deferred]
-
-
 @pytest.mark.skipif(importlib.util.find_spec("numpydoc") is None,
                     reason="numpydoc (the docs extra) is not installed")
 def test_public_docstrings():
-    scope = _in_scope(deferred=False)
+    scope = targets()
     assert len(scope) > 150
     failures = {}
     for shown, qualname, _ in scope:
@@ -102,8 +89,7 @@ def test_public_docstrings():
 
 if __name__ == "__main__":
     sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
-    deferred = "--deferred" in sys.argv
-    for shown, qualname, src in _in_scope(deferred):
+    for shown, qualname, src in targets():
         errs = problems(qualname)
         if errs:
             print(f"{src}: {shown}: {'; '.join(e.split(' ', 1)[0] for e in errs)}")
