@@ -219,15 +219,15 @@ class ReferenceAdapter:
         xp : module
             The array namespace.
         counts : array
-            Non-decreasing integer rows ``(*B, n)``.
+            Non-decreasing integer rows ``(rows, n)`` with values in ``[0, n]``.
         targets : array
-            Integer values to locate, ``(*B, k)``.
+            Integer values to locate, ``(rows, k)``, in ``[0, n]``.
 
         Returns
         -------
         array
-            Integer indices ``(*B, k)``: per row, the insertion position of each target in
-            ``counts``.
+            ``(rows, k)`` of ``counts``' dtype: per row r and target t = targets[r, i], the first
+            position j with counts[r, j] >= t (n if none).
         """
         return search_rows(xp, counts, targets)
 
@@ -672,9 +672,9 @@ class ReferenceAdapter:
         xp : module
             The array namespace.
         p : dict
-            BN parameters (per-channel scale and shift).
+            Affine BN parameters ``{"w": (c,), "b": (c,)}``.
         s : dict
-            BN state (per-channel running statistics).
+            Running statistics ``{"mean": (c,), "var": (c,)}``.
         x : array
             Inputs ``(..., c)``.
         mask : array or None
@@ -854,7 +854,7 @@ class ReferenceAdapter:
         Raises
         ------
         NotImplementedError
-            Always here: the reference backend has no automatic differentiation.
+            On backends without automatic differentiation (the reference adapter).
         """
         raise NotImplementedError(
             "this backend has no automatic differentiation; use LIECONV_BACKEND=torch or jax"
@@ -871,7 +871,8 @@ class ReferenceAdapter:
         Returns
         -------
         callable
-            ``f`` itself here (no compilation).
+            The compiled function, or ``f`` itself where the backend does not compile (the
+            reference adapter).
         """
         return f
 
@@ -881,7 +882,7 @@ class ReferenceAdapter:
         Parameters
         ----------
         x : array or None
-            An array on the device to wait for; None: the default device.
+            An array on the device to wait for; None: the current device.
         """
         return None
 
@@ -891,7 +892,7 @@ class ReferenceAdapter:
         Parameters
         ----------
         x : array
-            An array of any backend (host or device memory).
+            An array of this backend (host or device memory).
 
         Returns
         -------
