@@ -94,7 +94,7 @@ def data_parallel(backend: str, device: str | None = None, timeout: float | None
     Parameters
     ----------
     backend : str
-        A registered training backend ("torch", "jax").
+        A registered backend; those without data parallelism (numpy, ...) give None.
     device : str or None
         The requested device; None: the backend's default.
     timeout : float or None
@@ -110,17 +110,16 @@ def data_parallel(backend: str, device: str | None = None, timeout: float | None
     Raises
     ------
     ValueError
-        For an unknown training backend.
+        For an unregistered backend.
     RuntimeError
         When the backend is not installed.
     """
     from .._backend import get_backend
 
-    trainer_class(backend)  # the unknown / not-installed errors
-    entry = get_backend(backend)
-    if entry.dp_comm is None:
+    if get_backend(backend).dp_comm is None:  # ValueError for an unregistered name
         return None
-    return _load(entry.dp_comm)(device=device, timeout=timeout)
+    trainer_class(backend)  # the not-installed error
+    return _load(get_backend(backend).dp_comm)(device=device, timeout=timeout)
 
 
 def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: float = 0.0,
