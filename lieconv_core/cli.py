@@ -431,7 +431,8 @@ def _demo_table(rows: list, args: argparse.Namespace) -> str:
 
 # --- parser --------------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=POS_INT, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=POS_INT, default=None,
+                   help="CPU threads of the backend's operations (torch: any count; jax: 1)")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true",

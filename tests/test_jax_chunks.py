@@ -7,6 +7,8 @@ layers' weight gradients without a transposed copy of their input; the kNN selec
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -309,3 +311,18 @@ def test_fused_bn_swish_matches_reference(masked, jax_x64):
     assert "custom_vjp" in jaxpr
     assert "custom_vjp" not in str(jax.make_jaxpr(
         lambda x: ReferenceAdapter().bn_swish(jnp, p, s, x, mask, True))(x))
+
+
+def test_configure_one_thread_sets_xla_flags(monkeypatch):
+    """--threads 1 on jax: XLA's CPU operations on the calling thread, through XLA_FLAGS (which
+    XLA reads when its CPU backend starts); a flag the user set is left alone."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    JaxAdapter().configure(threads=1)
+    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=1 "
+                                       "--xla_cpu_multi_thread_eigen=false")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    JaxAdapter().configure(threads=1)
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true"
+    monkeypatch.delenv("XLA_FLAGS")
+    JaxAdapter().configure(threads=2)  # control: other counts change nothing
+    assert "XLA_FLAGS" not in os.environ

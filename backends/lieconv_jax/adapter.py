@@ -102,10 +102,16 @@ class JaxAdapter(ReferenceAdapter):
         float64 : bool
             Set ``jax_enable_x64``.
         threads : int or None
-            Unused: XLA takes its thread count from the environment.
+            1: XLA's CPU operations run on the calling thread (``XLA_FLAGS`` gets
+            ``--xla_cpu_multi_thread_eigen=false`` unless it sets that flag already); it takes
+            effect when jax first uses its CPU backend, so call this before any computation.
+            Other counts leave XLA's default (all cores).
         """
         if float64:
             jax.config.update("jax_enable_x64", True)
+        flags = os.environ.get("XLA_FLAGS", "")
+        if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
     def native_kernels(self, group: Any) -> bool:
         """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
