@@ -82,6 +82,19 @@ def test_recorded_steps_equal_the_full_trajectory():
     assert np.abs(got[:, 0] - z0).max() > 1e-3  # the systems really moved
 
 
+def test_rollout_trajectories_take_steps_of_the_data_grid():
+    """A short rollout is the beginning of the long one (the same step as the data, not a coarser
+    grid over the same time), and a rollout longer than the data continues its grid."""
+    long_z, sys, long_t = S.test_trajectories(2, n_steps=40)
+    short_z, _, short_t = S.test_trajectories(2, n_steps=8)
+    np.testing.assert_array_equal(short_t, S.time_grid()[:8])
+    np.testing.assert_allclose(short_z, long_z[:, :8], rtol=0, atol=1e-12)
+    _, _, t = S.test_trajectories(1, n_steps=S.N_STEPS + 5)
+    np.testing.assert_allclose(np.diff(t), S.T_END / (S.N_STEPS - 1), rtol=1e-12)
+    # control: the old grid over the whole time span is much coarser
+    assert not np.allclose(short_t, S.time_grid(8))
+
+
 def test_splits_are_fixed_random_chunks_of_the_ground_truth():
     sp = S.make_splits(n_train=30, n_val=5, n_test=7, seed=0)
     assert [len(sp[k]) for k in ("train", "val", "test")] == [30, 5, 7]

@@ -304,12 +304,18 @@ def make_splits(n_train: int = SPLITS["train"], n_val: int = SPLITS["val"],
 
 def test_trajectories(n: int = 100, seed: int = 0, center: str = "none",
                       n_steps: int = N_STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full ground-truth trajectories of the first ``n`` test systems.
+    """Full ground-truth trajectories of the first ``n`` test systems, ``n_steps`` points of the
+    data's time grid (step ``T_END / (N_STEPS - 1)``; longer rollouts continue it past
+    ``T_END``).
 
-    Returns (zs (n, T, 2, 6, 2), sys (n, 6, 2), t (T,))."""
+    Returns (zs (n, n_steps, 2, 6, 2), sys (n, 6, 2), t (n_steps,))."""
     z0, sys = draw_systems(N_SYSTEMS, seed=seed, center=center)
     ids = split_indices()["test"][:n]
-    t = time_grid(n_steps)
+    t = time_grid()
+    if n_steps <= len(t):
+        t = t[:n_steps]
+    else:
+        t = np.arange(n_steps) * (T_END / (N_STEPS - 1))
     return simulate(z0[ids], sys[ids], t), sys[ids], t
 
 
