@@ -56,19 +56,6 @@ def scan_loss(model: Any, ts: tuple):
     return loss_fn
 
 
-def resolve_device(device: str) -> Any:
-    """"cpu", "gpu", "gpu:1", ... -> a jax Device; RuntimeError if it does not exist here."""
-    platform, _, index = device.partition(":")
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError as exc:
-        raise RuntimeError(f"jax has no {platform!r} backend here ({exc})") from exc
-    i = int(index) if index else 0
-    if i >= len(devices):
-        raise RuntimeError(f"jax sees {len(devices)} {platform} device(s)")
-    return devices[i]
-
-
 def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0
                    ) -> optax.GradientTransformation:
     """Adam with a linear warm-up over ``warmup_steps`` and a cosine decay to 0 at

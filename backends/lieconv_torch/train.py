@@ -25,16 +25,6 @@ from .nn import _copy_into, _Tree, torch_dtype
 LossFn = Callable[[dict, dict, dict, Any], tuple[Any, dict]]
 
 
-def resolve_device(device: str) -> torch.device:
-    """"cpu", "cuda", "cuda:1", ... -> torch.device; RuntimeError if it does not exist here."""
-    dev = torch.device(device)  # RuntimeError on a malformed string
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("torch sees no CUDA device on this machine")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(f"torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 class TorchTrainer:
     """Adam on the parameters of a functional model, one :meth:`step` per batch.
 
