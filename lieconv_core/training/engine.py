@@ -21,7 +21,6 @@ history, metrics and plots, and its evaluation metrics decide for all.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import time
@@ -31,6 +30,14 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from .._backend import (
+    adapter_for,
+    compiling_backends,
+    get_backend,
+    load,
+    namespace_for,
+    trainable_backends,
+)
 from ..nn.lieconv import CACHE_KEYS
 from ..nn.module import flatten, unflatten
 from ..tasks.base import Dataset, Task, pad_batch
@@ -50,15 +57,12 @@ class TrainingError(RuntimeError):
 # --- backends ------------------------------------------------------------------------------------
 def trainer_class(backend: str) -> Any:
     """The trainer class of a registered backend (:class:`lieconv_core.BackendEntry`)."""
-    from .._backend import get_backend, trainable_backends
-
     if backend not in trainable_backends():
         raise ValueError(f"unknown training backend {backend!r}; choose one of: "
                          f"{', '.join(trainable_backends())} "
                          "(training needs automatic differentiation)")
-    mod, cls = get_backend(backend).trainer.split(":")
     try:
-        return getattr(importlib.import_module(mod), cls)
+        return load(get_backend(backend).trainer)
     except ImportError as exc:
         raise RuntimeError(f"backend {backend!r} is not installed ({exc}); "
                            f"pip install 'lieconv[{backend}]'") from exc
@@ -70,16 +74,9 @@ def resolve_device(backend: str, device: str | None) -> Any:
     it does not exist here."""
     if device is None:
         return None
-    from .._backend import adapter_for, namespace_for
-
     trainer_class(backend)  # the unknown-backend error
     xp = namespace_for(backend)
     return adapter_for(xp).device(xp, device)
-
-
-def _load(spec: str) -> Any:
-    mod, name = spec.split(":")
-    return getattr(importlib.import_module(mod), name)
 
 
 def data_parallel(backend: str, device: str | None = None, timeout: float | None = None
@@ -114,12 +111,10 @@ def data_parallel(backend: str, device: str | None = None, timeout: float | None
     RuntimeError
         When the backend is not installed.
     """
-    from .._backend import get_backend
-
     if get_backend(backend).dp_comm is None:  # ValueError for an unregistered name
         return None
     trainer_class(backend)  # the not-installed error
-    return _load(get_backend(backend).dp_comm)(device=device, timeout=timeout)
+    return load(get_backend(backend).dp_comm)(device=device, timeout=timeout)
 
 
 def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: float = 0.0,
@@ -166,16 +161,12 @@ def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: f
     ValueError
         When ``compile`` is asked of a backend that does not compile, or for an unknown backend.
     """
-    from .._backend import compiling_backends
-
     if compile and backend not in compiling_backends():
         raise ValueError(f"--compile is for the {' and '.join(compiling_backends())} backend "
                          f"(the others compile their step themselves or not at all), "
                          f"got backend {backend!r}")
     if comm is not None:
-        from .._backend import get_backend
-
-        return _load(get_backend(backend).dp_trainer)(loss_fn, params, state, lr=lr,
+        return load(get_backend(backend).dp_trainer)(loss_fn, params, state, lr=lr,
                                            total_steps=total_steps, warmup_steps=warmup_steps,
                                            dtype=dtype, opt_state=opt_state, compile=compile,
                                            comm=comm)
@@ -193,7 +184,6 @@ class HostRunner:
     array_api_strict): what :func:`evaluate` and :func:`predict` use on those backends."""
 
     def __init__(self, backend: str, params: dict, state: dict, dtype: str = "float64"):
-        from .._backend import namespace_for
         from ..nn.module import resolve_dtype, to_backend
 
         self.xp = namespace_for(backend)
@@ -202,7 +192,6 @@ class HostRunner:
         self.state = to_backend(state, self.xp, self.dtype)
 
     def run(self, fn: Any, batch: dict, seed: int = 0) -> Any:
-        from .._backend import adapter_for
         from ..nn.module import to_backend
 
         out = fn(self.params, self.state, to_backend(batch, self.xp, self.dtype), int(seed))
@@ -240,8 +229,6 @@ def runner_for(backend: str, task: Task, model: Any, cfg: dict, params: dict, st
     object
         The runner.
     """
-    from .._backend import trainable_backends
-
     if backend in trainable_backends():
         return make_trainer(backend, task.loss_fn(model, cfg, backend), params, state,
                             dtype=dtype, device=device)
