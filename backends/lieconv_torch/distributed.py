@@ -30,6 +30,7 @@ from torch import nn
 
 from lieconv_core.parallel import ShareDraws, launcher_env, share, summing_over, take_share
 from lieconv_core.random import as_draws
+from lieconv_core.training.schedule import lr_at
 
 from .nn import _copy_into
 from .train import TorchTrainer
@@ -176,8 +177,6 @@ class DistributedTorchTrainer(TorchTrainer):
     def step(self, batch: dict, seed: int = 0) -> float:
         """One optimizer step on this process's share of a global host batch; returns the
         global batch's loss (the same number on every process)."""
-        from lieconv_core.training.schedule import lr_at
-
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.lr, self.count, self.total_steps, self.warmup_steps)
         self.opt.zero_grad(set_to_none=True)

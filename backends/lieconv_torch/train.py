@@ -108,8 +108,7 @@ class TorchTrainer:
         """One optimizer step on a host batch.
 
         Computes the loss and the parameter gradients, applies an Adam step at the scheduled
-        learning
-        rate and stores the loss's new state.
+        learning rate and stores the loss's new state.
 
         Parameters
         ----------
