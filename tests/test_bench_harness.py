@@ -122,17 +122,18 @@ def test_original_springs_step_is_skipped_without_a_source_and_gets_its_layout(
     np = pytest.importorskip("numpy")
     torch = pytest.importorskip("torch")
     from benchmarks import springs
+    from benchmarks._original import ORIGINAL_ENV
 
-    monkeypatch.delenv(springs.ORIGINAL_ENV, raising=False)
-    with pytest.raises(NotImplementedError, match=springs.ORIGINAL_ENV):
+    monkeypatch.delenv(ORIGINAL_ENV, raising=False)
+    with pytest.raises(NotImplementedError, match=ORIGINAL_ENV):
         springs._original_step(None, None, None)
-    monkeypatch.setenv(springs.ORIGINAL_ENV, str(tmp_path / "empty"))
+    monkeypatch.setenv(ORIGINAL_ENV, str(tmp_path / "empty"))
     with pytest.raises(NotImplementedError, match="no lie_conv package"):
         springs._original_step(None, None, None)
     for rel, text in _FAKE_ORIGINAL.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
-    monkeypatch.setenv(springs.ORIGINAL_ENV, str(tmp_path))
+    monkeypatch.setenv(ORIGINAL_ENV, str(tmp_path))
     assert "lie_conv" not in sys.modules
     bs, steps, n, d = 3, 5, 6, 2
     z = np.random.default_rng(0).standard_normal((bs, steps, 2, n, d)).astype(np.float32)
@@ -155,6 +156,27 @@ def test_original_springs_step_is_skipped_without_a_source_and_gets_its_layout(
                                   np.concatenate([z[1, 3, 0].ravel(), z[1, 3, 1].ravel()]))
     assert tuple(got_ts.shape) == (bs, steps) and got_ts.dtype == torch.float32
     assert str(tmp_path) not in sys.path
+
+
+def test_original_image_workload_sees_the_same_pixels(bench_path, monkeypatch):
+    """The original's image model takes a 28×28 image and keeps the pixels whose centres lie
+    within 15 of the centre, in row-major order; the image built for it from the workload's
+    point values gives back exactly those values at the workload's own coordinates. Without
+    LIECONV_ORIGINAL_SRC the original's column is skipped."""
+    np = pytest.importorskip("numpy")
+    from benchmarks import _common, _original, workloads
+
+    coords, values, _, _ = _common.image_batch(bs=3)
+    img = _original._image(values)
+    axis = np.linspace(-14.0, 14.0, 28)  # the original's grid: linspace(-h/2, h/2, h), 'ij'
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1)
+    crop = np.linalg.norm(grid, axis=-1) < 15.0
+    np.testing.assert_array_equal(img[:, 0][:, crop], values[..., 0].astype(np.float32))
+    np.testing.assert_array_equal(grid[crop], coords[0])
+    assert not np.array_equal(img[:, 0][:, crop], img[:, 0][:, crop][:, ::-1])  # control
+    monkeypatch.delenv(_original.ORIGINAL_ENV, raising=False)
+    with pytest.raises(NotImplementedError, match=_original.ORIGINAL_ENV):
+        workloads._runner(_original.ORIGINAL, "rotmnist_T2")
 
 
 def test_direct_runner_reports_a_broken_setup_and_runs_the_rest(bench_path, monkeypatch, capsys):

@@ -209,9 +209,6 @@ def molecule_model(group_name: str) -> Any:
 
 
 WORKLOADS = ["qm9_T3", "qm9_SE3", "rotmnist_T2", "rotmnist_SE2"]
-#: reference times of the original implementation on a 2-core CPU (torch 2.13, 2 threads), s
-ORIGINAL_S = {"qm9_T3": (0.064, 0.245), "qm9_SE3": (0.351, 1.25), "rotmnist_T2": (2.7, 1.6),
-              "rotmnist_SE2": (4.0, 14.5)}
 
 
 def workload(name: str) -> tuple[Any, tuple[np.ndarray, ...], np.ndarray, str]:

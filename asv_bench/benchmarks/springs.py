@@ -8,21 +8,16 @@ learned H) + backward (double backprop) + Adam, on torch (eager) and jax (jitted
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 
 from lieconv_core.data import springs as S
 from lieconv_core.dynamics import make_model
 
+from ._original import original_modules
+
 BATCH = 200
 #: torch:cuda / jax:gpu are skipped where absent
 SPECS = ["torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu"]
-#: a directory from which the original implementation (github.com/mfinzi/LieConv) imports: its
-#: ``lie_conv`` package, with what that imports importable too (olive-oil-ml's ``oil``,
-#: torchdiffeq, matplotlib). Unset: :class:`SpringsOriginal` is skipped.
-ORIGINAL_ENV = "LIECONV_ORIGINAL_SRC"
 
 
 class _Steps:
@@ -176,21 +171,12 @@ def _original_step(z: np.ndarray, sysp: np.ndarray, ts: np.ndarray):
     CPU. The original's layout: z0 (bs, 2·n·d) = [q flattened, p flattened], ts (bs, T), targets
     (bs, T, 2·n·d). NotImplementedError where :data:`ORIGINAL_ENV` is unset or the package does
     not import from there."""
-    src = os.environ.get(ORIGINAL_ENV)
-    if not src:
-        raise NotImplementedError(f"set {ORIGINAL_ENV} to a directory holding the original's "
-                                  "lie_conv package")
-    if not os.path.isdir(os.path.join(src, "lie_conv")):
-        raise NotImplementedError(f"{ORIGINAL_ENV}={src!r} holds no lie_conv package")
-    sys.path.insert(0, src)
-    try:
-        import torch
-        from lie_conv.dynamicsTrainer import HLieResNet, IntegratedDynamicsTrainer
-        from lie_conv.lieGroups import T
-    except ImportError as exc:
-        raise NotImplementedError(f"the original does not import from {src!r}: {exc}") from exc
-    finally:
-        sys.path.remove(src)
+    import torch
+
+    trainer_mod, groups = original_modules("dynamicsTrainer", "lieGroups")
+    HLieResNet, IntegratedDynamicsTrainer = (trainer_mod.HLieResNet,
+                                             trainer_mod.IntegratedDynamicsTrainer)
+    T = groups.T
     torch.manual_seed(0)
     model = HLieResNet(sys_dim=2, d=2, group=T(2), k=384, num_layers=4)
     trainer = IntegratedDynamicsTrainer(model, {}, lambda p: torch.optim.Adam(p, lr=1e-3),

@@ -3,17 +3,27 @@ configs, float32. Forward = eval-mode forward of one batch; training step = forw
 mode + loss (L1 / cross-entropy) + backward + Adam (torch.optim.Adam; jax.grad + optax.adam,
 jitted). Compilation and the first (FPS-caching) calls happen in setup.
 
-Reference times of the original implementation (torch 2.13, 2-core CPU) are in
-``_common.ORIGINAL_S``.
+The ``original`` column is the original implementation's model of the same workload on the same
+batch (torch, CPU, eager; :mod:`._original`), where ``LIECONV_ORIGINAL_SRC`` is set.
 """
 
 from ._common import BACKENDS, WORKLOADS, Bench, Runner, count_gflop, run_synced, workload
+from ._original import ORIGINAL, OriginalRunner
+
+
+def _runner(spec: str, name: str) -> tuple[Bench, Runner | OriginalRunner]:
+    """The backend (torch:cpu for the original) and the runner of one workload."""
+    model, inputs, targets, loss = workload(name)
+    if spec == ORIGINAL:
+        return Bench.get("torch:cpu"), OriginalRunner(name, inputs, targets, loss)
+    b = Bench.get(spec)
+    return b, Runner(b, model, inputs, targets, loss)
 
 
 class _Workload:
     """asv settings shared by the workload benchmarks (seconds-long bodies)."""
 
-    params = (BACKENDS, WORKLOADS)
+    params = ([*BACKENDS, ORIGINAL], WORKLOADS)
     param_names = ["backend", "workload"]
     timeout = 1800
     number = 1
@@ -23,9 +33,7 @@ class _Workload:
 
 class Forward(_Workload):
     def setup(self, spec, name):
-        self.b = Bench.get(spec)
-        model, inputs, targets, loss = workload(name)
-        self.r = Runner(self.b, model, inputs, targets, loss)
+        self.b, self.r = _runner(spec, name)
         for _ in range(2):  # compile (jax) and cache the FPS indices (image models)
             self.b.sync(self.r.forward())
 
@@ -35,10 +43,8 @@ class Forward(_Workload):
 
 class TrainStep(_Workload):
     def setup(self, spec, name):
-        self.b = Bench.get(spec)
+        self.b, self.r = _runner(spec, name)
         self.b.require_grad()
-        model, inputs, targets, loss = workload(name)
-        self.r = Runner(self.b, model, inputs, targets, loss)
         for _ in range(2):  # compile (jax; again once the state holds cached FPS indices)
             self.b.sync(self.r.step())
 
