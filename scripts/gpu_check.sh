@@ -12,7 +12,7 @@
 # Writes into $OUT (default gpu-check-<timestamp>/, never an existing non-empty folder):
 #   env.txt             GPU, driver and package versions
 #   kernel_tests.log    Triton / Pallas (compiled) / CUDA kernel tests against the reference path
-#   consistency.txt     python -m lieconv_core.consistency on numpy, torch:cuda, jax:gpu, cupy
+#   consistency.txt     python -m lieconv_core.tools.consistency on numpy, torch:cuda, jax:gpu, cupy
 #   kernel_timings.txt  Triton kernels vs the reference path (torch, CUDA events, median ms)
 #   bench.log           asv benchmark bodies run directly (asv_bench/direct.py) on the GPU specs
 #   springs.log         paper-protocol springs runs (FC, HFC, HLieConv-T2; jax on the GPU) + metrics
@@ -75,7 +75,7 @@ if want tests; then
 fi
 if want consistency; then
   # a run cut by the timeout still prints the rows done (SIGTERM -> partial table, exit 130)
-  timeout "${CONSISTENCY_TIMEOUT:-240}" "$PY" -m lieconv_core.consistency \
+  timeout "${CONSISTENCY_TIMEOUT:-240}" "$PY" -m lieconv_core.tools.consistency \
       --backends numpy,torch:cuda,jax:gpu,cupy --repeats 1 >"$OUT/consistency.txt" 2>&1
   stamp "consistency rc=$?"
 fi

@@ -83,6 +83,32 @@ def test_api_reference_lists_every_public_name(module: str):
     assert not missing, f"docs/api.md does not list {module}: {missing}"
 
 
+#: files that name modules to run with ``python -m`` (the measurement log records old paths)
+RUN_DOCS = [ROOT / "README.md", ROOT / "noxfile.py", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "scripts").iterdir()), *sorted((ROOT / ".ci").iterdir())]
+
+
+def run_modules(text: str) -> set[str]:
+    """The project's modules that ``python -m MODULE`` commands in ``text`` run."""
+    return set(re.findall(r"-m\s+(lieconv_[a-z_]+(?:\.[a-z_]+)*)", text))
+
+
+def test_every_module_run_with_python_m_exists():
+    """Every ``python -m lieconv_...`` in the README, nox, the docs pages, scripts/ and .ci/
+    names a module that exists, so a command that a page or a script gives keeps working when a
+    module moves; with a control for the pattern and for a moved module."""
+    assert run_modules("python -m lieconv_core.tools.consistency --x") == {
+        "lieconv_core.tools.consistency"}
+    assert importlib.util.find_spec("lieconv_core.consistency") is None  # moved: caught
+    missing = {}
+    for path in RUN_DOCS:
+        if path.is_file() and path.name != "history.md":
+            for module in run_modules(path.read_text(errors="replace")):
+                if importlib.util.find_spec(module) is None:
+                    missing.setdefault(str(path.relative_to(ROOT)), []).append(module)
+    assert not missing, missing
+
+
 def test_docs_build(tmp_path: Path):
     missing = [m for m in DOCS_TOOLS if importlib.util.find_spec(m) is None]
     if missing:
