@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -104,8 +105,16 @@ def bench(session: nox.Session) -> None:
     session.chdir(ROOT / "asv_bench")
     session.run(asv, "machine", "--yes", external=True)
     args = session.posargs or ["--quick"]
-    session.run(asv, "run", "-E", f"existing:{sys.executable}", "--show-stderr", *args,
-                external=True)
+    session.run(asv, "run", "-E", f"existing:{sys.executable}", "--show-stderr",
+                "--set-commit-hash", _head(), *args, external=True)
+
+
+def _head() -> str:
+    """The checked-out commit: asv saves the results of an existing environment only under a
+    commit hash given with ``--set-commit-hash``."""
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
 
 
 @nox.session(name="bench-report", venv_backend="none")
