@@ -122,7 +122,8 @@ def report(results: Path) -> str:
         when = result.get("date")
         day = (datetime.datetime.fromtimestamp(when / 1000, datetime.timezone.utc).date()
                if when else "unknown date")
-        desc = ", ".join(str(info[k]) for k in ("cpu", "num_cpu", "os") if info.get(k))
+        desc = ", ".join(f"{info[k]}{suffix}" for k, suffix in
+                         (("cpu", ""), ("num_cpu", " CPUs"), ("os", "")) if info.get(k))
         parts += [f"### {machine_dir.name}", "",
                   f"{desc}; commit `{str(result.get('commit_hash', ''))[:8]}`, {day}. "
                   "Each cell: median time (× the row's fastest backend).", "",
