@@ -172,7 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                warmup_epochs=args.warmup_epochs, patience=args.patience,
                max_steps=args.max_steps, eval_every=args.eval_every, resume=args.resume,
                overwrite=args.overwrite, progress=not args.no_progress, device=args.device,
-               compile=args.compile, info=info, dist_timeout=args.dist_timeout)
+               compile=args.compile, info=info, dist_timeout=args.dist_timeout,
+               optimizer=args.optimizer)
     if process_rank() != 0:  # data-parallel: rank 0 wrote the run folder and reports
         return 0
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
@@ -472,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=POS_INT, default=None)
     tr.add_argument("--batch-size", type=POS_INT, default=None)
     tr.add_argument("--lr", type=POS_FLOAT, default=None, help="peak learning rate")
+    tr.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                    help="Adam, or plain SGD (no momentum), on the same schedule")
     tr.add_argument("--warmup-epochs", type=NONNEG_FLOAT, default=0.0)
     tr.add_argument("--seed", type=NONNEG_INT, default=0, help="init, batch order, draws")
     tr.add_argument("--data-seed", type=NONNEG_INT, default=0)
