@@ -38,8 +38,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from benchmarks._common import image_batch, image_model, molecule_batch, molecule_model
 
+    from lieconv_core.app.training.engine import data_parallel, make_trainer
     from lieconv_core.tasks.clouds import CloudTask
-    from lieconv_core.training.engine import data_parallel, make_trainer
 
     kind, group = args.workload.split("_")
     comm = data_parallel("torch", args.device)

@@ -151,9 +151,9 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
 
     import lieconv_core._backend as B
     from lieconv_core import LieConv
+    from lieconv_core.app import springs as springs_app
     from lieconv_core.data import springs as S
     from lieconv_core.dynamics import make_model
-    from lieconv_core.tasks import springs as SP
 
     # all particles are neighbours (k >= n), where the layer would take its index-free dense
     # path; this test is about the kernels, so keep the indexed search + fused pointconv
@@ -169,7 +169,7 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
         monkeypatch.setattr(B, "_adapters", {"jax": JaxAdapter(mode)})
         jax.clear_caches()
         pallas.TRACES.clear()
-        t = SP.trainer("jax", model, host, tr.ts, lr=1e-3, total_steps=10, dtype="float64")
+        t = springs_app.trainer("jax", model, host, tr.ts, lr=1e-3, total_steps=10, dtype="float64")
         loss = t.step({"z": tr.z, "sys": tr.sys})
         results.append((loss, t.params_host()))
         ran = {n for n, c in pallas.TRACES.items() if c}

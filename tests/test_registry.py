@@ -82,9 +82,9 @@ def _net_and_inputs(dtype="float64"):
 
 def test_a_registered_backend_reaches_every_entry_point(toy):
     import lieconv_core.tools.consistency as C
-    from lieconv_core import cli
+    from lieconv_core.app import cli
+    from lieconv_core.app.training.engine import HostRunner
     from lieconv_core.nn.module import to_backend
-    from lieconv_core.training.engine import HostRunner
 
     xp = namespace_for("toy")
     assert "toy" in backend_names() and backend_name(xp) == "toy"
