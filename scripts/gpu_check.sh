@@ -154,11 +154,11 @@ rm -rf "$RUNS"
 if want springs; then
   for run in ${SPRINGS_MODELS:-fc hfc hlieconv}; do
     model=${run%-xla}; kern=auto; [ "$run" != "$model" ] && kern=never
-    ( LIECONV_JAX_KERNELS=$kern timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.cli \
+    ( LIECONV_JAX_KERNELS=$kern timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.app.cli \
           train springs --backend jax --device gpu --model "$model" --group T2 \
           --n-train "$NTRAIN" --epochs "$EPOCHS" --no-progress --out "$RUNS/$run" 2>&1 \
           | sed "s/^/[$run] /"
-      LIECONV_JAX_KERNELS=$kern timeout 150 "$PY" -m lieconv_core.cli evaluate springs \
+      LIECONV_JAX_KERNELS=$kern timeout 150 "$PY" -m lieconv_core.app.cli evaluate springs \
           --checkpoint "$RUNS/$run" --out "$RUNS/$run/eval" --device gpu 2>&1 \
           | sed "s/^/[$run eval] /" ) >>"$OUT/springs.log" 2>&1 &
   done

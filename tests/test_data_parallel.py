@@ -19,8 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _clouds import shapes, write_npz  # noqa: E402
 
-from lieconv_core import io  # noqa: E402
-from lieconv_core.cli import main  # noqa: E402
+from lieconv_core.app import io  # noqa: E402
+from lieconv_core.app.cli import main  # noqa: E402
 
 pytest.importorskip("torch")
 
@@ -58,7 +58,7 @@ def _env(**extra: str) -> dict:
 
 def _torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-            "2", "-m", "lieconv_core.cli", *args]
+            "2", "-m", "lieconv_core.app.cli", *args]
 
 
 def _run(cmd: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
@@ -322,7 +322,7 @@ JAX_CHILD = textwrap.dedent("""
     from test_data_parallel import _clouds
     from lieconv_core.tasks import get_task, pointcloud as P
     from lieconv_core.tasks.clouds import standardise
-    from lieconv_core.training import fit
+    from lieconv_core.app.training import fit
     from lieconv_jax.distributed import ShardedJaxTrainer
     assert len(jax.devices()) == 2
     x, v, y = _clouds()
@@ -383,13 +383,13 @@ def _task_runs(tmp: Path) -> dict[str, list[str]]:
 #: tasks) and prints the trainer classes that fit made
 TASKS_CHILD = textwrap.dedent("""
     import json, sys
-    from lieconv_core.training import engine
+    from lieconv_core.app.training import engine
     made, make = [], engine.make_trainer
     def record(*args, **kw):
         made.append(make(*args, **kw))
         return made[-1]
     engine.make_trainer = record
-    from lieconv_core.cli import main
+    from lieconv_core.app.cli import main
     for argv in json.loads(sys.argv[1]):
         if main(argv) != 0:
             sys.exit(f"failed: {argv}")
@@ -430,8 +430,8 @@ def test_tasks_train_like_one_process_on_two_gloo_processes(torch1, tmp_path):
 JAX_TASKS_CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from lieconv_core.cli import _model_and_data, build_parser, setup_backend
-    from lieconv_core.training.engine import make_trainer
+    from lieconv_core.app.cli import _model_and_data, build_parser, setup_backend
+    from lieconv_core.app.training.engine import make_trainer
     from lieconv_jax.distributed import init_mesh
     setup_backend("jax", "float64", 1)
     out = {}
@@ -471,9 +471,9 @@ def test_shares_draws_and_the_sum_hook(monkeypatch):
     """A share's draws are the rows of the global batch's draws, call after call; batches
     split into equal shares only; the sum hook is the identity unless installed, and no
     launcher (or a launcher of one process) means no communicator."""
+    from lieconv_core.app.training.engine import data_parallel
     from lieconv_core.parallel import ShareDraws, active, dp_sum, share, summing_over, take_share
     from lieconv_core.random import PortableDraws
-    from lieconv_core.training.engine import data_parallel
 
     def draws(d, bs):
         return [d.uniform(np, (bs, 4), np.float64, None), d.priorities(np, (bs, 7), None),

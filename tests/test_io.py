@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from lieconv_core import io
+from lieconv_core.app import io
+from lieconv_core.app.training import RunDirError
 from lieconv_core.data import springs as S
 from lieconv_core.dynamics import make_model
 from lieconv_core.nn.module import flatten
 from lieconv_core.tasks import Dataset
-from lieconv_core.training import RunDirError
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_config_that_does_not_fit_the_weights(tmp_path):
 
 
 def _fit(model, splits, out, **kw):
+    from lieconv_core.app.training import fit
     from lieconv_core.tasks import get_task
-    from lieconv_core.training import fit
 
     task = get_task("springs")
     cfg = {**model.config(), "ts": [float(t) for t in splits["train"].ts]}
@@ -167,8 +167,8 @@ def test_optimizer_state_is_portable_between_torch_and_jax(splits, torch1, optim
     (Adam's moments and step count; plain SGD's step count alone)."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
+    from lieconv_core.app.springs import trainer
     from lieconv_core.nn.module import unflatten
-    from lieconv_core.tasks.springs import trainer
 
     model = make_model("hfc", k=8, num_layers=2)
     tr = splits["train"]

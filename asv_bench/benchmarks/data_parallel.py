@@ -102,8 +102,8 @@ def _worker(workload: str, steps: int, threads: int, device: str | None) -> dict
     import torch
 
     from benchmarks._common import image_batch, image_model, molecule_batch, molecule_model
+    from lieconv_core.app.training.engine import data_parallel, make_trainer
     from lieconv_core.tasks.clouds import CloudTask
-    from lieconv_core.training.engine import data_parallel, make_trainer
 
     kind, group = workload.split("_")
     comm = data_parallel("torch", device)

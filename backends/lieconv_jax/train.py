@@ -1,6 +1,6 @@
 """The jax trainer: value and gradient of any loss of (params, state, batch) in one jitted step,
 with an ``optax.adam`` (or plain ``optax.sgd``) update on the schedule of
-:mod:`lieconv_core.training.schedule`.
+:mod:`lieconv_core.app.training.schedule`.
 
 float64 needs ``jax.config.update("jax_enable_x64", True)`` by the caller (this module never changes
 jax's global configuration). Optimizer state converts to and from the portable flat format
@@ -61,7 +61,7 @@ def scan_loss(model: Any, ts: tuple):
 def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0, optimizer: str = "adam"
                    ) -> optax.GradientTransformation:
     """Adam (or plain SGD: ``optimizer="sgd"``) with a linear warm-up over ``warmup_steps`` and a
-    cosine decay to 0 at ``total_steps`` (:func:`lieconv_core.training.schedule.lr_at`)."""
+    cosine decay to 0 at ``total_steps`` (:func:`lieconv_core.app.training.schedule.lr_at`)."""
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of ('adam', 'sgd')")
     total, warm = max(int(total_steps), 1), max(int(warmup_steps), 0)
@@ -84,7 +84,7 @@ class JaxTrainer:
     params, state : dict
         Nested dicts of host arrays (state may be empty).
     lr, total_steps, warmup_steps : float, int, int
-        The schedule (:func:`lieconv_core.training.schedule.lr_at`).
+        The schedule (:func:`lieconv_core.app.training.schedule.lr_at`).
     dtype : {"float32", "float64"}
         Floating dtype of parameters and batches.
     device : jax.Device, optional

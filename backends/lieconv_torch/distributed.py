@@ -30,9 +30,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lieconv_core.app.training.schedule import lr_at
 from lieconv_core.parallel import ShareDraws, launcher_env, share, summing_over, take_share
 from lieconv_core.random import as_draws
-from lieconv_core.training.schedule import lr_at
 
 from .nn import _copy_into
 from .train import TorchTrainer

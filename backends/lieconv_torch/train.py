@@ -1,8 +1,8 @@
 """The torch trainer: value and gradient of any loss of (params, state, batch), then a
 ``torch.optim.Adam`` (or plain ``torch.optim.SGD``) step with the schedule of
-:mod:`lieconv_core.training.schedule`.
+:mod:`lieconv_core.app.training.schedule`.
 
-The training engine (:func:`lieconv_core.training.fit`) talks to it through host (numpy) arrays
+The training engine (:func:`lieconv_core.app.training.fit`) talks to it through host (numpy) arrays
 only. Optimizer state converts to and from the portable flat format
 ``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` (SGD: ``"opt.count"`` alone) shared with the
 jax trainer, so a run can continue on the other backend.
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lieconv_core.app.training.schedule import lr_at
 from lieconv_core.nn.module import flatten, unflatten
-from lieconv_core.training.schedule import lr_at
 
 from .nn import _copy_into, _Tree, torch_dtype
 
@@ -41,7 +41,7 @@ class TorchTrainer:
     params, state : dict
         Nested dicts of host arrays (state: BN statistics, radii; may be empty).
     lr, total_steps, warmup_steps : float, int, int
-        The schedule (:func:`lieconv_core.training.schedule.lr_at`).
+        The schedule (:func:`lieconv_core.app.training.schedule.lr_at`).
     dtype : {"float32", "float64"}
         Floating dtype of parameters and batches.
     device : torch.device or str

@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import io
-from .._backend import (
+from ..._backend import (
     adapter_for,
     compiling_backends,
     get_backend,
@@ -38,9 +37,10 @@ from .._backend import (
     namespace_for,
     trainable_backends,
 )
-from ..nn.lieconv import CACHE_KEYS
-from ..nn.module import flatten, unflatten
-from ..tasks.base import Dataset, Task, pad_batch
+from ...nn.lieconv import CACHE_KEYS
+from ...nn.module import flatten, unflatten
+from ...tasks.base import Dataset, Task, pad_batch
+from .. import checkpoints as io  # the run's checkpoint files
 from .loader import Batches, chunks, epoch_order, progress_bar, step_seed
 from .rundir import CONFIG, HISTORY, LAST, METRICS, WEIGHTS, RunDir, RunDirError
 
@@ -190,7 +190,7 @@ class HostRunner:
     array_api_strict): what :func:`evaluate` and :func:`predict` use on those backends."""
 
     def __init__(self, backend: str, params: dict, state: dict, dtype: str = "float64"):
-        from ..nn.module import resolve_dtype, to_backend
+        from ...nn.module import resolve_dtype, to_backend
 
         self.xp = namespace_for(backend)
         self.dtype = resolve_dtype(self.xp, dtype)
@@ -198,7 +198,7 @@ class HostRunner:
         self.state = to_backend(state, self.xp, self.dtype)
 
     def run(self, fn: Any, batch: dict, seed: int = 0) -> Any:
-        from ..nn.module import to_backend
+        from ...nn.module import to_backend
 
         out = fn(self.params, self.state, to_backend(batch, self.xp, self.dtype), int(seed))
         return np.asarray(adapter_for(self.xp).to_numpy(out))
@@ -809,10 +809,10 @@ def load_run(path: str | Path, name: str = WEIGHTS) -> tuple[Task, dict, Any, di
 
     Raises
     ------
-    lieconv_core.io.CheckpointError
+    lieconv_core.app.io.CheckpointError
         When the folder, its config or the checkpoint is missing or does not fit.
     """
-    from ..tasks import get_task
+    from ...tasks import get_task
     from .rundir import read_json, refuse_symlink
 
     path = Path(path)
