@@ -6,7 +6,7 @@ Your data as arrays — coordinates ``(n_samples, n_points, d)``, optional per-p
 ``(n_samples, n_points, c)`` and a boolean mask ``(n_samples, n_points)`` that is False on
 padding — plus one label per cloud. This example builds a small dataset of 3-D clouds of
 different sizes (padded to a common length) and trains a T(3)-equivariant classifier on it
-with :class:`lieconv_core.tasks.pointcloud.Classifier`, which runs the library's training
+with :class:`lieconv_core.app.estimators.Classifier`, which runs the library's training
 engine: minibatches, validation, the best checkpoint, a run folder. The same from the command
 line: save the arrays with ``numpy.savez("train.npz", coords=..., mask=..., labels=...)`` and
 run ``lieconv train pointcloud --data train.npz --kind classify --group T3 --out runs/mine``.
@@ -21,7 +21,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lieconv_core.tasks.pointcloud import Classifier, pad_clouds
+from lieconv_core.app.estimators import Classifier
+from lieconv_core.tasks.pointcloud import pad_clouds
 
 SMALL = os.environ.get("LIECONV_EXAMPLE_SMALL") == "1"
 n_samples, max_points, epochs = (48, 12, 2) if SMALL else (240, 16, 10)

@@ -15,7 +15,7 @@ import numpy as np
 def euclidean_fps(elems: np.ndarray, mask: np.ndarray, m: int, start: np.ndarray,
                   scale: float) -> np.ndarray:
     """Farthest point sampling under ‖u − v‖ (T(d), Trivial(d)): the reference loop of
-    :meth:`lieconv_core.adapter.ReferenceAdapter.fps` for Euclidean groups.
+    :func:`lieconv_core.neighbourhoods.fps` for Euclidean groups.
 
     elems (bs, n, E) float, mask (bs, n) bool, start (bs,) first indices (:func:`fps_start`),
     scale the distance quantum (QUANT). Returns (bs, m) int64. Per step: squared differences

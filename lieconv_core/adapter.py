@@ -1,10 +1,14 @@
-"""The adapter contract: operations the core needs that the array API standard lacks or that
-deserve a fused kernel.
+"""The adapter contract: the primitives the core needs that the array API standard lacks or that
+deserve a fused kernel (gather, top-k, row searches, matmul, fused activations, the contraction,
+query chunks), the capabilities the core asks (data-dependent shapes, host reads, tracing, native
+kernels of a group), and devices, autodiff and compilation.
 
 :class:`ReferenceAdapter` implements each one in pure array-API code; it is what numpy and
 array_api_strict run, and the reference every backend adapter is tested against. Backend adapters
 (``lieconv_torch``, ``lieconv_jax``, ``lieconv_cupy``) subclass it and override what they can do
-faster. Overrides must return the same numbers (same indices; floats to rounding).
+faster. Overrides must return the same numbers (same indices; floats to rounding). Sampling and the
+neighbour search are not part of the contract: :mod:`lieconv_core.neighbourhoods` owns them and
+asks the adapter for its primitives and its :meth:`ReferenceAdapter.native_kernels`.
 """
 
 from __future__ import annotations
@@ -18,19 +22,7 @@ from array_api_compat import array_namespace, to_device
 from array_api_compat import device as _device
 
 from ._backend import default_device
-from .neighbourhoods import dense as _dense
-from .neighbourhoods import search as _search
-from .neighbourhoods.primitives import (  # noqa: F401  (re-exported for the backends)
-    QUANT,
-    concat_parts,
-    count_true,
-    equal_step,
-    first_k_then_rest,
-    fps_start,
-    offset_rows,
-    quantize,
-    search_rows,
-)
+from .rows import concat_parts, count_true, equal_step, offset_rows, search_rows
 
 #: bound on the number of (query, point) pairs held at once by the neighbour search
 #: (:meth:`ReferenceAdapter.chunk_pairs`). On CPUs its ~25 elementwise passes per chunk run
@@ -67,8 +59,14 @@ class ReferenceAdapter:
     data_dependent_shapes: bool = True
 
     # --- capabilities and devices --------------------------------------------------------------
-    def native_kernels(self, group: Any) -> bool:
-        """Whether this adapter has fused kernels (sampling, neighbour search) for ``group``.
+    def native_kernels(self, group: Any) -> Any:
+        """This adapter's native FPS and neighbour search for ``group``, if it has any.
+
+        :func:`lieconv_core.neighbourhoods.fps` and
+        :func:`lieconv_core.neighbourhoods.neighbourhood` ask this first and run their array-API
+        code where the answer is None or declines the arrays. Kernel backends answer with a
+        :class:`lieconv_core.neighbourhoods.NativeKernels` whose ``fused`` flag follows
+        :func:`lieconv_core.groups.supports_group`.
 
         Parameters
         ----------
@@ -77,11 +75,10 @@ class ReferenceAdapter:
 
         Returns
         -------
-        bool
-            False here: the reference has no kernels. Kernel adapters answer with
-            :func:`lieconv_core.groups.supports_group`.
+        NativeKernels or None
+            None here: the reference has no kernels.
         """
-        return False
+        return None
 
     def device(self, xp: Any, name: str | None = None) -> Any:
         """The device object for a device string.
@@ -212,7 +209,9 @@ class ReferenceAdapter:
         return count_true(xp, sel, dtype)
 
     def search_rows(self, xp: Any, counts: Any, targets: Any) -> Any:
-        """Row-wise ``searchsorted`` of non-decreasing integer rows (:func:`search_rows`).
+        """Row-wise ``searchsorted`` of non-decreasing integer rows.
+
+        The reference is :func:`lieconv_core.rows.search_rows`.
 
         Parameters
         ----------
@@ -274,202 +273,7 @@ class ReferenceAdapter:
         """
         return xp.argsort(scores, axis=-1, stable=False)[..., :k]
 
-    # --- sampling -------------------------------------------------------------------------------
-    def fps(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
-        """Farthest point sampling under the group distance.
-
-        Padding is never chosen; ties (after :func:`quantize`) go to the lowest index.
-
-        Parameters
-        ----------
-        xp : module
-            The array namespace.
-        group : Group
-            The group whose distance is used.
-        elems : array
-            Group elements ``(bs, n, E)`` of the points.
-        q : array or None
-            Orbit identifiers ``(bs, n, dq)``, or None.
-        mask : array
-            Bool ``(bs, n)``, True at valid points.
-        m : int
-            Number of points to sample per cloud.
-        u : array
-            Uniform draws in ``[0, 1)``, shape ``(bs,)``, that pick the start among the valid
-            points.
-
-        Returns
-        -------
-        array
-            Indices ``(bs, m)`` of the default integer dtype.
-        """
-        return _search.fps(self, xp, group, elems, q, mask, m, u)
-
-    def fps_distance(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any) -> Callable:
-        """The distance step of farthest point sampling.
-
-        For groups whose distance is ‖u − v‖ on the elements (T(d), Trivial(d)) the coordinates are
-        split into contiguous ``(bs, n)`` components once, and each step computes
-        sqrt(((x0 − c0)² + (x1 − c1)²) + ...) on them: the same arithmetic as the generic path
-        (:func:`lieconv_core.groups.base.norm`), without a ``(bs, n, E)`` broadcast per step.
-
-        Parameters
-        ----------
-        xp : module
-            The array namespace.
-        group : Group
-            The group whose distance is used.
-        elems : array
-            Group elements ``(bs, n, E)``.
-        q : array or None
-            Orbit identifiers ``(bs, n, dq)``, or None.
-        mask : array
-            Bool ``(bs, n)``, True at valid points.
-
-        Returns
-        -------
-        callable
-            ``cur (bs,) -> (bs, n)``: the quantised distances of every point to point ``cur`` of its
-            cloud, -inf at padding (so ``minimum`` keeps padding at -inf and ``argmax`` never picks
-            it).
-        """
-        return _search.fps_distance(self, xp, group, elems, q, mask)
-
-    def neighbourhood(
-        self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
-        priorities: Any, knn: bool, chunk_pairs: int | None = None, grid: bool | None = None,
-        pair_dist: Any = None,
-    ) -> tuple[Any, Any, Any]:
-        """Neighbour search: the contract is :meth:`chunked_neighbourhood`'s.
-
-        Dispatch (:func:`lieconv_core.neighbourhoods.search.neighbourhood`): for Euclidean and
-        position-bounded distances on large clouds the cell list returns exactly the same indices,
-        masks and counts with O(m·W) work instead of O(m·n).
-
-        Parameters
-        ----------
-        xp : module
-            The array namespace.
-        group : Group
-            The group whose distance is used.
-        query : tuple
-            ``(elems (bs, m, E), q (bs, m, dq) or None, mask (bs, m) bool)`` of the queries.
-        points : tuple
-            The same for the ``n`` candidate points.
-        k : int
-            Neighbours per query.
-        r : float or array
-            Ball radius (group distance units); unused in kNN mode.
-        priorities : array or None
-            Integers ``(bs, n)``, a random permutation per cloud (ball mode); None in kNN mode.
-        knn : bool
-            True: the k nearest points; False: k random points in the ball.
-        chunk_pairs : int or None
-            Bound on the pair distances held at once; None: :meth:`chunk_pairs` for the points'
-            device.
-        grid : bool or None
-            Cell list use: None where it pays, True whenever it applies (tests), False never.
-        pair_dist : array or None
-            Group distances ``(bs, m, n)`` of every (query, point) pair, when the caller already has
-            them
-            (:meth:`lieconv_core.LieConv.pairs`); used instead of recomputing them (chunked search).
-            Kernel overrides may ignore it.
-
-        Returns
-        -------
-        idx : array
-            Neighbour indices ``(bs, m, k)``, integers.
-        nbr_mask : array
-            Bool ``(bs, m, k)``, True at valid neighbour slots.
-        inball : array or None
-            Float in-ball counts ``(bs, m)`` (zero for invalid queries); None in kNN mode.
-        """
-        return _search.neighbourhood(self, xp, group, query, points, k, r, priorities, knn,
-                             chunk_pairs, grid, pair_dist)
-
-    def chunked_neighbourhood(
-        self, xp: Any, group: Any, query: tuple, points: tuple, k: int, r: Any,
-        priorities: Any, knn: bool, chunk_pairs: int | None = None, pair_dist: Any = None,
-    ) -> tuple[Any, Any, Any]:
-        """Neighbour search over all (query, point) pairs, chunked over queries.
-
-        At most ``chunk_pairs`` pair distances exist at a time. Ball mode: each query takes the k
-        in-ball points (d < r, valid) of smallest priority (a uniform random subset of the ball);
-        slots
-        beyond the in-ball count are masked off. kNN mode: the k nearest valid points, ties (after
-        :func:`quantize`) to the lower index.
-
-        Parameters
-        ----------
-        xp : module
-            The array namespace.
-        group : Group
-            The group whose distance is used.
-        query : tuple
-            ``(elems (bs, m, E), q (bs, m, dq) or None, mask (bs, m) bool)`` of the queries.
-        points : tuple
-            The same for the ``n`` candidate points.
-        k : int
-            Neighbours per query.
-        r : float or array
-            Ball radius (group distance units); unused in kNN mode.
-        priorities : array or None
-            Integers ``(bs, n)``, a random permutation per cloud (ball mode); None in kNN mode.
-        knn : bool
-            True: k nearest neighbours; False: ball mode.
-        chunk_pairs : int or None
-            Bound on the pair distances held at once; None: :meth:`chunk_pairs` for the points'
-            device.
-        pair_dist : array or None
-            Precomputed distances ``(bs, m, n)`` of all pairs, read instead of computed.
-
-        Returns
-        -------
-        idx : array
-            Neighbour indices ``(bs, m, k)``, integers.
-        nbr_mask : array
-            Bool ``(bs, m, k)``, True at valid neighbour slots.
-        inball : array or None
-            Float in-ball counts ``(bs, m)`` (zero for invalid queries); None in kNN mode.
-        """
-        return _search.chunked_neighbourhood(self, xp, group, query, points, k, r, priorities,
-                                     knn, chunk_pairs, pair_dist)
-
-    def dense_neighbourhood(self, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
-                            knn: bool, pair_dist: Any = None) -> tuple[Any, Any]:
-        """The neighbourhoods when k >= n: every point is a candidate of every query.
-
-        No indices, only which (query, point) pairs count: the same pairs as
-        :meth:`chunked_neighbourhood` with k >= n selects, in point order instead of its slot order.
-
-        Parameters
-        ----------
-        xp : module
-            The array namespace.
-        group : Group
-            The group whose distance is used.
-        query : tuple
-            ``(elems (bs, m, E), q or None, mask (bs, m))``, as in :meth:`chunked_neighbourhood`.
-        points : tuple
-            The same for the ``n`` points.
-        r : float or array
-            Ball radius (group distance units); unused in kNN mode.
-        knn : bool
-            True: kNN mode; False: ball mode.
-        pair_dist : array or None
-            Precomputed distances ``(bs, m, n)``, as in :meth:`neighbourhood`.
-
-        Returns
-        -------
-        mask : array
-            Bool ``(bs, m, n)``: kNN, both valid; ball, both valid and d < r, with d computed
-            exactly
-            as in the chunked search.
-        inball : array or None
-            Float in-ball counts ``(bs, m)``; None in kNN mode.
-        """
-        return _dense.dense_neighbourhood(self, xp, group, query, points, r, knn, pair_dist)
-
+    # --- memory bounds and query chunks ------------------------------------------------------
     def chunk_pairs(self, x: Any) -> int:
         """Default bound on the (query, point) pairs of one neighbour-search chunk.
 
@@ -789,7 +593,8 @@ class ReferenceAdapter:
         """:meth:`contract` when every point is a candidate neighbour (k >= n).
 
         P[b, i, a, c] = Σ_j mask[b, i, j] w[b, i, j, a] values[b, j, c], computed as one
-        ``(m·cm, n) @ (n, c)`` product per cloud, with no gather (see :meth:`dense_neighbourhood`).
+        ``(m·cm, n) @ (n, c)`` product per cloud, with no gather (see
+        :func:`lieconv_core.neighbourhoods.dense_neighbourhood`).
 
         Parameters
         ----------

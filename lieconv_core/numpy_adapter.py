@@ -11,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .adapter import QUANT, ReferenceAdapter, fps_start, offset_rows
+from .adapter import ReferenceAdapter
+from .neighbourhoods.kernels import NativeKernels
+from .neighbourhoods.primitives import QUANT, fps_start
+from .rows import offset_rows
 
 
 class NumpyAdapter(ReferenceAdapter):
@@ -58,38 +61,20 @@ class NumpyAdapter(ReferenceAdapter):
         """
         return xp.asarray(a, dtype=dtype)
 
-    def fps(self, xp: Any, group: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
-        """Farthest point sampling (the contract of :meth:`ReferenceAdapter.fps`).
+    def native_kernels(self, group: Any) -> Any:
+        """The in-place FPS loop for groups whose distance is Euclidean on the elements.
 
         Parameters
         ----------
-        xp : module
-            The array namespace.
         group : Group
-            The group whose distance is sampled under.
-        elems : array, shape (bs, n, E)
-            Group elements.
-        q : array, shape (bs, n, dq), or None
-            Orbit ids.
-        mask : array of bool, shape (bs, n)
-            Valid points.
-        m : int
-            Number of samples.
-        u : array, shape (bs,)
-            Uniform draws that pick the start among the valid points.
+            The group.
 
         Returns
         -------
-        array of int, shape (bs, m)
-            Indices of the samples.
+        NativeKernels or None
+            :class:`_EuclideanFps` where ``group.euclidean_distance`` holds, else None.
         """
-        if group.euclidean_distance and elems.shape[-1] <= 4:
-            from ._numpy_fast import euclidean_fps  # same arithmetic, in-place ufuncs
-
-            cur, _ = fps_start(xp, mask, u, elems.dtype)
-            scale = QUANT["float32" if elems.dtype == xp.float32 else "float64"]
-            return euclidean_fps(elems, mask, m, cur, scale)
-        return super().fps(xp, group, elems, q, mask, m, u)
+        return _EuclideanFps() if group.euclidean_distance else None
 
     def contract(self, xp: Any, w: Any, values: Any, nbr_idx: Any, nbr_mask: Any,
                  weight_major: bool = False) -> Any:
@@ -151,6 +136,21 @@ class NumpyAdapter(ReferenceAdapter):
 
             return weightnet(layers, emb)
         return super().weightnet(xp, layers, emb)
+
+
+class _EuclideanFps(NativeKernels):
+    """FPS of :func:`lieconv_core.neighbourhoods.fps` for Euclidean distances on 1 to 4 element
+    coordinates, through the in-place ufunc loop of :func:`lieconv_core._numpy_fast.euclidean_fps`
+    (the same arithmetic, the same indices)."""
+
+    def fps(self, xp: Any, elems: Any, q: Any, mask: Any, m: int, u: Any) -> Any:
+        if elems.shape[-1] > 4:
+            return None
+        from ._numpy_fast import euclidean_fps
+
+        cur, _ = fps_start(xp, mask, u, elems.dtype)
+        scale = QUANT["float32" if elems.dtype == xp.float32 else "float64"]
+        return euclidean_fps(elems, mask, m, cur, scale)
 
 
 ADAPTER = NumpyAdapter()

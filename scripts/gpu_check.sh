@@ -83,6 +83,7 @@ fi
 # --- timings: Triton kernels vs the reference path ---------------------------------------------
 want timings && timeout 90 "$PY" - >"$OUT/kernel_timings.txt" 2>&1 <<'PYEOF'
 import torch
+import lieconv_core.neighbourhoods as nb
 from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.groups.translation import T
 from lieconv_torch.adapter import TorchAdapter, xp_torch
@@ -119,18 +120,18 @@ for dt in (torch.float32, torch.float64):
                torch.zeros(widths[i + 1], device=dev, dtype=dt, requires_grad=True))
               for i in range(3)]
     q = (x, None, mask)
-    idx, nm, _ = ref.neighbourhood(xp, T(2), q, q, k, r, prio, False)
+    idx, nm, _ = nb.neighbourhood(ref, xp, T(2), q, q, k, r, prio, False)
     rows = []
     for name, f in [
-        ("fps m=65", lambda a: a.fps(xp, T(2), x, None, mask, m, u)),
-        ("ball nbhd", lambda a: a.neighbourhood(xp, T(2), q, q, k, r, prio, False)),
-        ("knn nbhd", lambda a: a.neighbourhood(xp, T(2), q, q, k, r, prio, True)),
+        ("fps m=65", lambda a: nb.fps(a, xp, T(2), x, None, mask, m, u)),
+        ("ball nbhd", lambda a: nb.neighbourhood(a, xp, T(2), q, q, k, r, prio, False)),
+        ("knn nbhd", lambda a: nb.neighbourhood(a, xp, T(2), q, q, k, r, prio, True)),
         ("pointconv fwd", lambda a: a.pointconv(xp, layers, emb, vals, idx, nm)),
         ("pointconv fwd+bwd", lambda a: a.pointconv(xp, layers, emb, vals, idx, nm).sum()
          .backward()),
     ]:
         rows.append((name, bench(lambda: f(ker)), bench(lambda: f(ref))))
-    same = torch.equal(ker.fps(xp, T(2), x, None, mask, m, u), ref.fps(xp, T(2), x, None, mask, m, u))
+    same = torch.equal(nb.fps(ker, xp, T(2), x, None, mask, m, u), nb.fps(ref, xp, T(2), x, None, mask, m, u))
     print(f"-- {dt} (bs={bs}, n={n}, k={k}, c={c}); fps indices identical: {same}")
     for name, tk, tr in rows:
         print(f"{name:20s} kernel {tk:9.3f} ms   reference {tr:9.3f} ms   speed-up {tr / tk:6.1f}x")
@@ -154,11 +155,11 @@ rm -rf "$RUNS"
 if want springs; then
   for run in ${SPRINGS_MODELS:-fc hfc hlieconv}; do
     model=${run%-xla}; kern=auto; [ "$run" != "$model" ] && kern=never
-    ( LIECONV_JAX_KERNELS=$kern timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.cli \
+    ( LIECONV_JAX_KERNELS=$kern timeout "${SPRINGS_TIMEOUT:-420}" "$PY" -m lieconv_core.app.cli \
           train springs --backend jax --device gpu --model "$model" --group T2 \
           --n-train "$NTRAIN" --epochs "$EPOCHS" --no-progress --out "$RUNS/$run" 2>&1 \
           | sed "s/^/[$run] /"
-      LIECONV_JAX_KERNELS=$kern timeout 150 "$PY" -m lieconv_core.cli evaluate springs \
+      LIECONV_JAX_KERNELS=$kern timeout 150 "$PY" -m lieconv_core.app.cli evaluate springs \
           --checkpoint "$RUNS/$run" --out "$RUNS/$run/eval" --device gpu 2>&1 \
           | sed "s/^/[$run eval] /" ) >>"$OUT/springs.log" 2>&1 &
   done

@@ -54,7 +54,7 @@ print(f"2. paper HLieConv-T(2), float64, first 20 losses: torch {lt[0]:.6g} -> {
 
 import torch  # noqa: E402
 
-from lieconv_core import io  # noqa: E402
+from lieconv_core.app import io  # noqa: E402
 from lieconv_core.data import springs as S  # noqa: E402
 
 run = root / "hlieconv-t2-float32"

@@ -11,6 +11,7 @@ import pytest
 
 import lieconv_core as lc
 from lieconv_core import groups as G
+from lieconv_core import neighbourhoods as nb
 from lieconv_core._backend import adapter_for, namespace_for
 from lieconv_core.adapter import ReferenceAdapter
 
@@ -78,17 +79,17 @@ def test_neighbour_choice_independent_of_backend_tie_breaking(xp, dtype):
     c = _grid_cloud(xp, dtype)
     cn = _grid_cloud(namespace_for("numpy"), dtype)
     q = (c.elems, None, c.mask)
-    idx, valid, _ = ad.neighbourhood(xp, G.T(2), q, q, 9, 2.0, None, True)
+    idx, valid, _ = nb.neighbourhood(ad, xp, G.T(2), q, q, 9, 2.0, None, True)
     qn = (cn.elems, None, cn.mask)
-    idx_ref, _, _ = ref_ad.neighbourhood(namespace_for("numpy"), G.T(2), qn, qn, 9, 2.0, None,
-                                         True)
+    idx_ref, _, _ = nb.neighbourhood(ref_ad, namespace_for("numpy"), G.T(2), qn, qn, 9, 2.0,
+                                     None, True)
     np.testing.assert_array_equal(to_numpy(idx), idx_ref)
     # lowest index first among equal distances: point 0's 2nd and 3rd neighbours are 1 and 6
     assert list(idx_ref[0, 0, :3]) == [0, 1, 6]
     u = asarray(xp, np.array([0.0, 0.5]), dtype)
-    fps = ad.fps(xp, G.T(2), c.elems, None, c.mask, 12, u)
-    fps_ref = ref_ad.fps(namespace_for("numpy"), G.T(2), cn.elems, None, cn.mask, 12,
-                         np.array([0.0, 0.5]).astype(dtype))
+    fps = nb.fps(ad, xp, G.T(2), c.elems, None, c.mask, 12, u)
+    fps_ref = nb.fps(ref_ad, namespace_for("numpy"), G.T(2), cn.elems, None, cn.mask, 12,
+                     np.array([0.0, 0.5]).astype(dtype))
     np.testing.assert_array_equal(to_numpy(fps), fps_ref)
 
 
@@ -289,24 +290,25 @@ def test_euclidean_fps_fast_paths_match_the_reference(lib, dtype, request):
         mask = rng.random((3, 300)) > 0.2
         x[~mask] = np.nan
         u = rng.random(3).astype(dtype)
-        want = np.from_dlpack(ReferenceAdapter().fps(
-            strict, g, strict.asarray(x), None, strict.asarray(mask), 80, strict.asarray(u)))
+        want = np.from_dlpack(nb.fps(
+            ReferenceAdapter(), strict, g, strict.asarray(x), None, strict.asarray(mask), 80,
+            strict.asarray(u)))
         if lib == "numpy":
             import array_api_compat.numpy as npx
 
-            got = ReferenceAdapter().fps(npx, g, x, None, mask, 80, u)
+            got = nb.fps(ReferenceAdapter(), npx, g, x, None, mask, 80, u)
         elif lib == "torch":
             import torch
             from lieconv_torch.adapter import ADAPTER, xp_torch
 
-            got = ADAPTER.fps(xp_torch(), g, torch.as_tensor(x), None, torch.as_tensor(mask), 80,
-                              torch.as_tensor(u)).numpy()
+            got = nb.fps(ADAPTER, xp_torch(), g, torch.as_tensor(x), None,
+                         torch.as_tensor(mask), 80, torch.as_tensor(u)).numpy()
         else:
             import jax.numpy as jnp
             from lieconv_jax.adapter import ADAPTER
 
-            got = np.asarray(ADAPTER.fps(jnp, g, jnp.asarray(x), None, jnp.asarray(mask), 80,
-                                         jnp.asarray(u)))
+            got = np.asarray(nb.fps(ADAPTER, jnp, g, jnp.asarray(x), None, jnp.asarray(mask), 80,
+                                    jnp.asarray(u)))
         np.testing.assert_array_equal(got, want, err_msg=f"{g} {dtype}")
 
 
@@ -315,7 +317,7 @@ def test_first_k_then_rest_is_the_stable_argsort_order(xp):
     every backend, with the array-API row search and with the adapter's (torch: native batched
     searchsorted): random rows, empty and full rows, k = 1 and k = n, two leading axes."""
     from lieconv_core._backend import adapter_for
-    from lieconv_core.adapter import first_k_then_rest
+    from lieconv_core.neighbourhoods.primitives import first_k_then_rest
 
     rng = np.random.default_rng(3)
     for n, k, p in ((1, 1, 0.5), (7, 3, 0.5), (50, 50, 0.3), (64, 9, 0.9), (33, 5, 0.05)):
@@ -334,7 +336,7 @@ def test_first_k_then_rest_shortcut_and_counts(xp):
     half: the same positions as without it; ``counts`` returns the True entries per row. The
     check is host-evaluated here, so the shortcut runs on every backend (jax's adapter never
     takes it under jit)."""
-    from lieconv_core.adapter import first_k_then_rest
+    from lieconv_core.neighbourhoods.primitives import first_k_then_rest
 
     rng = np.random.default_rng(4)
     seen = []

@@ -21,7 +21,7 @@ def bench_path():
 
 
 @pytest.mark.parametrize("name", ["groups", "layer", "sampling", "springs", "workloads",
-                                  "consistency"])
+                                  "consistency", "data_parallel"])
 def test_benchmark_modules_import_and_list_classes(bench_path, name):
     direct = importlib.import_module("direct")
     module = importlib.import_module(f"benchmarks.{name}")

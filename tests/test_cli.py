@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lieconv_core.cli import main
+from lieconv_core.app.cli import main
 
 TINY = ["--n-train", "16", "--n-val", "4", "--batch-size", "8", "--k", "16", "--num-layers", "1",
         "--threads", "1", "--no-progress"]
@@ -95,14 +95,15 @@ def test_train_evaluate_and_resume(torch1, tmp_path, capsys):
     # the rollouts on the data grid: the same start, then RK4 with a third of the step differs
     # from RK4 with the full step by the integrator's error (this 2-epoch model's forces are
     # strong, so compare the first step, before its trajectories run away)
-    from lieconv_core.tasks import springs as SP
-    from lieconv_core.training import load_run, runner_for
+    from lieconv_core.app import springs as springs_app
+    from lieconv_core.app.training import load_run, runner_for
 
     task, cfg, model, params, state, config = load_run(out)
     runner = runner_for("torch", task, model, cfg, params, state, "float64")
     config = {**config, "eval_backend": "torch"}
     kw = dict(n_test=8, n_rollout=2, rollout_steps=5, progress=False)
-    one, three = (SP.evaluate_run(task, cfg, model, runner, config, substeps=n, **kw)[1]["pred"]
+    one, three = (springs_app.evaluate_run(task, cfg, model, runner, config, substeps=n,
+                                           **kw)[1]["pred"]
                   for n in (1, 3))
     assert np.array_equal(one[:, 0], three[:, 0])
     step1 = np.abs(one[:, 1] - three[:, 1]).max()

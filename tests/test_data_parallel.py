@@ -19,8 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _clouds import shapes, write_npz  # noqa: E402
 
-from lieconv_core import io  # noqa: E402
-from lieconv_core.cli import main  # noqa: E402
+from lieconv_core.app import io  # noqa: E402
+from lieconv_core.app.cli import main  # noqa: E402
 
 pytest.importorskip("torch")
 
@@ -58,7 +58,7 @@ def _env(**extra: str) -> dict:
 
 def _torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-            "2", "-m", "lieconv_core.cli", *args]
+            "2", "-m", "lieconv_core.app.cli", *args]
 
 
 def _run(cmd: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
@@ -164,6 +164,51 @@ def test_torchrun_two_gloo_processes_train_like_one(torch1, data, tmp_path, dtyp
     _assert_same_run(two, one, dtype, _noise_params(one, data))
 
 
+def _flat_init(run: Path) -> dict:
+    """The seeded initial parameters of a run folder's model, flat."""
+    from lieconv_core.nn.module import flatten
+    from lieconv_core.tasks import get_task
+
+    config = json.loads((run / "config.json").read_text())
+    model = get_task(config["task"]).build_model(config["model"])
+    return flatten(model.init_host(np.random.default_rng(config["train"]["seed"]))[0])
+
+
+def _worst(got: Path, want: Path) -> float:
+    """The largest relative difference of the step losses or any entry of the last checkpoints
+    of two runs (parameters, state, optimizer state)."""
+    lg = json.loads((got / "history.json").read_text())["step_loss"]
+    lw = json.loads((want / "history.json").read_text())["step_loss"]
+    assert len(lg) == len(lw) > 0
+    fg, _ = io.load_tensors(got / "last.safetensors")
+    fw, _ = io.load_tensors(want / "last.safetensors")
+    assert sorted(fg) == sorted(fw)
+    return max(_rel(lg, lw), *(_rel(fg[k], fw[k]) for k in fw))
+
+
+def test_float32_sgd_two_gloo_processes_train_like_one_to_1e5(torch1, data, tmp_path):
+    """The issue's float32 bound on the weights too: with plain SGD (no per-entry normalisation
+    that amplifies rounding, as Adam's does) the step losses and every parameter, batch-norm
+    statistic and radius after 8 steps agree with one process to 1e-5 relative. The bound
+    discriminates: the weights moved by over 100 times it (those whose gradient is zero in
+    exact arithmetic aside), and one process trained on half of each batch (a rank without
+    the gradient all-reduce) ends far outside it."""
+    args = ["train", "pointcloud", "--data", data, *MODEL, "--epochs", "2", "--dtype",
+            "float32", "--optimizer", "sgd", "--lr", "0.1"]
+    one, two, half = tmp_path / "one", tmp_path / "two", tmp_path / "half"
+    assert main([*args, "--threads", "1", "--out", str(one)]) == 0
+    res = _run(_torchrun(*args, "--out", str(two)), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(json.loads((one / "history.json").read_text())["step_loss"]) == 8
+    assert _worst(two, one) <= TOL["float32"]
+    init, (last, _) = _flat_init(one), io.load_tensors(one / "last.safetensors")
+    noise = _noise_params(one, data)
+    assert min(_rel(last[k], init[k]) for k in init if k not in noise) > 100 * TOL["float32"]
+    assert main([*args, "--batch-size", "8", "--max-steps", "8", "--threads", "1",
+                 "--out", str(half)]) == 0
+    assert _worst(half, one) > 1e3 * TOL["float32"]
+
+
 def _children(pid: int) -> list[int]:
     """Every descendant process of ``pid`` (Linux /proc)."""
     kids: dict[int, list[int]] = {}
@@ -193,6 +238,51 @@ def _rank_pid(root: int, rank: int) -> int | None:
     return None
 
 
+def _rank_1_once_evaluated(proc: subprocess.Popen, out: Path, evals: int) -> int:
+    """The pid of rank 1 of the torchrun job ``proc`` once its run folder ``out`` records
+    ``evals`` evaluations (training is under way)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        hist = out / "history.json"
+        if hist.exists() and len(json.loads(hist.read_text() or "{}").get("evals", [])) >= evals:
+            victim = _rank_pid(proc.pid, 1)
+            if victim is not None:
+                return victim
+        time.sleep(0.05)
+    raise AssertionError("training did not get under way")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds ranks in /proc")
+def test_a_hung_rank_fails_the_job_after_the_dist_timeout(torch1, data, tmp_path):
+    """SIGSTOP of rank 1 mid-training (alive, never answering): rank 0's next collective gives
+    up after --dist-timeout and fails naming the option; torchrun stops the job (SIGTERM, then
+    SIGKILL after its 30 s grace: a stopped process does not act on SIGTERM) and exits non-zero,
+    and no process of the job is left."""
+    timeout = 10
+    args = ["train", "pointcloud", "--data", data, *MODEL, "--epochs", "40", "--dtype",
+            "float64", "--dist-timeout", str(timeout)]
+    out = tmp_path / "hung"
+    proc = subprocess.Popen(_torchrun(*args, "--out", str(out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(),
+                            start_new_session=True)
+    try:
+        victim = _rank_1_once_evaluated(proc, out, 1)
+        os.kill(victim, signal.SIGSTOP)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=240)
+        took = time.time() - t0
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode != 0
+    assert f"rank 0: another process did not join a collective within --dist-timeout {timeout} s"\
+        in err, err[-3000:]
+    assert "Timed out" in err and "SIGKILL" in err
+    assert timeout < took < timeout + 30 + 60, took
+    time.sleep(1)
+    state = Path(f"/proc/{victim}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds ranks in /proc")
 def test_a_killed_rank_fails_the_job_and_the_run_resumes(torch1, data, tmp_path):
     """SIGKILL of rank 1 mid-training: torchrun exits non-zero within seconds, naming the rank
@@ -205,14 +295,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes(torch1, data, tmp_path)
                             stderr=subprocess.PIPE, text=True, env=_env(),
                             start_new_session=True)
     try:
-        deadline, victim = time.time() + 300, None
-        while time.time() < deadline and proc.poll() is None:
-            hist = out / "history.json"
-            if hist.exists() and len(json.loads(hist.read_text() or "{}").get("evals", [])) >= 2:
-                victim = _rank_pid(proc.pid, 1)
-                break
-            time.sleep(0.05)
-        assert victim is not None, "training did not get under way"
+        victim = _rank_1_once_evaluated(proc, out, 2)
         os.kill(victim, signal.SIGKILL)
         t0 = time.time()
         _, err = proc.communicate(timeout=90)
@@ -239,7 +322,7 @@ JAX_CHILD = textwrap.dedent("""
     from test_data_parallel import _clouds
     from lieconv_core.tasks import get_task, pointcloud as P
     from lieconv_core.tasks.clouds import standardise
-    from lieconv_core.training import fit
+    from lieconv_core.app.training import fit
     from lieconv_jax.distributed import ShardedJaxTrainer
     assert len(jax.devices()) == 2
     x, v, y = _clouds()
@@ -278,13 +361,119 @@ def test_jax_mesh_of_two_host_devices_trains_like_one(torch1, data, tmp_path):
     _assert_same_run(tmp_path / "two", one, "float64", _noise_params(one, data))
 
 
+def _task_runs(tmp: Path) -> dict[str, list[str]]:
+    """``lieconv train`` arguments of 4 float64 steps (2 epochs of 2 batches of 8) of each task
+    on tiny generated data (the fixtures of test_tasks.py; springs generates its own)."""
+    from test_tasks import _cormorant, _mnist_dir
+
+    d = tmp / "data"
+    d.mkdir()
+    for split, seed in (("train", 0), ("valid", 1), ("test", 2)):
+        _cormorant(d / f"{split}.npz", n=16, seed=seed)
+    common = ["--epochs", "2", "--batch-size", "8", "--k", "8", "--num-layers", "1",
+              "--dtype", "float64", "--no-progress"]
+    return {"springs": ["springs", "--model", "hlieconv", "--group", "T2", "--n-train", "16",
+                        "--n-val", "4", *common],
+            "qm9": ["qm9", "--data-dir", str(d), "--target", "homo", *common],
+            "rotmnist": ["rotmnist", "--mnist-dir", str(_mnist_dir(d, 40, 20)), "--group", "SO2",
+                         "--n-train", "16", "--n-val", "4", "--n-test", "4", *common]}
+
+
+#: trains every ``lieconv train`` argv of its JSON argument in one process (one launch for all
+#: tasks) and prints the trainer classes that fit made
+TASKS_CHILD = textwrap.dedent("""
+    import json, sys
+    from lieconv_core.app.training import engine
+    made, make = [], engine.make_trainer
+    def record(*args, **kw):
+        made.append(make(*args, **kw))
+        return made[-1]
+    engine.make_trainer = record
+    from lieconv_core.app.cli import main
+    for argv in json.loads(sys.argv[1]):
+        if main(argv) != 0:
+            sys.exit(f"failed: {argv}")
+    print(json.dumps([type(t).__name__ for t in made]))
+""")
+
+
+def _assert_same_losses(got: Path, want: Path, name: str) -> None:
+    lg = json.loads((got / "history.json").read_text())["step_loss"]
+    lw = json.loads((want / "history.json").read_text())["step_loss"]
+    assert len(lg) == len(lw) == 4, (name, lg, lw)
+    assert _rel(lg, lw) <= TOL["float64"], (name, lg, lw)
+
+
+def test_tasks_train_like_one_process_on_two_gloo_processes(torch1, tmp_path):
+    """springs (its loss differentiates the model's gradient: a double backward through DDP,
+    with a parameter the loss never reaches), qm9 and rotmnist: the step losses of 2 gloo
+    processes are those of one process on the same global batches."""
+    runs = _task_runs(tmp_path)
+    for name, args in runs.items():
+        assert main(["train", *args, "--threads", "1", "--out", str(tmp_path / "one" / name)]) == 0
+    child = tmp_path / "child.py"
+    child.write_text(TASKS_CHILD)
+    argvs = [["train", *args, "--out", str(tmp_path / "two" / n)] for n, args in runs.items()]
+    res = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                "2", str(child), json.dumps(argvs)], timeout=480)
+    assert res.returncode == 0, res.stderr[-3000:]
+    made = json.loads(res.stdout.strip().splitlines()[-1])
+    assert made == ["DistributedTorchTrainer"] * len(runs)
+    for name in runs:
+        _assert_same_losses(tmp_path / "two" / name, tmp_path / "one" / name, name)
+
+
+#: 4 training steps of each task (the data and model of its ``lieconv train`` arguments) on
+#: one jax device and on the mesh of both; trainer steps without the runs' evaluations, whose
+#: compiles would take minutes more (and the evaluation of springs runs on jax fails in one
+#: process too, with an XLA input mismatch)
+JAX_TASKS_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from lieconv_core.app.cli import _model_and_data, build_parser, setup_backend
+    from lieconv_core.app.training.engine import make_trainer
+    from lieconv_jax.distributed import init_mesh
+    setup_backend("jax", "float64", 1)
+    out = {}
+    for argv in json.loads(sys.argv[1]):
+        task, cfg, data, _ = _model_and_data(build_parser().parse_args(argv))
+        model = task.build_model(cfg)
+        params, state = model.init_host(np.random.default_rng(0))
+        train, got = data["train"], []
+        for device, comm in (("cpu", None), (None, init_mesh())):
+            tr = make_trainer("jax", task.loss_fn(model, cfg, "jax"), params, state, lr=1e-2,
+                              total_steps=4, dtype="float64", device=device, comm=comm)
+            got.append([type(tr).__name__, [tr.step(task.inputs(train.take(np.arange(i, i + 8)),
+                                                                cfg), i) for i in (0, 8, 0, 8)]])
+        out[argv[1]] = got
+    print(json.dumps(out))
+""")
+
+
+def test_tasks_train_like_one_device_on_a_jax_mesh_of_two(tmp_path):
+    """springs, qm9 and rotmnist training steps on jax: the step losses of a mesh of 2 host
+    devices are those of one device."""
+    pytest.importorskip("jax")
+    runs = _task_runs(tmp_path)
+    res = _run([sys.executable, "-c", JAX_TASKS_CHILD,
+                json.dumps([["train", *args, "--out", "-"] for args in runs.values()])],
+               timeout=600, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted(out) == sorted(runs)
+    for name, (one, two) in out.items():
+        assert one[0] == "JaxTrainer" and two[0] == "ShardedJaxTrainer", name
+        assert len(one[1]) == 4 and _rel(two[1], one[1]) <= TOL["float64"], (name, one, two)
+
+
 def test_shares_draws_and_the_sum_hook(monkeypatch):
     """A share's draws are the rows of the global batch's draws, call after call; batches
     split into equal shares only; the sum hook is the identity unless installed, and no
     launcher (or a launcher of one process) means no communicator."""
+    from lieconv_core.app.training.engine import data_parallel
     from lieconv_core.parallel import ShareDraws, active, dp_sum, share, summing_over, take_share
     from lieconv_core.random import PortableDraws
-    from lieconv_core.training.engine import data_parallel
 
     def draws(d, bs):
         return [d.uniform(np, (bs, 4), np.float64, None), d.priorities(np, (bs, 7), None),

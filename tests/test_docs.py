@@ -24,9 +24,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 API = ROOT / "docs" / "api.md"
 #: packages (and subpackages) whose ``__all__`` the API reference must cover
-PUBLIC = ["lieconv_core", "lieconv_core.groups", "lieconv_core.nn", "lieconv_core.io",
-          "lieconv_core.tasks", "lieconv_core.training", "lieconv_torch", "lieconv_jax",
-          "lieconv_cupy"]
+PUBLIC = ["lieconv_core", "lieconv_core.groups", "lieconv_core.nn",
+          "lieconv_core.neighbourhoods", "lieconv_core.app.io", "lieconv_core.tasks",
+          "lieconv_core.app.training", "lieconv_torch", "lieconv_jax", "lieconv_cupy"]
 DOCS_TOOLS = ["sphinx", "pydata_sphinx_theme", "myst_parser", "sphinx_gallery", "numpydoc"]
 
 

@@ -49,11 +49,13 @@ def _rel_drift(x):
 
 def test_hlieconv_t2_conserves_linear_momentum_over_500_steps(jax64):
     """A property of the architecture: random, untrained weights, float64, RK4, 500 steps."""
+    from lieconv_core.app import springs as springs_app
     from lieconv_core.tasks import springs as SP
 
     model = make_model("hlieconv", group="T2", k=32, num_layers=2)
     z0, sys = S.draw_systems(4, seed=7)
-    tr = SP.trainer("jax", model, model.init_host(np.random.default_rng(1)), dtype="float64")
+    tr = springs_app.trainer("jax", model, model.init_host(np.random.default_rng(1)),
+                             dtype="float64")
     zs = SP.rollout(tr, "jax", model, z0, sys, S.time_grid())
     assert zs.shape == (4, 500, 2, 6, 2) and np.all(np.isfinite(zs))
     assert np.abs(zs[:, -1, 0] - zs[:, 0, 0]).max() > 0.1  # it did move
@@ -138,14 +140,14 @@ def test_unknown_names():
 
 
 def test_torch_and_jax_float64_give_the_same_20_training_losses(torch1, jax64):
-    from lieconv_core.tasks import springs as SP
+    from lieconv_core.app import springs as springs_app
 
     sp = S.make_splits(n_train=80, n_val=1, n_test=1)["train"]
     model = make_model("hlieconv", group="T2", k=16, num_layers=1)
     host = model.init_host(np.random.default_rng(0))
     losses = {}
     for name in ("torch", "jax"):
-        tr = SP.trainer(name, model, host, sp.ts, lr=1e-2, total_steps=20, dtype="float64")
+        tr = springs_app.trainer(name, model, host, sp.ts, lr=1e-2, total_steps=20, dtype="float64")
         losses[name] = np.array([tr.step({"z": sp.z[4 * i:4 * i + 4],
                                           "sys": sp.sys[4 * i:4 * i + 4]}) for i in range(20)])
     assert losses["torch"][-1] < losses["torch"][0]  # it learns
@@ -210,15 +212,15 @@ def test_torch_compiled_training_step_in_one_graph_gives_eager_numbers(torch1):
     from lieconv_torch.adapter import functional_mode
     from torch._dynamo.testing import CompileCounter
 
-    from lieconv_core.tasks import springs as SP
+    from lieconv_core.app import springs as springs_app
 
     sp = S.make_splits(n_train=4, n_val=1, n_test=1)["train"]
     z, sys, ts = sp.z[:, :2], sp.sys, sp.ts[:2]  # one RK4 step: the smallest graph
     model = make_model("hlieconv", group="T2", k=8, num_layers=1)
     host = model.init_host(np.random.default_rng(0))
     kw = dict(lr=1e-2, total_steps=10, dtype="float64")
-    eager = SP.trainer("torch", model, host, ts, **kw)
-    compiled = SP.trainer("torch", model, host, ts, compile=True, **kw)
+    eager = springs_app.trainer("torch", model, host, ts, **kw)
+    compiled = springs_app.trainer("torch", model, host, ts, compile=True, **kw)
     losses = []
     for _ in range(3):
         want, got = eager.step({"z": z, "sys": sys}), compiled.step({"z": z, "sys": sys})

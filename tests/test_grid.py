@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import lieconv_core as lc
 from lieconv_core import groups as G
+from lieconv_core import neighbourhoods as nb
 from lieconv_core._backend import adapter_for, backend_name
 from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.cloud import Cloud
@@ -65,7 +66,7 @@ def _assert_same(got, want):
 
 def _both(xp, group, Q, P, k, r, prio, knn, **kw):
     ad = adapter_for(xp)
-    want = REF.chunked_neighbourhood(xp, group, Q, P, k, r, prio, knn)
+    want = nb.chunked_neighbourhood(REF, xp, group, Q, P, k, r, prio, knn)
     got = grid.grid_neighbourhood(xp, ad, group, Q, P, k, r, prio, knn, force=True, **kw)
     return got, want
 
@@ -263,8 +264,8 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
     assert grid.grid_neighbourhood(*dev_args, 0.1, prio, False) is None
     assert grid.grid_neighbourhood(*dev_args, 0.1, prio, False, force=True) is not None
     for r in (0.1, 0.6):
-        _assert_same(REF.neighbourhood(np, G.T(3), Q, P, 16, r, prio, False),
-                     REF.neighbourhood(np, G.T(3), Q, P, 16, r, prio, False, grid=False))
+        _assert_same(nb.neighbourhood(REF, np, G.T(3), Q, P, 16, r, prio, False),
+                     nb.neighbourhood(REF, np, G.T(3), Q, P, 16, r, prio, False, grid=False))
     small = (x[:, :50], None, m[:, :50])
     assert grid.grid_neighbourhood(np, REF, G.T(3), small, small, 8, 0.1, np.arange(50)[None],
                                    False) is None
@@ -287,8 +288,8 @@ def test_auto_dispatch_uses_grid_only_where_it_pays():
                                    False) is None  # Euclidean: below GRID_MIN_PAIRS
     assert grid.grid_neighbourhood(np, REF, G.SO2(), (x[..., :2], x[..., :1], m),
                                    (x[..., :2], x[..., :1], m), 16, 0.05, prio, False) is None
-    _assert_same(REF.neighbourhood(np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False),
-                 REF.neighbourhood(np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False, grid=False))
+    _assert_same(nb.neighbourhood(REF, np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False),
+                 nb.neighbourhood(REF, np, G.SE2(0.05), Q2, P2, 16, 0.05, prio, False, grid=False))
     assert grid.euclidean_distance(G.T(3)) and grid.euclidean_distance(G.Trivial(2))
     assert grid.euclidean_distance(G.Tx()) and not grid.euclidean_distance(G.Rx())
     assert not any(grid.euclidean_distance(g) for g in (G.SO2(), G.SE2(), G.SE3()))

@@ -76,7 +76,8 @@ def test_torch_contract_gradients_are_the_reference_gradients(torch1, monkeypatc
     import torch
 
     import lieconv_core._numpy_fast as nf
-    from lieconv_core.adapter import ReferenceAdapter, offset_rows
+    from lieconv_core.adapter import ReferenceAdapter
+    from lieconv_core.rows import offset_rows
 
     monkeypatch.setattr(nf, "CONTRACT_BLOCK_BYTES", block_bytes)
     xp = ta.xp_torch()

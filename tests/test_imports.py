@@ -1,16 +1,20 @@
 """The import graph of lieconv_core: no circles (every import counted, function-level ones
-included), no framework imported and no library's name tested outside the backend registry."""
+included), the layers (library, tasks, application, tooling) import only downwards, the adapter is
+primitives only, and no framework is imported and no library's name tested outside the backend
+registry."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "lieconv_core"
-#: the one circle left: io.load_run delegates to the training engine, which writes its
-#: checkpoints through io's tensor files (the application layer; see docs/architecture.md)
-KNOWN_CIRCLES = [{"lieconv_core.io", "lieconv_core.training.engine"}]
+#: the subpackages above the library (see docs/architecture.md); every other module is the library
+LAYERS = ("tasks", "app", "tools")
+#: layer -> the layers it must not import
+FORBIDDEN = {"library": {"tasks", "app", "tools"}, "tasks": {"app", "tools"}}
 
 
 def _modules() -> dict[str, Path]:
@@ -81,12 +85,62 @@ def test_the_import_graph_has_no_circles():
     mods = _modules()
     graph = _graph(mods)
     assert {"lieconv_core.adapter", "lieconv_core.neighbourhoods.search"} <= set(graph)
-    circles = _circles(graph)
-    assert [c for c in circles if c not in KNOWN_CIRCLES] == []
-    # control: the checker finds a circle where there is one
-    graph["lieconv_core.neighbourhoods.search"] = graph[
-        "lieconv_core.neighbourhoods.search"] | {"lieconv_core.adapter"}
+    assert _circles(graph) == []
+    # control: the checker finds a circle where there is one (the adapter imports rows)
+    graph["lieconv_core.rows"] = graph["lieconv_core.rows"] | {"lieconv_core.adapter"}
     assert any("lieconv_core.adapter" in c for c in _circles(graph))
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "library"
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a layer imports one it must not."""
+    return sorted((mod, dep) for mod, deps in graph.items() for dep in deps
+                  if _layer(dep) in FORBIDDEN.get(_layer(mod), set()))
+
+
+def test_the_layers_import_only_downwards():
+    """The library (groups, nn, neighbourhoods, arrays, random, ...) imports nothing from the
+    tasks, the application or the tooling; the tasks import nothing from the application or the
+    tooling."""
+    graph = _graph(_modules())
+    assert {_layer(m) for m in graph} == {"library", *LAYERS}
+    assert _layer_violations(graph) == []
+    # control: the check fails where the library or a task reaches up
+    graph["lieconv_core.nn.lieconv"] = graph["lieconv_core.nn.lieconv"] | {
+        "lieconv_core.app.training.engine"}
+    graph["lieconv_core.tasks.qm9"] = graph["lieconv_core.tasks.qm9"] | {
+        "lieconv_core.app.training.rundir", "lieconv_core.tools.consistency"}
+    assert _layer_violations(graph) == [
+        ("lieconv_core.nn.lieconv", "lieconv_core.app.training.engine"),
+        ("lieconv_core.tasks.qm9", "lieconv_core.app.training.rundir"),
+        ("lieconv_core.tasks.qm9", "lieconv_core.tools.consistency")]
+
+
+def test_the_adapter_is_primitives_only():
+    """The adapter modules import nothing from the neighbourhoods package, and no adapter (the
+    reference, numpy's, the backends') carries sampling or neighbour selection: the
+    neighbourhoods package owns those and asks an adapter for primitives and native kernels."""
+    graph = _graph(_modules())
+    for mod in ("lieconv_core.adapter", "lieconv_core.rows"):
+        assert not [d for d in graph[mod] if d.startswith("lieconv_core.neighbourhoods")], mod
+    from lieconv_core._backend import adapter_for, namespace_for
+
+    adapters = [adapter_for(namespace_for("numpy"))]
+    for mod in ("lieconv_torch.adapter", "lieconv_jax.adapter", "lieconv_cupy.adapter"):
+        try:
+            adapters.append(importlib.import_module(mod).ADAPTER)
+        except ImportError:
+            continue
+    selection = ("fps", "fps_distance", "neighbourhood", "chunked_neighbourhood",
+                 "dense_neighbourhood")
+    for ad in adapters:
+        assert [n for n in selection if hasattr(ad, n)] == [], type(ad).__name__
+    # control: the check sees a selection method where a class has one
+    assert hasattr(type("Overrides", (type(adapters[0]),), {"fps": None})(), "fps")
 
 
 def test_no_framework_import_or_library_name_test_outside_the_registry():

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from lieconv_core import io
+from lieconv_core.app import io
+from lieconv_core.app.training import RunDirError
 from lieconv_core.data import springs as S
 from lieconv_core.dynamics import make_model
 from lieconv_core.nn.module import flatten
 from lieconv_core.tasks import Dataset
-from lieconv_core.training import RunDirError
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_config_that_does_not_fit_the_weights(tmp_path):
 
 
 def _fit(model, splits, out, **kw):
+    from lieconv_core.app.training import fit
     from lieconv_core.tasks import get_task
-    from lieconv_core.training import fit
 
     task = get_task("springs")
     cfg = {**model.config(), "ts": [float(t) for t in splits["train"].ts]}
@@ -133,9 +133,10 @@ def test_trained_on_torch_loaded_in_numpy_gives_the_same_potential(tmp_path, spl
     assert trainer.count == 4
 
 
-def test_resume_continues_the_same_loss_trajectory(tmp_path, splits, torch1):
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_continues_the_same_loss_trajectory(tmp_path, splits, torch1, optimizer):
     model = make_model("hlieconv", k=16, num_layers=1)
-    kw = dict(epochs=3, batch_size=8, lr=1e-2, dtype="float64")
+    kw = dict(epochs=3, batch_size=8, lr=1e-2, dtype="float64", optimizer=optimizer)
     full = _fit(model, splits, tmp_path / "full", **kw)
     part = _fit(model, splits, tmp_path / "part", max_steps=3, **kw)
     assert len(part["step_loss"]) == 3  # stopped inside the second epoch
@@ -160,21 +161,24 @@ def test_nan_training_data_is_rejected(tmp_path, splits):
         _fit(make_model("fc", k=8, num_layers=1), splits, tmp_path, epochs=1, backend="numpy")
 
 
-def test_optimizer_state_is_portable_between_torch_and_jax(splits, torch1):
-    """Optimizer state from the torch trainer, continued on jax: the same losses as on torch."""
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_optimizer_state_is_portable_between_torch_and_jax(splits, torch1, optimizer):
+    """Optimizer state from the torch trainer, continued on jax: the same losses as on torch
+    (Adam's moments and step count; plain SGD's step count alone)."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
+    from lieconv_core.app.springs import trainer
     from lieconv_core.nn.module import unflatten
-    from lieconv_core.tasks.springs import trainer
 
     model = make_model("hfc", k=8, num_layers=2)
     tr = splits["train"]
     batches = [{"z": tr.z[i:i + 8], "sys": tr.sys[i:i + 8]} for i in (0, 8, 0, 8)]
-    kw = dict(lr=1e-2, total_steps=10, dtype="float64")
+    kw = dict(lr=1e-2, total_steps=10, dtype="float64", optimizer=optimizer)
     a = trainer("torch", model, model.init_host(np.random.default_rng(0)), tr.ts, **kw)
     for b in batches[:2]:
         a.step(b)
     params, opt = unflatten(a.params_host()), a.opt_state_host()
+    assert (len(opt) == 1) == (optimizer == "sgd") and int(opt["opt.count"]) == 2
     b = trainer("jax", model, params, tr.ts, opt_state=opt, **kw)
     assert b.count == 2
     la = [a.step(x) for x in batches[2:]]

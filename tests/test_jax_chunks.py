@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lieconv_core import groups as G
+from lieconv_core import neighbourhoods as nb
 from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, ReferenceAdapter
 from lieconv_core.cloud import Cloud, lift
 from lieconv_core.nn import LieConv
@@ -127,12 +128,12 @@ def test_mapped_search_chunks_match_reference(knn, jax_x64):
                            (n, np.arange(n)[None, :] < [[n], [n - 6]])]]
     query, points = ((c.elems, c.q, c.mask) for c in pts)
     prio = np.argsort(rng.random((bs, n)), axis=-1)
-    ref = ReferenceAdapter().chunked_neighbourhood(np, group, query, points, k, 0.9, prio, knn)
+    ref = nb.chunked_neighbourhood(ReferenceAdapter(), np, group, query, points, k, 0.9, prio, knn)
     ad = JaxAdapter()
 
     def search(q, p, pr):
         # 4 queries per chunk (2 clouds × 30 points × 4 = 240 pairs) -> 4 mapped chunks + 1
-        return ad.chunked_neighbourhood(jnp, group, q, p, k, 0.9, pr, knn, chunk_pairs=240)
+        return nb.chunked_neighbourhood(ad, jnp, group, q, p, k, 0.9, pr, knn, chunk_pairs=240)
 
     args = jax.tree.map(jnp.asarray, (query, points, prio))
     assert _mapped(search, *args)

@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _kernel_cases import CASES, assert_close, make_case  # noqa: E402
 
+from lieconv_core import neighbourhoods as nb  # noqa: E402
 from lieconv_core.adapter import ReferenceAdapter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,18 +84,18 @@ def test_fps_neighbourhood(env, case, dtype):
     x, mask, u = cp.asarray(c["x"]), cp.asarray(c["mask"]), cp.asarray(c["u"])
     _launched()
     for m in sorted({1, c["m"], c["n"]}):
-        got = ad.fps(xp, c["group"], x, None, mask, m, u)
+        got = nb.fps(ad, xp, c["group"], x, None, mask, m, u)
         _launched(fps=1)  # the kernel itself, not the reference fallback
-        want = ref.fps(xp, c["group"], x, None, mask, m, u)
+        want = nb.fps(ref, xp, c["group"], x, None, mask, m, u)
         np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want), f"fps m={m}")
     q = (cp.asarray(c["qe"]), None, cp.asarray(c["qmask"]))
     p = (x, None, mask)
     for knn in (False, True):
-        got = ad.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
+        got = nb.neighbourhood(ad, xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
                                cp.asarray(c["prio"]), knn)
         _launched(knn=int(knn), ball=int(not knn))
-        want = ref.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
-                                 cp.asarray(c["prio"]), knn)
+        want = nb.neighbourhood(ref, xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
+                                cp.asarray(c["prio"]), knn)
         for a, b, what in zip(got, want, ("idx", "mask", "counts")):
             if b is None:
                 assert a is None
@@ -110,8 +111,8 @@ def test_pointconv(env, case, dtype):
     c = make_case(case, dtype)
     q = (cp.asarray(c["qe"]), None, cp.asarray(c["qmask"]))
     p = (cp.asarray(c["x"]), None, cp.asarray(c["mask"]))
-    idx, nm, _ = ref.neighbourhood(xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
-                                   cp.asarray(c["prio"]), False)
+    idx, nm, _ = nb.neighbourhood(ref, xp, c["group"], q, p, c["k"], cp.asarray(c["r"]),
+                                  cp.asarray(c["prio"]), False)
     layers = [(cp.asarray(w), cp.asarray(b)) for w, b in c["layers"]]
     emb, values = cp.asarray(c["emb"]), cp.asarray(c["values"])
     _launched()

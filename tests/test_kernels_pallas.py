@@ -21,6 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from _kernel_cases import assert_close, make_case  # noqa: E402
 
+from lieconv_core import neighbourhoods as nb  # noqa: E402
 from lieconv_core.adapter import ReferenceAdapter  # noqa: E402
 
 COMPILED = os.environ.get("LIECONV_PALLAS_COMPILED") == "1" and jax.default_backend() == "gpu"
@@ -75,17 +76,17 @@ def test_fps_and_neighbourhood(env, case, dtype):
     c = make_case(case, dtype)
     x, mask, u = _j(c["x"]), _j(c["mask"]), _j(c["u"])
     with kernels_run("fps"):
-        got = ad.fps(jnp, c["group"], x, None, mask, c["m"], u)
-    want = ref.fps(jnp, c["group"], x, None, mask, c["m"], u)
+        got = nb.fps(ad, jnp, c["group"], x, None, mask, c["m"], u)
+    want = nb.fps(ref, jnp, c["group"], x, None, mask, c["m"], u)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert got.dtype == want.dtype
     q = (_j(c["qe"]), None, _j(c["qmask"]))
     p = (x, None, mask)
     for knn in (False, True):
         with kernels_run("knn" if knn else "ball"):
-            got = ad.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]),
-                                   knn)
-        want = ref.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]), knn)
+            got = nb.neighbourhood(ad, jnp, c["group"], q, p, c["k"], _j(c["r"]),
+                                   _j(c["prio"]), knn)
+        want = nb.neighbourhood(ref, jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]), knn)
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]), f"idx knn={knn}")
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]), f"mask knn={knn}")
         assert got[0].dtype == want[0].dtype
@@ -101,8 +102,8 @@ def test_pointconv_forward_backward(env, case, dtype):
     c = make_case(case, dtype)
     q = (_j(c["qe"]), None, _j(c["qmask"]))
     p = (_j(c["x"]), None, _j(c["mask"]))
-    idx, nmask, _ = ref.neighbourhood(jnp, c["group"], q, p, c["k"], _j(c["r"]), _j(c["prio"]),
-                                      False)
+    idx, nmask, _ = nb.neighbourhood(ref, jnp, c["group"], q, p, c["k"], _j(c["r"]),
+                                     _j(c["prio"]), False)
     layers = [(_j(w), _j(b)) for w, b in c["layers"]]
     emb, values, g = _j(c["emb"]), _j(c["values"]), _j(c["grad_out"])
     outs = []
@@ -150,9 +151,9 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
 
     import lieconv_core._backend as B
     from lieconv_core import LieConv
+    from lieconv_core.app import springs as springs_app
     from lieconv_core.data import springs as S
     from lieconv_core.dynamics import make_model
-    from lieconv_core.tasks import springs as SP
 
     # all particles are neighbours (k >= n), where the layer would take its index-free dense
     # path; this test is about the kernels, so keep the indexed search + fused pointconv
@@ -168,7 +169,7 @@ def test_hamiltonian_training_step_through_kernels(monkeypatch):
         monkeypatch.setattr(B, "_adapters", {"jax": JaxAdapter(mode)})
         jax.clear_caches()
         pallas.TRACES.clear()
-        t = SP.trainer("jax", model, host, tr.ts, lr=1e-3, total_steps=10, dtype="float64")
+        t = springs_app.trainer("jax", model, host, tr.ts, lr=1e-3, total_steps=10, dtype="float64")
         loss = t.step({"z": tr.z, "sys": tr.sys})
         results.append((loss, t.params_host()))
         ran = {n for n, c in pallas.TRACES.items() if c}

@@ -23,6 +23,7 @@ pytest.importorskip("triton")
 sys.path.insert(0, str(Path(__file__).parent))
 from _kernel_cases import CASES, assert_close, make_case  # noqa: E402
 
+from lieconv_core import neighbourhoods as nb  # noqa: E402
 from lieconv_core.adapter import ReferenceAdapter  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -97,8 +98,8 @@ def test_fps(env, case, dtype):
     x, mask, u = _t(c["x"]), _t(c["mask"]), _t(c["u"])
     for m in sorted({1, c["m"], c["n"]}):
         with kernels_run(fps=1):
-            got = ad.fps(xp, c["group"], x, None, mask, m, u)
-        want = ref.fps(xp, c["group"], x, None, mask, m, u)
+            got = nb.fps(ad, xp, c["group"], x, None, mask, m, u)
+        want = nb.fps(ref, xp, c["group"], x, None, mask, m, u)
         np.testing.assert_array_equal(_np(got), _np(want), err_msg=f"m={m}")
         assert got.dtype == want.dtype
 
@@ -125,8 +126,8 @@ def test_neighbourhood(env, case, dtype, knn):
     p = (_t(c["x"]), None, _t(c["mask"]))
     r, prio = _t(c["r"]), _t(c["prio"])
     with kernels_run(knn=int(knn), ball=int(not knn)):
-        got = ad.neighbourhood(xp, c["group"], q, p, c["k"], r, prio, knn)
-    want = ref.neighbourhood(xp, c["group"], q, p, c["k"], r, prio, knn)
+        got = nb.neighbourhood(ad, xp, c["group"], q, p, c["k"], r, prio, knn)
+    want = nb.neighbourhood(ref, xp, c["group"], q, p, c["k"], r, prio, knn)
     np.testing.assert_array_equal(_np(got[0]), _np(want[0]), err_msg="indices")
     np.testing.assert_array_equal(_np(got[1]), _np(want[1]), err_msg="mask")
     if knn:
@@ -139,8 +140,8 @@ def test_neighbourhood(env, case, dtype, knn):
 def _pointconv_inputs(c, ref, xp):
     q = (_t(c["qe"]), None, _t(c["qmask"]))
     p = (_t(c["x"]), None, _t(c["mask"]))
-    idx, nmask, _ = ref.neighbourhood(xp, c["group"], q, p, c["k"], _t(c["r"]), _t(c["prio"]),
-                                      False)
+    idx, nmask, _ = nb.neighbourhood(ref, xp, c["group"], q, p, c["k"], _t(c["r"]),
+                                     _t(c["prio"]), False)
     emb = _t(c["emb"]).requires_grad_(True)
     values = _t(c["values"]).requires_grad_(True)
     layers = [(_t(w).requires_grad_(True), _t(b).requires_grad_(True)) for w, b in c["layers"]]
@@ -211,8 +212,8 @@ def test_fallback_for_unsupported_groups():
     c = make_case("T2-grid", "float64")
     x, mask, u = torch.as_tensor(c["x"]), torch.as_tensor(c["mask"]), torch.as_tensor(c["u"])
     th, rr = x[..., :1], x[..., 1:].abs()
-    a = ad.fps(xp, SO2(), th, rr, mask, 4, u)
-    b = ref.fps(xp, SO2(), th, rr, mask, 4, u)
+    a = nb.fps(ad, xp, SO2(), th, rr, mask, 4, u)
+    b = nb.fps(ref, xp, SO2(), th, rr, mask, 4, u)
     assert torch.equal(a, b)
     assert TorchAdapter("never")._launchers(x) is None
     if not CUDA:

@@ -12,6 +12,7 @@ from scipy import stats
 
 import lieconv_core as lc
 from lieconv_core import groups as G
+from lieconv_core import neighbourhoods as nb
 from lieconv_core.random import PortableDraws
 
 from .conftest import apply_net, asarray, to_numpy
@@ -229,7 +230,8 @@ def test_subsampling_edge_cases():
     from lieconv_core.adapter import ReferenceAdapter
 
     cloud = lc.lift(G.T(2), x, v, m)
-    idx = ReferenceAdapter().fps(np, G.T(2), cloud.elems, None, cloud.mask, 5, np.array([0.3, 0.9]))
+    idx = nb.fps(ReferenceAdapter(), np, G.T(2), cloud.elems, None, cloud.mask, 5,
+                 np.array([0.3, 0.9]))
     assert len(set(idx[0].tolist())) == 5
     assert set(idx[1].tolist()) <= {0, 1} and set(idx[1, :2].tolist()) == {0, 1}
 
@@ -270,9 +272,9 @@ def test_knn_option_matches_brute_force():
 
     x, v, m = make_inputs(2, bs=2, n=9)
     cloud = lc.lift(G.T(2), x, v, m)
-    idx, valid, _ = ReferenceAdapter().neighbourhood(
-        np, G.T(2), (cloud.elems, None, cloud.mask), (cloud.elems, None, cloud.mask), 4, 2.0,
-        None, True)
+    idx, valid, _ = nb.neighbourhood(
+        ReferenceAdapter(), np, G.T(2), (cloud.elems, None, cloud.mask),
+        (cloud.elems, None, cloud.mask), 4, 2.0, None, True)
     d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
     d = np.where(m[:, None, :], d, np.inf)
     for b in range(2):
@@ -295,8 +297,8 @@ def test_ball_neighbourhood_is_uniform_subset():
     draws = PortableDraws(0)
     for _ in range(trials):
         prio = draws.priorities(np, (1, 12), None)
-        idx, valid, cnt = ReferenceAdapter().neighbourhood(
-            np, G.T(2), (cloud.elems[:, :1], None, cloud.mask[:, :1]),
+        idx, valid, cnt = nb.neighbourhood(
+            ReferenceAdapter(), np, G.T(2), (cloud.elems[:, :1], None, cloud.mask[:, :1]),
             (cloud.elems, None, cloud.mask), 4, r, prio, False)
         assert valid.sum() == 4 and cnt[0, 0] == 9
         counts[idx[0, 0][valid[0, 0]]] += 1
@@ -338,16 +340,16 @@ def test_dense_path_matches_indexed_path(monkeypatch, group, knn, train):
 def test_dense_path_is_taken_only_when_every_point_is_a_candidate(monkeypatch):
     """Auto choice: dense exactly when k >= n (a control that the test above compares two
     different code paths)."""
-    from lieconv_core.adapter import ReferenceAdapter
+    from lieconv_core.nn import lieconv as lieconv_mod
 
     calls = []
-    orig = ReferenceAdapter.dense_neighbourhood
+    orig = lieconv_mod.dense_neighbourhood
 
-    def spy(self, *args, **kw):
+    def spy(*args, **kw):
         calls.append(1)
-        return orig(self, *args, **kw)
+        return orig(*args, **kw)
 
-    monkeypatch.setattr(ReferenceAdapter, "dense_neighbourhood", spy)
+    monkeypatch.setattr(lieconv_mod, "dense_neighbourhood", spy)
     x, v, m = make_inputs(2)
     for nbhd, expect in ((None, True), (14, True), (13, False)):
         calls.clear()

@@ -1,6 +1,6 @@
 """Parity with the original LieConv (github.com/mfinzi/LieConv): golden outputs of the original
 code (tests/data/original/README.md), its weights imported with
-:func:`lieconv_core.io.from_original`, compared on every installed backend: float64 to 1e-12
+:func:`lieconv_core.app.io.from_original`, compared on every installed backend: float64 to 1e-12
 relative, float32 to 1e-5. Controls show that each convention the goldens cover matters."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 import lieconv_core as lc
 import lieconv_core.groups as G
-from lieconv_core.io import OriginalWeightsError, from_original
+from lieconv_core.app.io import OriginalWeightsError, from_original
 from lieconv_core.nn.module import to_backend
 
 from .conftest import apply_net, asarray, rel_err, to_numpy

@@ -13,7 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _clouds import radii, shapes, write_npz  # noqa: E402
 
-from lieconv_core.cli import main  # noqa: E402
+from lieconv_core.app.cli import main  # noqa: E402
+from lieconv_core.app.estimators import Classifier  # noqa: E402
 from lieconv_core.tasks import DataError  # noqa: E402
 from lieconv_core.tasks import pointcloud as P  # noqa: E402
 
@@ -25,12 +26,12 @@ def test_classifier_from_numpy_arrays_beats_chance(torch1, tmp_path):
     loaded on numpy it predicts the same labels."""
     x, y = shapes(240, seed=0)
     xt, yt = shapes(100, seed=1)
-    clf = P.Classifier(group="T2", epochs=6, batch_size=16, lr=1e-2, progress=False,
+    clf = Classifier(group="T2", epochs=6, batch_size=16, lr=1e-2, progress=False,
                        dtype="float64", **SMALL)
     clf.fit(x, y, out=tmp_path / "run")
     acc = clf.evaluate(xt, yt)["accuracy"]
     assert acc >= 0.85, acc
-    again = P.Classifier.load(tmp_path / "run", backend="numpy")
+    again = Classifier.load(tmp_path / "run", backend="numpy")
     np.testing.assert_array_equal(again.predict(xt), clf.predict(xt))
     assert {p.name for p in (tmp_path / "run").iterdir()} >= {
         "config.json", "model.safetensors", "last.safetensors", "history.json", "metrics.json",

@@ -18,10 +18,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _clouds import shapes, write_npz  # noqa: E402
 
-from lieconv_core import io  # noqa: E402
-from lieconv_core.cli import main  # noqa: E402
-from lieconv_core.training import load_run  # noqa: E402
-from lieconv_core.training.rundir import RunDir, RunDirError, atomic_write  # noqa: E402
+from lieconv_core.app import io  # noqa: E402
+from lieconv_core.app.cli import main  # noqa: E402
+from lieconv_core.app.training import load_run  # noqa: E402
+from lieconv_core.app.training.rundir import RunDir, RunDirError, atomic_write  # noqa: E402
 
 TINY = ["--kind", "classify", "--group", "T2", "--k", "8", "--num-layers", "1", "--nbhd", "8",
         "--batch-size", "8", "--no-progress", "--threads", "1"]
@@ -81,7 +81,7 @@ def test_outputs_never_follow_symlinks(torch1, data, tmp_path, capsys):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lieconv_core.cli", *args]
+    return [sys.executable, "-m", "lieconv_core.app.cli", *args]
 
 
 def test_killed_training_resumes_on_the_same_trajectory(torch1, data, tmp_path):

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from lieconv_core import adapter as adapter_mod
-from lieconv_core.adapter import ReferenceAdapter, equal_step
+from lieconv_core import neighbourhoods as nb
+from lieconv_core.adapter import ReferenceAdapter
 from lieconv_core.nn import LieConv
+from lieconv_core.rows import equal_step
 
 pytest.importorskip("array_api_strict")
 
@@ -88,4 +90,4 @@ def test_neighbourhood_k_above_n_is_a_valueerror(knn):
     pts = (e, None, xps.ones((1, 5), dtype=xps.bool))
     prio = xps.reshape(xps.arange(5), (1, 5))
     with pytest.raises(ValueError, match="k must be at most"):
-        ReferenceAdapter().neighbourhood(xps, T(3), pts, pts, 6, xps.asarray(1.0), prio, knn)
+        nb.neighbourhood(ReferenceAdapter(), xps, T(3), pts, pts, 6, xps.asarray(1.0), prio, knn)

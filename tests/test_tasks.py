@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from lieconv_core.cli import main
+from lieconv_core.app.cli import main
+from lieconv_core.app.training.schedule import lr_at
 from lieconv_core.nn.presets import image_mask_index
 from lieconv_core.tasks import DataError, get_task
 from lieconv_core.tasks import qm9 as Q
 from lieconv_core.tasks import rotmnist as R
-from lieconv_core.training.schedule import lr_at
 
 
 # --- RotMNIST ------------------------------------------------------------------------------------
@@ -263,12 +263,12 @@ def test_eval_mode_agrees_with_train_mode_on_a_pixel_grid(group, torch1, tmp_pat
     """On a grid the radius controller saw-tooths across shells of equal distances; eval uses
     the running average of the training radius, so train-mode and eval-mode accuracy on the
     training data agree within a few points."""
-    from lieconv_core.tasks import pointcloud as P
-    from lieconv_core.training import load_run
+    from lieconv_core.app.estimators import Classifier
+    from lieconv_core.app.training import load_run
 
     x, v, y = _grid_digits(160, seed=0)
     lr = 1e-2 if group == "T2" else 3e-3
-    clf = P.Classifier(group=group, epochs=12, batch_size=16, lr=lr, progress=False,
+    clf = Classifier(group=group, epochs=12, batch_size=16, lr=lr, progress=False,
                        dtype="float64", k=16, num_layers=2, nbhd=9, fill=0.15, augment=False)
     clf.fit(x, y, values=v, out=tmp_path / group)
     _, _, model, params, state, _ = load_run(tmp_path / group)
@@ -300,10 +300,10 @@ def test_model_config_keeps_the_pair_orientation():
 def test_checkpoints_leave_out_the_fps_cache(tmp_path):
     """A jax trainer's state carries the image model's cached FPS indices (shaped by the batch):
     checkpoints leave them out, and a checkpoint that holds them still loads."""
-    from lieconv_core import io
+    from lieconv_core.app import io
+    from lieconv_core.app.training.engine import load_checkpoint, save_checkpoint
+    from lieconv_core.app.training.rundir import RunDir
     from lieconv_core.nn.module import flatten
-    from lieconv_core.training.engine import load_checkpoint, save_checkpoint
-    from lieconv_core.training.rundir import RunDir
 
     task = get_task("rotmnist")
     cfg = task.model_config(group="T2", k=8, num_layers=2)

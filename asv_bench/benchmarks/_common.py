@@ -287,7 +287,7 @@ class Runner:
         return xp.mean(lse - xp.sum(out * onehot, axis=-1))
 
     def step(self) -> Any:
-        """One step of the training engine's trainer (:func:`lieconv_core.training.
+        """One step of the training engine's trainer (:func:`lieconv_core.app.training.
         make_trainer`: the task's loss, its gradient and an Adam update) on the host batch."""
         self.b.require_grad()
         self.calls += 1
@@ -302,8 +302,8 @@ class Runner:
 
     def _trainer(self) -> Any:
         if self._step is None:
+            from lieconv_core.app.training import make_trainer
             from lieconv_core.tasks.clouds import CloudTask
-            from lieconv_core.training import make_trainer
 
             cfg = {"kind": "regress" if self.loss == "l1" else "classify"}
             fn = CloudTask().loss_fn(self.model, cfg, self.b.name)

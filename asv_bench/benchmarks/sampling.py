@@ -3,6 +3,7 @@ search (ball and kNN), float32. jax: jitted, FPS as one lax.fori_loop."""
 
 import numpy as np
 
+from lieconv_core import neighbourhoods as nb
 from lieconv_core.cloud import lift
 from lieconv_core.random import PortableDraws
 
@@ -63,7 +64,7 @@ class FPS:
         m, n = (int(s) for s in mn.split("/"))
         g, elems, mask = _lifted(b, gname, n, 1)
         u = b.asarray(np.array([0.5]), "float32")
-        fps = b.jit(lambda e, mk, uu: b.adapter.fps(b.xp, g, e, None, mk, m, uu))
+        fps = b.jit(lambda e, mk, uu: nb.fps(b.adapter, b.xp, g, e, None, mk, m, uu))
         self.fn = lambda: fps(elems, mask, u)
         b.sync(self.fn())
 
@@ -87,7 +88,7 @@ class Neighbourhood:
 
         def f(e, mk, p, rr):
             pts = (e, None, mk)
-            return b.adapter.neighbourhood(b.xp, g, pts, pts, 32, rr, p, knn)[:2]
+            return nb.neighbourhood(b.adapter, b.xp, g, pts, pts, 32, rr, p, knn)[:2]
 
         f = b.jit(f)
         self.fn = lambda: f(elems, mask, prio, r)

@@ -21,7 +21,7 @@ SPECS = ["torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu"]
 
 
 class _Steps:
-    """The springs trainer of the training engine (:func:`lieconv_core.tasks.springs.trainer`)
+    """The springs trainer of the training engine (:func:`lieconv_core.app.springs.trainer`)
     behind the (z, sys, ts) calls these benchmarks make."""
 
     def __init__(self, backend: str, model, trainer):
@@ -44,8 +44,8 @@ def _trainer(spec: str, k: int = 384, num_layers: int = 4, compile: bool = False
         __import__(backend)
     except ImportError as exc:
         raise NotImplementedError(f"{spec}: {exc}") from exc
-    from lieconv_core.tasks import springs as SP
-    from lieconv_core.training.engine import resolve_device
+    from lieconv_core.app import springs as springs_app
+    from lieconv_core.app.training.engine import resolve_device
 
     try:
         resolve_device(backend, device or "cpu")
@@ -54,7 +54,7 @@ def _trainer(spec: str, k: int = 384, num_layers: int = 4, compile: bool = False
     model = make_model("hlieconv", group="T2", k=k, num_layers=num_layers)
     host = model.init_host(np.random.default_rng(0))
     kw = {"compile": True} if compile else {}
-    tr = SP.trainer(backend, model, host, lr=1e-3, total_steps=10_000, dtype="float32",
+    tr = springs_app.trainer(backend, model, host, lr=1e-3, total_steps=10_000, dtype="float32",
                     device=device or "cpu", **kw)
     return _Steps(backend, model, tr)
 

@@ -14,8 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_PAIRS, QUANT, ReferenceAdapter
+from lieconv_core.adapter import CHUNK_ELEMS_DEVICE, CHUNK_PAIRS, ReferenceAdapter
 from lieconv_core.groups import supports_group
+from lieconv_core.neighbourhoods import NativeKernels
+from lieconv_core.neighbourhoods.primitives import QUANT
 
 #: the CUDA source of the kernels (compiled by NVRTC on first use; nvcc-checked in the tests)
 KERNELS_CU = Path(__file__).with_name("kernels.cu")
@@ -72,9 +74,9 @@ class CupyAdapter(ReferenceAdapter):
             raise RuntimeError("no CUDA device")
         return None
 
-    def native_kernels(self, group: Any) -> bool:
-        """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
-        declares (:func:`lieconv_core.groups.supports_group`).
+    def native_kernels(self, group: Any) -> Any:
+        """The CUDA kernels' FPS and neighbour search where the group declares them
+        (:func:`lieconv_core.groups.supports_group`).
 
         Parameters
         ----------
@@ -83,9 +85,10 @@ class CupyAdapter(ReferenceAdapter):
 
         Returns
         -------
-        bool
+        NativeKernels or None
+            A :class:`CupyKernels`, or None where the kernels do not cover ``group``.
         """
-        return supports_group(group)
+        return CupyKernels(self) if supports_group(group) else None
 
     def chunk_elems(self, x: Any) -> int:
         return CHUNK_ELEMS_DEVICE
@@ -128,10 +131,10 @@ class CupyAdapter(ReferenceAdapter):
 
         return np.float32(v) if dtype == np.float32 else np.float64(v)
 
-    # --- contract overrides --------------------------------------------------------------------
-    def fps(self, xp, group, elems, q, mask, m, u):
-        if not (q is None and self.native_kernels(group) and self._usable(elems)):
-            return super().fps(xp, group, elems, q, mask, m, u)
+    # --- the kernels of :class:`CupyKernels` ----------------------------------------------------
+    def _fps(self, elems, q, mask, m, u):
+        if not (q is None and self._usable(elems)):
+            return None
         import cupy
 
         bs, n, E = elems.shape
@@ -149,12 +152,12 @@ class CupyAdapter(ReferenceAdapter):
                             scratch, cupy.int32(n), cupy.int32(m), cupy.int32(E), scale))
         return out
 
-    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
+    def _neighbourhood(self, query, points, k, r, priorities, knn):
         qe, qq, qmask = query
         pe, pq, pmask = points
-        if not (qq is None and pq is None and self.native_kernels(group) and self._usable(qe, pe)
-                and qe.dtype == pe.dtype and 1 <= k <= pe.shape[1]):
-            return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
+        if not (qq is None and pq is None and self._usable(qe, pe) and qe.dtype == pe.dtype
+                and 1 <= k <= pe.shape[1]):
+            return None
         import cupy
 
         bs, m, E = qe.shape
@@ -180,6 +183,7 @@ class CupyAdapter(ReferenceAdapter):
         self._fn("ball", qe.dtype)(grid, block, (*args, order, r_arr, idx, nm, counts, *ints))
         return idx, nm.astype(bool), counts
 
+    # --- contract overrides --------------------------------------------------------------------
     def _pc_ok(self, layers, emb, values) -> bool:
         d = emb.shape[-1]
         shapes = [tuple(t.shape) for wb in layers for t in wb]
@@ -275,6 +279,28 @@ class CupyAdapter(ReferenceAdapter):
         import cupy
 
         return cupy.asnumpy(x)
+
+
+class CupyKernels(NativeKernels):
+    """FPS and neighbour search through the CUDA kernels of ``kernels.cu`` (float arrays,
+    ``LIECONV_CUPY_KERNELS`` not "never").
+
+    Parameters
+    ----------
+    adapter : CupyAdapter
+        The adapter that compiles and launches the kernels.
+    """
+
+    fused = True
+
+    def __init__(self, adapter: CupyAdapter):
+        self.adapter = adapter
+
+    def fps(self, xp, elems, q, mask, m, u):
+        return self.adapter._fps(elems, q, mask, m, u)
+
+    def neighbourhood(self, xp, query, points, k, r, priorities, knn):
+        return self.adapter._neighbourhood(query, points, k, r, priorities, knn)
 
 
 ADAPTER = CupyAdapter()

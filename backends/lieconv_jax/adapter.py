@@ -18,11 +18,12 @@ from lieconv_core.adapter import (
     CHUNK_PAIRS,
     WIDE_IN,
     ReferenceAdapter,
-    concat_parts,
-    equal_step,
-    fps_start,
 )
 from lieconv_core.groups import supports_group
+from lieconv_core.neighbourhoods import NativeKernels
+from lieconv_core.neighbourhoods.primitives import fps_start
+from lieconv_core.neighbourhoods.search import fps_distance
+from lieconv_core.rows import concat_parts, equal_step
 
 #: LIECONV_JAX_KERNELS: "auto" (default: Pallas kernels when jax's default backend is a GPU),
 #: "never", or "interpret" (Pallas kernels through the interpreter on any backend: tests; slow)
@@ -113,9 +114,10 @@ class JaxAdapter(ReferenceAdapter):
         if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
-    def native_kernels(self, group: Any) -> bool:
-        """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
-        declares (:func:`lieconv_core.groups.supports_group`).
+    def native_kernels(self, group: Any) -> Any:
+        """FPS as one ``lax.fori_loop`` for every group, and the Pallas kernels' FPS and
+        neighbour search where the group declares them
+        (:func:`lieconv_core.groups.supports_group`).
 
         Parameters
         ----------
@@ -124,9 +126,10 @@ class JaxAdapter(ReferenceAdapter):
 
         Returns
         -------
-        bool
+        NativeKernels
+            A :class:`JaxKernels` (``fused``: the Pallas kernels cover ``group``).
         """
-        return supports_group(group)
+        return JaxKernels(self, group, supports_group(group))
 
     def chunk_elems(self, x: Any) -> int:
         # XLA:CPU puts all of a call's temporaries in one buffer, mapped fresh (page faults) on
@@ -221,14 +224,6 @@ class JaxAdapter(ReferenceAdapter):
 
         return pallas, self.kernels == "interpret"
 
-    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
-        pk = self._pallas(query[0], points[0])
-        if (pk is not None and query[1] is None and points[1] is None
-                and self.native_kernels(group) and 1 <= k <= points[0].shape[1]
-                and points[0].shape[1] <= pk[0].MAX_N and query[0].dtype == points[0].dtype):
-            return pk[0].neighbourhood(query, points, k, r, priorities, knn, interpret=pk[1])
-        return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
-
     def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):
         d = emb.shape[-1]
         shapes = [tuple(t.shape) for wb in layers for t in wb]
@@ -244,15 +239,6 @@ class JaxAdapter(ReferenceAdapter):
 
     def take_along_last(self, xp: Any, x: Any, idx: Any) -> Any:
         return jnp.take_along_axis(x, idx, axis=-1)
-
-    def fps(self, xp, group, elems, q, mask, m, u):
-        # Pallas kernel on GPU (supported groups); else one lax.fori_loop over the m steps:
-        # jit-friendly, no Python unrolling.
-        pk = self._pallas(elems)
-        if (pk is not None and q is None and self.native_kernels(group)
-                and elems.shape[1] <= pk[0].MAX_N):
-            return pk[0].fps(elems, mask, m, u, interpret=pk[1])
-        return _lax_fps(group, m, elems, q, mask, u)
 
     def swish(self, xp: Any, x: Any) -> Any:
         return jax.nn.silu(x)
@@ -308,6 +294,40 @@ class JaxAdapter(ReferenceAdapter):
         import numpy as np
 
         return np.asarray(x)
+
+
+class JaxKernels(NativeKernels):
+    """The Pallas kernels' FPS and neighbour search on GPU (``fused``: the group is covered) and,
+    elsewhere, FPS as one jitted ``lax.fori_loop`` (no Python unrolling).
+
+    Parameters
+    ----------
+    adapter : JaxAdapter
+        The adapter whose kernel mode applies.
+    group : Group
+        The group.
+    fused : bool
+        Whether the Pallas kernels cover the group.
+    """
+
+    def __init__(self, adapter: JaxAdapter, group: Any, fused: bool):
+        self.adapter = adapter
+        self.group = group
+        self.fused = fused
+
+    def fps(self, xp, elems, q, mask, m, u):
+        pk = self.adapter._pallas(elems) if self.fused else None
+        if pk is not None and q is None and elems.shape[1] <= pk[0].MAX_N:
+            return pk[0].fps(elems, mask, m, u, interpret=pk[1])
+        return _lax_fps(self.group, m, elems, q, mask, u)
+
+    def neighbourhood(self, xp, query, points, k, r, priorities, knn):
+        pk = self.adapter._pallas(query[0], points[0]) if self.fused else None
+        if (pk is not None and query[1] is None and points[1] is None
+                and 1 <= k <= points[0].shape[1] and points[0].shape[1] <= pk[0].MAX_N
+                and query[0].dtype == points[0].dtype):
+            return pk[0].neighbourhood(query, points, k, r, priorities, knn, interpret=pk[1])
+        return None
 
 
 def _bn_swish_forward(x, w, b, m, eps):
@@ -366,7 +386,7 @@ def _lax_fps(group: Any, m: int, elems: Any, q: Any, mask: Any, u: Any) -> Any:
     calls compile once per shape instead of re-tracing the loop every call."""
     bs, n = mask.shape
     start, dmin0 = fps_start(jnp, mask, u, elems.dtype)
-    dist = ADAPTER.fps_distance(jnp, group, elems, q, mask)  # the reference's step, shared
+    dist = fps_distance(ADAPTER, jnp, group, elems, q, mask)  # the reference's step, shared
 
     def body(t, carry):
         chosen, dmin, cur = carry

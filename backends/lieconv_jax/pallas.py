@@ -2,8 +2,9 @@
 
 Each kernel is a ``pallas_call`` over (cloud, query tile); ``interpret=True`` runs the same kernel
 body through XLA on CPU (tests). Blocks are padded to powers of two (padding is masked off and
-can never be selected: k <= n). Results equal :class:`lieconv_core.adapter.ReferenceAdapter`'s:
-identical indices (same quantisation, same tie rules), floats to rounding.
+can never be selected: k <= n). Results equal the array-API code's
+(:mod:`lieconv_core.neighbourhoods`, :class:`lieconv_core.adapter.ReferenceAdapter`): identical
+indices (same quantisation, same tie rules), floats to rounding.
 
 * FPS: one program per cloud runs all m steps (``lax.fori_loop`` inside the kernel).
 * Neighbourhoods: a (tile of queries) x (all points) distance tile lives on-chip only; the k
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from lieconv_core.adapter import QUANT
+from lieconv_core.neighbourhoods.primitives import QUANT
 
 H, O = 32, 16
 #: clouds larger than this use the reference / lax paths (a whole cloud, or a query tile x the

@@ -1,9 +1,11 @@
 """The jax trainer: value and gradient of any loss of (params, state, batch) in one jitted step,
-with an ``optax.adam`` update on the schedule of :mod:`lieconv_core.training.schedule`.
+with an ``optax.adam`` (or plain ``optax.sgd``) update on the schedule of
+:mod:`lieconv_core.app.training.schedule`.
 
 float64 needs ``jax.config.update("jax_enable_x64", True)`` by the caller (this module never changes
 jax's global configuration). Optimizer state converts to and from the portable flat format
-``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` shared with the torch trainer.
+``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` (SGD: ``"opt.count"`` alone) shared with the
+torch trainer.
 
 :func:`scan_rollout` and :func:`scan_loss` are the springs task's jax forms of the RK4 rollout.
 """
@@ -56,21 +58,23 @@ def scan_loss(model: Any, ts: tuple):
     return loss_fn
 
 
-def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0
+def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0, optimizer: str = "adam"
                    ) -> optax.GradientTransformation:
-    """Adam with a linear warm-up over ``warmup_steps`` and a cosine decay to 0 at
-    ``total_steps`` (:func:`lieconv_core.training.schedule.lr_at`)."""
+    """Adam (or plain SGD: ``optimizer="sgd"``) with a linear warm-up over ``warmup_steps`` and a
+    cosine decay to 0 at ``total_steps`` (:func:`lieconv_core.app.training.schedule.lr_at`)."""
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of ('adam', 'sgd')")
     total, warm = max(int(total_steps), 1), max(int(warmup_steps), 0)
     if warm:
         sched = optax.warmup_cosine_decay_schedule(0.0, float(lr), warm, max(total, warm + 1))
     else:
         sched = optax.cosine_decay_schedule(float(lr), total)
-    return optax.adam(sched)
+    return optax.adam(sched) if optimizer == "adam" else optax.sgd(sched)
 
 
 class JaxTrainer:
-    """Adam on the parameters of a functional model, one jitted :meth:`step` per batch (compiled
-    once per batch shape).
+    """Adam (or plain SGD) on the parameters of a functional model, one jitted :meth:`step` per
+    batch (compiled once per batch shape).
 
     Parameters
     ----------
@@ -80,20 +84,23 @@ class JaxTrainer:
     params, state : dict
         Nested dicts of host arrays (state may be empty).
     lr, total_steps, warmup_steps : float, int, int
-        The schedule (:func:`lieconv_core.training.schedule.lr_at`).
+        The schedule (:func:`lieconv_core.app.training.schedule.lr_at`).
     dtype : {"float32", "float64"}
         Floating dtype of parameters and batches.
     device : jax.Device, optional
         Default: jax's default device.
     opt_state : dict, optional
         Portable optimizer state to continue from.
+    optimizer : {"adam", "sgd"}
+        ``optax.adam``, or ``optax.sgd`` without momentum.
     """
 
     backend = "jax"
 
     def __init__(self, loss_fn: Callable, params: dict, state: dict | None = None, *,
                  lr: float = 1e-3, total_steps: int = 1, warmup_steps: int = 0,
-                 dtype: str = "float32", device: Any = None, opt_state: dict | None = None):
+                 dtype: str = "float32", device: Any = None, opt_state: dict | None = None,
+                 optimizer: str = "adam"):
         if dtype == "float64" and not jax.config.jax_enable_x64:
             raise RuntimeError("float64 on jax needs jax.config.update('jax_enable_x64', True) "
                                "before training (lieconv never changes jax's global settings)")
@@ -102,7 +109,8 @@ class JaxTrainer:
         self.device = device if device is not None else jax.devices()[0]
         self.params = self._put(to_backend(params, jnp, self.dtype))
         self.state = self._put(to_backend(state or {}, jnp, self.dtype))
-        self.opt = make_optimizer(lr, total_steps, warmup_steps)
+        self.optimizer = optimizer
+        self.opt = make_optimizer(lr, total_steps, warmup_steps, optimizer)
         self.opt_state = self._put(self.opt.init(self.params))
         if opt_state is not None:
             self.load_opt_state(opt_state)
@@ -157,9 +165,8 @@ class JaxTrainer:
     def step(self, batch: dict, seed: int = 0) -> float:
         """One optimizer step on a host batch.
 
-        Computes the loss and the parameter gradients, applies an Adam step at the scheduled
-        learning
-        rate and stores the loss's new state.
+        Computes the loss and the parameter gradients, applies an optimizer step at the
+        scheduled learning rate and stores the loss's new state.
 
         Parameters
         ----------
@@ -222,8 +229,8 @@ class JaxTrainer:
 
     @property
     def count(self) -> int:
-        """The number of optimizer steps taken (Adam's step count)."""
-        return int(self.opt_state[0].count)
+        """The number of optimizer steps taken (the optimizer state's step count)."""
+        return int(_counted(self.opt_state).count)
 
     def params_host(self) -> dict:
         """Host copies of the parameters.
@@ -252,10 +259,12 @@ class JaxTrainer:
         -------
         dict
             ``{"opt.count": int64 array (), "opt.mu.<name>": first moments, "opt.nu.<name>": second
-            moments}``, numpy arrays shaped like the parameters.
+            moments}``, numpy arrays shaped like the parameters (SGD: ``"opt.count"`` alone).
         """
+        out = {"opt.count": np.asarray(self.count, dtype=np.int64)}
+        if self.optimizer == "sgd":
+            return out
         adam = self.opt_state[0]
-        out = {"opt.count": np.asarray(int(adam.count), dtype=np.int64)}
         out.update({f"opt.mu.{k}": np.asarray(v) for k, v in flatten(adam.mu).items()})
         out.update({f"opt.nu.{k}": np.asarray(v) for k, v in flatten(adam.nu).items()})
         return out
@@ -269,13 +278,27 @@ class JaxTrainer:
             ``{"opt.count", "opt.mu.<name>", "opt.nu.<name>"}`` host arrays, as
             :meth:`opt_state_host` of either trainer writes them.
         """
-        adam = self.opt_state[0]
         n = int(np.asarray(flat["opt.count"]).reshape(-1)[0])
-        count = jnp.asarray(n, dtype=adam.count.dtype)
+        count = jnp.asarray(n, dtype=_counted(self.opt_state).count.dtype)
+        if self.optimizer == "sgd":
+            self.opt_state = self._put(tuple(s._replace(count=count) if _counts(s) else s
+                                             for s in self.opt_state))
+            return
+        adam = self.opt_state[0]
         mu = unflatten({k[len("opt.mu."):]: v for k, v in flat.items() if k.startswith("opt.mu.")})
         nu = unflatten({k[len("opt.nu."):]: v for k, v in flat.items() if k.startswith("opt.nu.")})
         adam = adam._replace(count=count, mu=to_backend(mu, jnp, self.dtype),
                              nu=to_backend(nu, jnp, self.dtype))
-        rest = tuple(s._replace(count=count) if hasattr(s, "count") else s
-                     for s in self.opt_state[1:])
+        rest = tuple(s._replace(count=count) if _counts(s) else s for s in self.opt_state[1:])
         self.opt_state = self._put((adam, *rest))
+
+
+def _counted(opt_state: tuple) -> Any:
+    """The first part of an optax chain's state that counts the steps."""
+    return next(s for s in opt_state if _counts(s))
+
+
+def _counts(part: Any) -> bool:
+    """Whether a part of an optax chain's state has a step count (a ``count`` field; every
+    state is a named tuple, whose ``count`` method does not count)."""
+    return "count" in getattr(part, "_fields", ())

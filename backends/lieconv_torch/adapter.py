@@ -18,9 +18,11 @@ from lieconv_core.adapter import (
     CHUNK_PAIRS_HOST,
     WIDE_IN,
     ReferenceAdapter,
-    offset_rows,
 )
 from lieconv_core.groups import supports_group
+from lieconv_core.neighbourhoods import NativeKernels
+from lieconv_core.neighbourhoods.primitives import QUANT, fps_start
+from lieconv_core.rows import offset_rows
 
 #: LIECONV_TORCH_KERNELS: "auto" (default: Triton kernels for CUDA tensors of supported groups),
 #: "never" (always the reference path)
@@ -117,9 +119,10 @@ class TorchAdapter(ReferenceAdapter):
         if threads:
             torch.set_num_threads(int(threads))
 
-    def native_kernels(self, group: Any) -> bool:
-        """Whether the kernels cover ``group``'s FPS and neighbour search: what the group
-        declares (:func:`lieconv_core.groups.supports_group`).
+    def native_kernels(self, group: Any) -> Any:
+        """The Triton kernels' FPS and neighbour search where the group declares them
+        (:func:`lieconv_core.groups.supports_group`), and the numpy FPS loop for Euclidean groups
+        on CPU tensors.
 
         Parameters
         ----------
@@ -128,28 +131,13 @@ class TorchAdapter(ReferenceAdapter):
 
         Returns
         -------
-        bool
+        NativeKernels or None
+            A :class:`TorchKernels`, or None where neither applies to ``group``.
         """
-        return supports_group(group)
-
-    def fps(self, xp, group, elems, q, mask, m, u):
-        mod = self._launchers(elems)
-        if mod is not None and q is None and self.native_kernels(group):
-            out = mod.fps(elems, mask, m, u)
-            if out is not None:
-                return out
-        if (group.euclidean_distance and elems.shape[-1] <= 4 and elems.device.type == "cpu"
-                and not elems.requires_grad and not self.functional):
-            return _euclidean_fps(xp, elems, mask, m, u)
-        return super().fps(xp, group, elems, q, mask, m, u)
-
-    def neighbourhood(self, xp, group, query, points, k, r, priorities, knn, **kw):
-        mod = self._launchers(query[0], points[0])
-        if (mod is not None and query[1] is None and points[1] is None
-                and self.native_kernels(group) and 1 <= k <= points[0].shape[1]
-                and query[0].dtype == points[0].dtype):
-            return mod.neighbourhood(query, points, k, r, priorities, knn)
-        return super().neighbourhood(xp, group, query, points, k, r, priorities, knn, **kw)
+        fused = supports_group(group)
+        if not (fused or group.euclidean_distance):
+            return None
+        return TorchKernels(self, fused, bool(group.euclidean_distance))
 
     def pointconv(self, xp, layers, emb, values, nbr_idx, nbr_mask):
         shapes = [tuple(t.shape) for wb in layers for t in wb]
@@ -615,6 +603,45 @@ def _bn_swish_composite(x, w, b, m, eps):
     return torch.nn.functional.silu(xc * (w * torch.rsqrt(torch.clamp(var, min=eps))) + b) * m
 
 
+class TorchKernels(NativeKernels):
+    """FPS and neighbour search through the Triton kernels (``fused``: the group is covered;
+    CUDA tensors, or any device under the interpreter) and, for Euclidean groups on CPU tensors
+    outside autograd and ``torch.func``, FPS through numpy's in-place loop.
+
+    Parameters
+    ----------
+    adapter : TorchAdapter
+        The adapter whose kernel mode and launchers apply.
+    fused : bool
+        Whether the Triton kernels cover the group.
+    euclidean : bool
+        Whether the group's distance is Euclidean on the elements (numpy's FPS loop applies).
+    """
+
+    def __init__(self, adapter: TorchAdapter, fused: bool, euclidean: bool):
+        self.adapter = adapter
+        self.fused = fused
+        self.euclidean = euclidean
+
+    def fps(self, xp, elems, q, mask, m, u):
+        mod = self.adapter._launchers(elems) if self.fused else None
+        if mod is not None and q is None:
+            out = mod.fps(elems, mask, m, u)
+            if out is not None:
+                return out
+        if (self.euclidean and elems.shape[-1] <= 4 and elems.device.type == "cpu"
+                and not elems.requires_grad and not self.adapter.functional):
+            return _euclidean_fps(xp, elems, mask, m, u)
+        return None
+
+    def neighbourhood(self, xp, query, points, k, r, priorities, knn):
+        mod = self.adapter._launchers(query[0], points[0]) if self.fused else None
+        if (mod is not None and query[1] is None and points[1] is None
+                and 1 <= k <= points[0].shape[1] and query[0].dtype == points[0].dtype):
+            return mod.neighbourhood(query, points, k, r, priorities, knn)
+        return None
+
+
 def _euclidean_fps(xp: Any, elems: torch.Tensor, mask: torch.Tensor, m: int,
                    u: torch.Tensor) -> torch.Tensor:
     """The reference FPS for Euclidean groups on CPU tensors, through the numpy loop of
@@ -622,7 +649,6 @@ def _euclidean_fps(xp: Any, elems: torch.Tensor, mask: torch.Tensor, m: int,
     indices): ~12 in-place ufunc calls per step cost less than torch's per-op dispatch (and its
     intra-op threads, which only add overhead on (bs, n) arrays of this size)."""
     from lieconv_core._numpy_fast import euclidean_fps
-    from lieconv_core.adapter import QUANT, fps_start
 
     scale = QUANT["float32" if elems.dtype == torch.float32 else "float64"]
     start, _ = fps_start(xp, mask, u, elems.dtype)

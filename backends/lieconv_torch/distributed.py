@@ -21,16 +21,18 @@ same averaged gradients.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from lieconv_core.app.training.schedule import lr_at
 from lieconv_core.parallel import ShareDraws, launcher_env, share, summing_over, take_share
 from lieconv_core.random import as_draws
-from lieconv_core.training.schedule import lr_at
 
 from .nn import _copy_into
 from .train import TorchTrainer
@@ -70,12 +72,40 @@ class TorchComm:
         From the launcher's environment.
     device : torch.device
         This process's device (``cuda:LOCAL_RANK`` on GPUs, else the CPU).
+    timeout : float
+        Seconds a collective waits for the other processes (the process group's timeout).
     """
 
     backend = "torch"
 
-    def __init__(self, rank: int, world: int, local_rank: int, device: torch.device):
+    def __init__(self, rank: int, world: int, local_rank: int, device: torch.device,
+                 timeout: float = DEFAULT_TIMEOUT):
         self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
+        self.timeout = float(timeout)
+
+    @contextlib.contextmanager
+    def collectives(self) -> Iterator[None]:
+        """Context manager that turns a collective's timeout into an error naming the rank,
+        the timeout and its option.
+
+        Yields
+        ------
+        None
+
+        Raises
+        ------
+        RuntimeError
+            When a collective inside gave up waiting for the other processes.
+        """
+        try:
+            yield
+        except RuntimeError as exc:  # gloo and nccl errors are RuntimeErrors
+            if "timed out" not in str(exc).lower():
+                raise
+            raise RuntimeError(
+                f"rank {self.rank}: another process did not join a collective within "
+                f"--dist-timeout {self.timeout:g} s (stopped or hung); the job stops: {exc}"
+            ) from exc
 
     @property
     def processes(self) -> int:
@@ -90,7 +120,8 @@ class TorchComm:
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` (any picklable object) on every rank."""
         box = [obj if self.rank == 0 else None]
-        dist.broadcast_object_list(box, src=0, device=self._comm_device())
+        with self.collectives():
+            dist.broadcast_object_list(box, src=0, device=self._comm_device())
         return box[0]
 
     def _comm_device(self) -> torch.device:
@@ -124,11 +155,12 @@ def init_from_env(device: str | None = None, timeout: float | None = None) -> To
             dev = torch.device(f"cuda:{local}")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    seconds = float(timeout or DEFAULT_TIMEOUT)
     if not dist.is_initialized():
         dist.init_process_group(
             "nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
-            timeout=datetime.timedelta(seconds=float(timeout or DEFAULT_TIMEOUT)))
-    return TorchComm(rank, world, local, dev)
+            timeout=datetime.timedelta(seconds=seconds))
+    return TorchComm(rank, world, local, dev, seconds)
 
 
 class _LossModule(nn.Module):
@@ -165,8 +197,11 @@ class DistributedTorchTrainer(TorchTrainer):
         super().__init__(loss_fn, params, state, device=comm.device, **kw)
         self.comm = comm
         ids = [comm.device.index] if comm.device.type == "cuda" else None
+        # find_unused_parameters: a loss may not reach every parameter (a Hamiltonian's
+        # additive constant drops out of its gradient, the springs loss); DDP would wait for
+        # their gradients forever, where one process leaves them None and Adam skips them
         self.ddp = nn.parallel.DistributedDataParallel(
-            _LossModule(self), device_ids=ids)
+            _LossModule(self), device_ids=ids, find_unused_parameters=True)
 
     def _share(self, batch: dict, seed: int) -> tuple[dict, Any]:
         size = len(next(iter(batch.values())))
@@ -181,21 +216,22 @@ class DistributedTorchTrainer(TorchTrainer):
             group["lr"] = lr_at(self.lr, self.count, self.total_steps, self.warmup_steps)
         self.opt.zero_grad(set_to_none=True)
         b, draws = self._share(batch, seed)
-        with summing_over(_all_reduce_sum):
+        with self.comm.collectives(), summing_over(_all_reduce_sum):
             loss, new_state = self.ddp(b, draws)
             loss.backward()
         self.opt.step()
         _copy_into(self.state, new_state)
         self.count += 1
         total = loss.detach().clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        with self.comm.collectives():
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return float(total) / self.comm.world
 
     def update_state(self, batch: dict, seed: int = 0) -> None:
         """The training-mode forward of this process's share, no update: the state (batch-norm
         statistics, radii) moves by the global batch's statistics."""
         b, draws = self._share(batch, seed)
-        with torch.no_grad(), summing_over(_all_reduce_sum):
+        with torch.no_grad(), self.comm.collectives(), summing_over(_all_reduce_sum):
             _, new_state = self.loss_fn(self.params.tree(), self.state.tree(), b, draws)
         _copy_into(self.state, new_state)
 

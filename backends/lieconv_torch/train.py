@@ -1,10 +1,11 @@
 """The torch trainer: value and gradient of any loss of (params, state, batch), then a
-``torch.optim.Adam`` step with the schedule of :mod:`lieconv_core.training.schedule`.
+``torch.optim.Adam`` (or plain ``torch.optim.SGD``) step with the schedule of
+:mod:`lieconv_core.app.training.schedule`.
 
-The training engine (:func:`lieconv_core.training.fit`) talks to it through host (numpy) arrays
+The training engine (:func:`lieconv_core.app.training.fit`) talks to it through host (numpy) arrays
 only. Optimizer state converts to and from the portable flat format
-``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` shared with the jax trainer, so a run can
-continue on the other backend.
+``{"opt.mu.<name>", "opt.nu.<name>", "opt.count"}`` (SGD: ``"opt.count"`` alone) shared with the
+jax trainer, so a run can continue on the other backend.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lieconv_core.app.training.schedule import lr_at
 from lieconv_core.nn.module import flatten, unflatten
-from lieconv_core.training.schedule import lr_at
 
 from .nn import _copy_into, _Tree, torch_dtype
 
@@ -25,8 +26,12 @@ from .nn import _copy_into, _Tree, torch_dtype
 LossFn = Callable[[dict, dict, dict, Any], tuple[Any, dict]]
 
 
+#: the optimizers a trainer can take (plain SGD: no momentum, no state besides the step count)
+OPTIMIZERS = ("adam", "sgd")
+
+
 class TorchTrainer:
-    """Adam on the parameters of a functional model, one :meth:`step` per batch.
+    """Adam (or plain SGD) on the parameters of a functional model, one :meth:`step` per batch.
 
     Parameters
     ----------
@@ -36,7 +41,7 @@ class TorchTrainer:
     params, state : dict
         Nested dicts of host arrays (state: BN statistics, radii; may be empty).
     lr, total_steps, warmup_steps : float, int, int
-        The schedule (:func:`lieconv_core.training.schedule.lr_at`).
+        The schedule (:func:`lieconv_core.app.training.schedule.lr_at`).
     dtype : {"float32", "float64"}
         Floating dtype of parameters and batches.
     device : torch.device or str
@@ -49,6 +54,8 @@ class TorchTrainer:
         for each new batch shape. Only for losses that draw no random numbers (the seed would
         be a constant of the compiled program): the first step compiles for minutes, later
         steps run faster on CPU; the same numbers up to rounding.
+    optimizer : {"adam", "sgd"}
+        ``torch.optim.Adam``, or ``torch.optim.SGD`` without momentum.
     """
 
     backend = "torch"
@@ -56,7 +63,9 @@ class TorchTrainer:
     def __init__(self, loss_fn: LossFn, params: dict, state: dict | None = None, *,
                  lr: float = 1e-3, total_steps: int = 1, warmup_steps: int = 0,
                  dtype: str = "float32", device: Any = "cpu", opt_state: dict | None = None,
-                 compile: bool = False):
+                 compile: bool = False, optimizer: str = "adam"):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
         self.loss_fn, self.compile = loss_fn, bool(compile)
         self.lr, self.total_steps = float(lr), int(total_steps)
         self.warmup_steps = int(warmup_steps)
@@ -64,7 +73,9 @@ class TorchTrainer:
         self.params = _Tree(params, self.dtype, self.device)
         self.state = _Tree(state or {}, self.dtype, self.device, buffers=True)
         self.named = dict(self.params.named_parameters())
-        self.opt = torch.optim.Adam(list(self.named.values()), lr=self.lr)
+        self.optimizer = optimizer
+        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        self.opt = opt_cls(list(self.named.values()), lr=self.lr)
         self.count = 0
         self._compiled: dict[tuple, Any] = {}
         if opt_state is not None:
@@ -107,7 +118,7 @@ class TorchTrainer:
     def step(self, batch: dict, seed: int = 0) -> float:
         """One optimizer step on a host batch.
 
-        Computes the loss and the parameter gradients, applies an Adam step at the scheduled
+        Computes the loss and the parameter gradients, applies an optimizer step at the scheduled
         learning rate and stores the loss's new state.
 
         Parameters
@@ -232,9 +243,11 @@ class TorchTrainer:
         -------
         dict
             ``{"opt.count": int64 array (), "opt.mu.<name>": first moments, "opt.nu.<name>": second
-            moments}``, numpy arrays shaped like the parameters.
+            moments}``, numpy arrays shaped like the parameters (SGD: ``"opt.count"`` alone).
         """
         out = {"opt.count": np.asarray(self.count, dtype=np.int64)}
+        if self.optimizer == "sgd":
+            return out
         for name, p in self.named.items():
             st = self.opt.state.get(p, {})
             zeros = np.zeros(tuple(p.shape), dtype=_np_dtype(p))
@@ -252,7 +265,7 @@ class TorchTrainer:
             :meth:`opt_state_host` of either trainer writes them.
         """
         self.count = int(np.asarray(flat["opt.count"]).reshape(-1)[0])
-        if self.count == 0:
+        if self.count == 0 or self.optimizer == "sgd":
             return
         for name, p in self.named.items():
             self.opt.state[p] = {

@@ -3,7 +3,7 @@ elements — T(d), Trivial(d) and coordinate subgroups of T(d) (Tx, Ty), with d 
 mode, for groups whose distance is bounded below by c·‖x_u − x_v‖, x the point an element stands
 for (:meth:`Group.position_bound`; SE(2) and SE(3), c = 1 − α).
 
-The chunked search of :func:`lieconv_core.neighbourhoods.search.chunked_neighbourhood` looks at
+The chunked search of :func:`lieconv_core.neighbourhoods.chunked.chunked_neighbourhood` looks at
 every (query, point) pair: O(m·n) work, which caps a layer at tens of thousands of points. Here the
 points of every cloud are binned into cubic cells of side h, sorted by cell id (one argsort), and a
 query only looks at the points of the 3^d cells around its own (``searchsorted`` on the sorted cell
@@ -77,6 +77,7 @@ import numpy as np
 from array_api_compat import device as _device
 
 from .._backend import index_dtype
+from .chunked import chunked_neighbourhood
 
 #: auto dispatch: use the grid only when the dense search would look at more pairs (bs·m·n)
 GRID_MIN_PAIRS = 1 << 22
@@ -122,11 +123,11 @@ def grid_neighbourhood(xp: Any, adapter: Any, group: Any, query: tuple, points: 
                        r: Any, priorities: Any, knn: bool, *, force: bool = False,
                        chunk_pairs: int = GRID_CHUNK_PAIRS,
                        fallback_chunk_pairs: int | None = None) -> tuple[Any, Any, Any] | None:
-    """The neighbourhood contract of :meth:`ReferenceAdapter.neighbourhood` through a cell list,
+    """The contract of :func:`lieconv_core.neighbourhoods.neighbourhood` through a cell list,
     or None when the grid does not apply (or, unless ``force``, would not pay; see the module
-    docstring). ``adapter`` supplies gathers and ``to_numpy`` and, for kNN queries the grid does
-    not settle (fewer than k valid points in the cloud, far outliers), ``chunked_neighbourhood``
-    (with ``fallback_chunk_pairs``)."""
+    docstring). ``adapter`` supplies gathers and ``to_numpy``; kNN queries the grid does not
+    settle (fewer than k valid points in the cloud, far outliers) go to
+    :func:`.chunked.chunked_neighbourhood` (with ``fallback_chunk_pairs``)."""
     qe, qq, qmask = query
     pe, pq, pmask = points
     euclid = euclidean_distance(group)
@@ -437,8 +438,8 @@ class _Grid:
             sub_q = tuple(None if a is None else xp.take(a[b, ...], qi, axis=0)[None, ...]
                           for a in (qe, qq, qmask))
             sub_p = tuple(None if a is None else a[b:b + 1, ...] for a in (pe, pq, pmask))
-            idx, _, _ = ad.chunked_neighbourhood(xp, group, sub_q, sub_p, k, None, None, True,
-                                                 **kw)
+            idx, _, _ = chunked_neighbourhood(ad, xp, group, sub_q, sub_p, k, None, None, True,
+                                              **kw)
             out_rows.append(rb)
             out_idx.append(idx[0, ...])
         return _cat(xp, out_rows), _cat(xp, out_idx)

@@ -4,19 +4,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from .search import pair_distances
+from .chunked import pair_distances
 
 
 def dense_neighbourhood(adapter: Any, xp: Any, group: Any, query: tuple, points: tuple, r: Any,
                         knn: bool, pair_dist: Any = None) -> tuple[Any, Any]:
-    """The neighbourhoods when k >= n, i.e. every point is a candidate of every query: no
-    indices, only which (query, point) pairs count.
+    """The neighbourhoods when k >= n: every point is a candidate of every query.
 
-    query, points as in :func:`.search.chunked_neighbourhood`. Returns mask (bs, m, n) bool —
-    kNN: both valid; ball: both valid and d < r, with d computed exactly as in the chunked
-    search — and the in-ball counts (bs, m) (None in kNN mode): the pairs that the chunked
-    search with k >= n selects, in point order instead of its slot order. ``pair_dist`` as in
-    :func:`.search.neighbourhood`.
+    No indices, only which (query, point) pairs count: the same pairs as
+    :func:`.chunked.chunked_neighbourhood` with k >= n selects, in point order instead of its
+    slot order.
+
+    Parameters
+    ----------
+    adapter : ReferenceAdapter
+        The adapter of the arrays' backend (the same signature as the other searches; the
+        all-pairs test needs none of its primitives).
+    xp : module
+        The array namespace.
+    group : Group
+        The group whose distance is used.
+    query : tuple
+        ``(elems (bs, m, E), q or None, mask (bs, m))``, as in the chunked search.
+    points : tuple
+        The same for the ``n`` points.
+    r : float or array
+        Ball radius (group distance units); unused in kNN mode.
+    knn : bool
+        True: kNN mode; False: ball mode.
+    pair_dist : array or None
+        Precomputed distances ``(bs, m, n)``, read instead of computed.
+
+    Returns
+    -------
+    mask : array
+        Bool ``(bs, m, n)``: kNN, both valid; ball, both valid and d < r, with d computed exactly
+        as in the chunked search.
+    inball : array or None
+        Float in-ball counts ``(bs, m)``; None in kNN mode.
     """
     qe, qq, qmask = query
     pe, pq, pmask = points

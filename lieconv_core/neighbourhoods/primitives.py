@@ -1,6 +1,6 @@
-"""Array-API building blocks of the searches: distance quantisation, the FPS start, row-wise
-searches of running counts, and the query-chunk helpers. Pure functions of arrays; adapters
-and the neighbourhood searches use them."""
+"""Array-API building blocks of the searches: distance quantisation, the FPS start and the
+"first k in-ball, then the rest" slot selection. Pure functions of arrays; the searches use them,
+and kernel backends use :data:`QUANT` and :func:`fps_start` to reproduce the searches exactly."""
 
 from __future__ import annotations
 
@@ -11,26 +11,7 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .._backend import index_dtype
-
-
-def count_true(xp: Any, sel: Any, dtype: Any) -> Any:
-    """Running count of True entries along the last axis of the bool array ``sel``.
-
-    Parameters
-    ----------
-    xp : module
-        The array namespace.
-    sel : array of bool, shape (..., n)
-        The entries.
-    dtype : dtype
-        Integer dtype of the counts.
-
-    Returns
-    -------
-    array, shape (..., n)
-    """
-    return xp.cumulative_sum(xp.astype(sel, dtype), axis=-1, dtype=dtype)
-
+from ..rows import count_true, search_rows
 
 #: distances are rounded to multiples of 1/QUANT[dtype] before FPS and kNN comparisons, so that
 #: mathematically equal distances (grids; SE(2) lift samples exactly π apart) tie exactly on every
@@ -55,20 +36,6 @@ def fps_start(xp: Any, mask: Any, u: Any, dtype: Any) -> tuple[Any, Any]:
     cur = xp.argmax(xp.astype(count > target[:, None], xp.int8), axis=1)
     inf = xp.full((bs, n), math.inf, dtype=dtype, device=dev)
     return cur, xp.where(mask, inf, -inf)
-
-
-def search_rows(xp: Any, counts: Any, targets: Any) -> Any:
-    """Per row r and target t = targets[r, i]: the first position j with counts[r, j] >= t (n if
-    none), for non-decreasing integer rows counts (rows, n) with values in [0, n] and targets
-    (rows, k) in [0, n]. Rows are offset by (n + 1) so that one 1-D ``searchsorted`` over the
-    flattened (then globally sorted) counts answers every row at once. Returns counts' dtype."""
-    rows, n = counts.shape
-    idt = counts.dtype
-    row = xp.arange(rows, dtype=idt, device=_device(counts))[:, None]
-    offs = row * (n + 1)
-    at = xp.searchsorted(xp.reshape(counts + offs, (-1,)), xp.reshape(targets + offs, (-1,)),
-                         side="left")
-    return xp.reshape(xp.astype(at, idt), tuple(targets.shape)) - row * n
 
 
 def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
@@ -109,25 +76,3 @@ def first_k_then_rest(xp: Any, sel: Any, k: int, search: Callable | None = None,
         pos = xp.where(true_slot, search(xp, a, t_true), search(xp, b, t_false))
     pos = xp.reshape(xp.astype(pos, index_dtype(xp)), (*lead, k))
     return (pos, xp.reshape(tot, lead)) if counts else pos
-
-
-def offset_rows(xp: Any, idx: Any, n: int) -> Any:
-    """Indices idx (bs, ...) into each cloud's n points -> rows of the (bs·n, ...) stack of all
-    clouds (cloud b's indices shifted by b·n)."""
-    bs = idx.shape[0]
-    offsets = xp.arange(bs, dtype=idx.dtype, device=_device(idx)) * n
-    return idx + xp.reshape(offsets, (bs,) + (1,) * (idx.ndim - 1))
-
-
-def equal_step(m: int, step: int) -> int:
-    """Chunk length for m queries in chunks of at most ``step``: as few chunks as that allows,
-    of equal length (the last one no longer)."""
-    return -(-m // max(1, -(-m // max(1, step))))
-
-
-def concat_parts(xp: Any, parts: list) -> Any:
-    """Results of consecutive query chunks (each an array (bs, s, ...) or a tuple of arrays and
-    Nones) concatenated along axis 1."""
-    if isinstance(parts[0], tuple):
-        return tuple(None if p[0] is None else concat_parts(xp, list(p)) for p in zip(*parts))
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)

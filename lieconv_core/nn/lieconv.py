@@ -30,6 +30,7 @@ from ..adapter import CHUNK_ELEMS_DEVICE
 from ..cloud import Cloud, take
 from ..groups import as_group
 from ..groups.base import Group
+from ..neighbourhoods import dense_neighbourhood, fps, neighbourhood
 from ..parallel import dp_mean_rows, dp_sum
 from .layers import bn_init, bn_scale, bn_swish, linear, linear_init, zero_invalid
 from .module import Ctx, Model
@@ -105,12 +106,12 @@ class LieConv(Model):
     ``apply(params, state, cloud, ctx)`` maps a lifted :class:`~lieconv_core.Cloud` with
     ``(bs, n, chin)`` values to one with ``(bs, m, chout)`` values, m = round(ds_frac·n).
 
-    Memory: neighbour search through :meth:`ReferenceAdapter.neighbourhood` (a cell list for
-    T(d)/Trivial(d) on large clouds, otherwise chunked); the aggregation runs in query chunks of
-    at most ``chunk_elems`` (default None: the adapter's choice for the device, 2^21 in host memory
-    and 2^24 on accelerators; settable per instance) pair-array
-    elements, except in training mode with ``bn=True``, where the batch statistics need all pairs
-    at once (that path is unchunked). With k >= n the layer takes the dense path (module
+    Memory: neighbour search through :func:`lieconv_core.neighbourhoods.neighbourhood` (a cell
+    list for T(d)/Trivial(d) on large clouds, otherwise chunked); the aggregation runs in query
+    chunks of at most ``chunk_elems`` (default None: the adapter's choice for the device, 2^21 in
+    host memory and 2^24 on accelerators; settable per instance) pair-array elements, except in
+    training mode with ``bn=True``, where the batch statistics need all pairs at once (that path
+    is unchunked). With k >= n the layer takes the dense path (module
     docstring; ``dense`` overrides the choice).
     """
 
@@ -243,7 +244,7 @@ class LieConv(Model):
         if self.cache and cached is not None and tuple(cached.shape) == (bs, m):
             return cached, state
         u = ctx.draws.uniform(xp, (bs,), cloud.elems.dtype, _device(cloud.mask))
-        idx = ctx.adapter.fps(xp, self.group, cloud.elems, cloud.q, cloud.mask, m, u)
+        idx = fps(ctx.adapter, xp, self.group, cloud.elems, cloud.q, cloud.mask, m, u)
         if self.cache:
             state = {**state, "fps_idx": idx}
         return idx, state
@@ -361,11 +362,11 @@ class LieConv(Model):
         if dense:
             # every point is a candidate: a (bs, m, n) pair mask instead of indices
             nbr_idx = None
-            nbr_mask, counts = ad.dense_neighbourhood(
-                xp, self.group, qt, pt, self.group.search_radius(r), self.knn, **pd)
+            nbr_mask, counts = dense_neighbourhood(
+                ad, xp, self.group, qt, pt, self.group.search_radius(r), self.knn, **pd)
         else:
-            nbr_idx, nbr_mask, counts = ad.neighbourhood(
-                xp, self.group, qt, pt, k, self.group.search_radius(r), prio, self.knn, **pd)
+            nbr_idx, nbr_mask, counts = neighbourhood(
+                ad, xp, self.group, qt, pt, k, self.group.search_radius(r), prio, self.knn, **pd)
         if not dense and self.compact is not False and ad.compact_pairs(nbr_mask):
             nbr_idx, nbr_mask = _drop_empty_slots(xp, nbr_idx, nbr_mask)
         return _Neighbours(nbr_idx, nbr_mask, counts, log, dense, r)

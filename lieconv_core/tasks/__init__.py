@@ -1,4 +1,4 @@
-"""Tasks: what the training engine (:mod:`lieconv_core.training`) trains.
+"""Tasks: what the training engine (:mod:`lieconv_core.app.training`) trains.
 
 ``springs`` (Hamiltonian dynamics), ``rotmnist`` (rotated digits), ``qm9`` (molecules) and
 ``pointcloud`` (your own clouds, classification or regression). :func:`get_task` returns one by

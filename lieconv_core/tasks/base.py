@@ -131,7 +131,7 @@ def check_finite(ds: Dataset, keys: tuple[str, ...]) -> None:
 
 
 class Task:
-    """The contract between a task and :func:`lieconv_core.training.fit`."""
+    """The contract between a task and :func:`lieconv_core.app.training.fit`."""
 
     name = "task"
     #: the validation metric that picks the best checkpoint, and whether larger is better

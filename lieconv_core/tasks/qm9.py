@@ -312,7 +312,7 @@ def load_qm9pack(seed: int = 0, cache_dir: str | Path | None = None,
 
 
 def _cached_tables(files: list[Path], cache_dir: str | Path | None) -> tuple:
-    from ..training.rundir import atomic_write
+    from ..files import atomic_write
 
     key = hashlib.sha256("|".join(f"{p}:{p.stat().st_size}" for p in files).encode())
     cache = Path(cache_dir or Path.home() / ".cache" / "lieconv")

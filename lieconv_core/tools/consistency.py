@@ -240,10 +240,13 @@ def _to_cloud(b: Backend, cl: Any, dtype: str) -> Any:
 
 def _fps_check(gname: str, ns: int, n: int, m: int) -> Callable:
     def f(b: Backend, dtype: str):
+        from ..neighbourhoods import fps
+
         g, cl = _lifted_host(gname, ns, 2, n, 1, dtype)
         c = _to_cloud(b, cl, dtype)
         u = b.asarray(np.array([0.3, 0.8]), dtype)
-        return b.to_numpy(b.adapter.fps(b.xp, g, c.elems, c.q, c.mask, m, u)).astype(np.int64)
+        idx = fps(b.adapter, b.xp, g, c.elems, c.q, c.mask, m, u)
+        return b.to_numpy(idx).astype(np.int64)
 
     return f
 
@@ -253,6 +256,8 @@ def _nbhd_check(gname: str, ns: int, n: int, k: int, knn: bool,
     """``chunk_pairs``: the search's chunk bound (None: the adapter's default)."""
 
     def f(b: Backend, dtype: str):
+        from ..neighbourhoods import neighbourhood
+
         g, cl = _lifted_host(gname, ns, 2, n, 1, dtype)
         c = _to_cloud(b, cl, dtype)
         bs, nn = cl.mask.shape
@@ -260,8 +265,8 @@ def _nbhd_check(gname: str, ns: int, n: int, k: int, knn: bool,
             np.broadcast_to(np.arange(nn), (bs, nn)), axis=1))
         r = b.asarray(np.asarray(1.0), dtype)
         pts = (c.elems, c.q, c.mask)
-        idx, valid, _ = b.adapter.neighbourhood(b.xp, g, pts, pts, k, r, prio, knn,
-                                                chunk_pairs=chunk_pairs)
+        idx, valid, _ = neighbourhood(b.adapter, b.xp, g, pts, pts, k, r, prio, knn,
+                                      chunk_pairs=chunk_pairs)
         idx, valid = b.to_numpy(idx).astype(np.int64), b.to_numpy(valid)
         return np.where(valid, idx, -1)  # indices of masked-off slots are unspecified
 

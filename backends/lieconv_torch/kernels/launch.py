@@ -1,7 +1,7 @@
 """Host-side launchers of the Triton kernels: shapes, blocks, dtypes and the autograd wrapper.
 
 Every launcher takes and returns torch tensors on the kernels' device (CUDA, or CPU under the
-interpreter) and reproduces :class:`lieconv_core.adapter.ReferenceAdapter` exactly (indices) or
+interpreter) and reproduces the searches of :mod:`lieconv_core.neighbourhoods` exactly (indices) or
 to rounding (floats).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import triton
 
-from lieconv_core.adapter import QUANT
+from lieconv_core.neighbourhoods.primitives import QUANT
 
 from . import _triton as K
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..tasks import get_task
+from ...tasks import get_task
 from .plots import pyplot
 from .rundir import CONFIG, RunDir, read_json
 

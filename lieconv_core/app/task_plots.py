@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..training.plots import pyplot
+from .training.plots import pyplot
 
 
 def rotmnist_grid(run: Any, task: Any, cfg: dict, model: Any, runner: Any, data: Any,
@@ -15,7 +15,7 @@ def rotmnist_grid(run: Any, task: Any, cfg: dict, model: Any, runner: Any, data:
     """``rotations.png``: ``n_digits`` test digits, each rotated by ``n_angles`` angles, with
     the predicted label over each (red where wrong)."""
     from ..nn.presets import image_grid
-    from ..training.engine import run_outputs
+    from .training.engine import run_outputs
 
     plt = pyplot()
     if plt is None:
@@ -29,7 +29,7 @@ def rotmnist_grid(run: Any, task: Any, cfg: dict, model: Any, runner: Any, data:
         c, s = np.cos(a), np.sin(a)
         rot = np.array([[c, -s], [s, c]])
         rows.append({**batch, "coords": np.einsum("ij,bnj->bni", rot, batch["coords"])})
-    from .base import Dataset
+    from ..tasks.base import Dataset
 
     moved = Dataset({k: np.concatenate([r[k] for r in rows]) for k in ("coords", "values",
                                                                          "mask")})

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tasks.base import Dataset
+from ...tasks.base import Dataset
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

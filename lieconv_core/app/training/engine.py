@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import io
-from .._backend import (
+from ..._backend import (
     adapter_for,
     compiling_backends,
     get_backend,
@@ -38,14 +37,19 @@ from .._backend import (
     namespace_for,
     trainable_backends,
 )
-from ..nn.lieconv import CACHE_KEYS
-from ..nn.module import flatten, unflatten
-from ..tasks.base import Dataset, Task, pad_batch
+from ...nn.lieconv import CACHE_KEYS
+from ...nn.module import flatten, unflatten
+from ...tasks.base import Dataset, Task, pad_batch
+from .. import checkpoints as io  # the run's checkpoint files
 from .loader import Batches, chunks, epoch_order, progress_bar, step_seed
 from .rundir import CONFIG, HISTORY, LAST, METRICS, WEIGHTS, RunDir, RunDirError
 
 #: settings that a resumed run must share with the run it continues
-RESUME_KEYS = ("batch_size", "lr", "seed", "warmup_epochs", "eval_every")
+RESUME_KEYS = ("batch_size", "lr", "seed", "warmup_epochs", "eval_every", "optimizer")
+#: the optimizers of the trainers: Adam, and plain SGD (no momentum)
+OPTIMIZERS = ("adam", "sgd")
+#: values of settings that runs from before the setting existed used
+IMPLIED = {"optimizer": "adam"}
 #: settings a resumed run may change (recorded in the history and the config)
 CHANGEABLE = ("epochs", "patience")
 
@@ -120,7 +124,7 @@ def data_parallel(backend: str, device: str | None = None, timeout: float | None
 def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: float = 0.0,
                  total_steps: int = 1, warmup_steps: int = 0, dtype: str = "float32",
                  device: str | None = None, opt_state: dict | None = None,
-                 compile: bool = False, comm: Any = None) -> Any:
+                 compile: bool = False, comm: Any = None, optimizer: str = "adam") -> Any:
     """The backend's trainer for ``loss_fn``; with a communicator, its data-parallel trainer.
 
     Parameters
@@ -150,6 +154,8 @@ def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: f
         :func:`lieconv_core.compiling_backends`).
     comm : object or None
         A communicator from :func:`data_parallel`; None: single-process training.
+    optimizer : {"adam", "sgd"}
+        Adam, or plain SGD (no momentum) of the framework.
 
     Returns
     -------
@@ -169,14 +175,14 @@ def make_trainer(backend: str, loss_fn: Any, params: dict, state: dict, *, lr: f
         return load(get_backend(backend).dp_trainer)(loss_fn, params, state, lr=lr,
                                            total_steps=total_steps, warmup_steps=warmup_steps,
                                            dtype=dtype, opt_state=opt_state, compile=compile,
-                                           comm=comm)
+                                           comm=comm, optimizer=optimizer)
     dev = resolve_device(backend, device)
     kw = {} if dev is None else {"device": dev}
     if compile:
         kw["compile"] = True
     return trainer_class(backend)(loss_fn, params, state, lr=lr, total_steps=total_steps,
                                   warmup_steps=warmup_steps, dtype=dtype, opt_state=opt_state,
-                                  **kw)
+                                  optimizer=optimizer, **kw)
 
 
 class HostRunner:
@@ -184,7 +190,7 @@ class HostRunner:
     array_api_strict): what :func:`evaluate` and :func:`predict` use on those backends."""
 
     def __init__(self, backend: str, params: dict, state: dict, dtype: str = "float64"):
-        from ..nn.module import resolve_dtype, to_backend
+        from ...nn.module import resolve_dtype, to_backend
 
         self.xp = namespace_for(backend)
         self.dtype = resolve_dtype(self.xp, dtype)
@@ -192,7 +198,7 @@ class HostRunner:
         self.state = to_backend(state, self.xp, self.dtype)
 
     def run(self, fn: Any, batch: dict, seed: int = 0) -> Any:
-        from ..nn.module import to_backend
+        from ...nn.module import to_backend
 
         out = fn(self.params, self.state, to_backend(batch, self.xp, self.dtype), int(seed))
         return np.asarray(adapter_for(self.xp).to_numpy(out))
@@ -447,7 +453,7 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
         eval_every: int | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, device: str | None = None, compile: bool = False,
         info: dict | None = None, eval_batch_size: int | None = None,
-        refresh: int = 16, dist_timeout: float | None = None) -> dict:
+        refresh: int = 16, dist_timeout: float | None = None, optimizer: str = "adam") -> dict:
     """Train the model that ``cfg`` describes and write the run folder.
 
     Trains on ``data["train"]``, validating on ``data["val"]``; the module docstring describes the
@@ -505,6 +511,8 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
     dist_timeout : float or None
         Seconds a data-parallel collective waits for the other processes before the job fails
         (torch).
+    optimizer : {"adam", "sgd"}
+        Adam, or plain SGD without momentum (on the same learning-rate schedule).
 
     Returns
     -------
@@ -519,6 +527,8 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
         not split into the data-parallel shares.
     """
     _check_settings(epochs, batch_size, lr, patience, max_steps, warmup_epochs, eval_every)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     if compile and task.draws:
         raise ValueError(f"--compile needs a model that draws no random numbers; the "
                          f"{task.name} task's model does")
@@ -530,7 +540,8 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
     total_steps = epochs * steps_per_epoch
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "warmup_epochs": warmup_epochs, "patience": patience, "eval_every": eval_every,
-                "n_train": len(train), "n_val": len(val), "refresh": refresh}
+                "n_train": len(train), "n_val": len(val), "refresh": refresh,
+                "optimizer": optimizer}
     config = {"task": task.name, "model": cfg, "dtype": dtype, "backend": backend,
               "train": settings, "info": info or {}}
     model = task.build_model(cfg)
@@ -566,7 +577,8 @@ def fit(task: Task, cfg: dict, data: dict[str, Dataset], out: str | Path, *,
         params, state, opt_state, history = start
         trainer = make_trainer(backend, loss_fn, params, state, lr=lr, total_steps=total_steps,
                                warmup_steps=round(warmup_epochs * steps_per_epoch), dtype=dtype,
-                               device=device, opt_state=opt_state, compile=compile, comm=comm)
+                               device=device, opt_state=opt_state, compile=compile, comm=comm,
+                               optimizer=optimizer)
         loop = _Loop(task, cfg, run, trainer, predict_fn, train, val, history, settings,
                      max_steps, progress and writer, eval_batch_size or batch_size, comm)
         loop.run()
@@ -599,8 +611,8 @@ def _resume(run: RunDir, config: dict, model: Any) -> tuple[dict, dict, dict, di
         raise io.CheckpointError(f"cannot resume: {run.file(CONFIG)} describes another task or "
                                  f"model ({saved.get('task')}: {saved.get('model')})")
     old = saved.get("train", {})
-    diff = [f"{k} {old.get(k)!r} -> {config['train'][k]!r}" for k in RESUME_KEYS
-            if old.get(k) != config["train"][k]]
+    diff = [f"{k} {old.get(k, IMPLIED.get(k))!r} -> {config['train'][k]!r}" for k in RESUME_KEYS
+            if old.get(k, IMPLIED.get(k)) != config["train"][k]]
     if saved.get("dtype") != config["dtype"]:
         diff.append(f"dtype {saved.get('dtype')!r} -> {config['dtype']!r}")
     if diff:
@@ -620,8 +632,9 @@ def _resume(run: RunDir, config: dict, model: Any) -> tuple[dict, dict, dict, di
                                  f"(missing {sorted(need - set(history))})")
     if "opt.count" not in opt:
         raise io.CheckpointError(f"{run.file(LAST)} holds no optimizer state")
+    slots = ("mu", "nu") if config["train"]["optimizer"] == "adam" else ()
     for name, value in flatten(params).items():
-        for slot in ("mu", "nu"):
+        for slot in slots:
             got = opt.get(f"opt.{slot}.{name}")
             if got is None or tuple(np.shape(got)) != tuple(np.shape(value)):
                 raise io.CheckpointError(
@@ -796,10 +809,10 @@ def load_run(path: str | Path, name: str = WEIGHTS) -> tuple[Task, dict, Any, di
 
     Raises
     ------
-    lieconv_core.io.CheckpointError
+    lieconv_core.app.io.CheckpointError
         When the folder, its config or the checkpoint is missing or does not fit.
     """
-    from ..tasks import get_task
+    from ...tasks import get_task
     from .rundir import read_json, refuse_symlink
 
     path = Path(path)

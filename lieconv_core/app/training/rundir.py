@@ -13,7 +13,7 @@ A run folder holds the files one run owns (:data:`OWNED`) and nothing that it ma
 * an exclusive lock (``fcntl.flock`` on ``.lock``) is held while a run writes: a second process
   gets an error naming the holder's pid;
 * a checkpoint is one safetensors file whose metadata carries the training history and a sha256
-  of its tensors (:mod:`lieconv_core.io`), so weights, optimizer state and history cannot
+  of its tensors (:mod:`lieconv_core.app.io`), so weights, optimizer state and history cannot
   disagree, and flipped bytes are found when it is read.
 """
 
@@ -24,63 +24,21 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ...files import TMP_PREFIX, TMP_SUFFIX, RunDirError, atomic_write, refuse_symlink
 
 CONFIG, WEIGHTS, LAST = "config.json", "model.safetensors", "last.safetensors"
 HISTORY, METRICS, LOCK = "history.json", "metrics.json", ".lock"
 #: names a run may write (and replace on ``overwrite``); plots end in .png
 OWNED = frozenset({CONFIG, WEIGHTS, LAST, HISTORY, METRICS, "predictions.npz", "table.txt",
                    "compare.json"})
-TMP_PREFIX, TMP_SUFFIX = ".lieconv-", ".tmp"
-
-
-class RunDirError(ValueError):
-    """A run folder that cannot be used as asked (its path, contents, lock or permissions)."""
 
 
 def owned(name: str) -> bool:
     """Whether a run writes files called ``name`` (and may replace them on ``overwrite``)."""
     return name in OWNED or name.endswith(".png")
-
-
-def refuse_symlink(path: Path, what: str = "file") -> None:
-    """RunDirError if ``path`` is a symbolic link (dangling ones included)."""
-    if path.is_symlink():
-        raise RunDirError(f"{path} is a symbolic link; lieconv neither reads nor writes "
-                          f"{what}s through links in a run folder")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any],
-                 overwrite: bool = True) -> Path:
-    """Write ``path`` through ``write(tmp_path)`` and an atomic rename in the same folder.
-
-    A symbolic link at ``path`` is refused (never followed); with ``overwrite=False`` an
-    existing file is refused too. The temporary file is removed if ``write`` fails."""
-    path = Path(path)
-    refuse_symlink(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} already exists; refusing to overwrite it "
-                              "(choose another output folder or pass --overwrite)")
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", suffix=TMP_SUFFIX,
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what a plain open would give
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

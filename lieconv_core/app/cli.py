@@ -8,7 +8,7 @@
     lieconv demo                                          (springs: conservation table)
 
 TASK is springs, rotmnist, qm9 or pointcloud (``lieconv train TASK --help`` lists its flags).
-Every output folder follows :mod:`lieconv_core.training.rundir`: nothing that exists is
+Every output folder follows :mod:`lieconv_core.app.training.rundir`: nothing that exists is
 replaced without ``--overwrite``, and a run owns only the files it writes.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..parallel import process_rank
+from ..tasks import TASKS, DataError, get_task
 from . import io
-from .parallel import process_rank
-from .tasks import TASKS, DataError, get_task
 from .training.rundir import RunDirError
 
 DEVICE_HELP = ("torch: cpu (default), cuda, cuda:1, ...; jax: cpu, gpu, gpu:1, ... "
@@ -69,7 +69,7 @@ def setup_backend(backend: str, dtype: str, threads: int | None, device: str | N
     """Application-level framework settings (the library never changes them at import;
     :meth:`ReferenceAdapter.configure`), and a check that ``device`` exists before any work
     starts. ``choices``: the accepted backends (default: those with a trainer)."""
-    from ._backend import adapter_for, get_backend, namespace_for, trainable_backends
+    from .._backend import adapter_for, get_backend, namespace_for, trainable_backends
 
     _check_choice(backend, trainable_backends() if choices is None else choices, "backend")
     try:
@@ -94,12 +94,12 @@ def setup_backend(backend: str, dtype: str, threads: int | None, device: str | N
 # --- train ---------------------------------------------------------------------------------------
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
     """(task, model config, datasets, data description) for ``lieconv train``."""
-    from .tasks import clouds
+    from ..tasks import clouds
 
     task = get_task(args.task)
     if args.task == "springs":
-        from .data.springs import CENTER_CHOICES
-        from .tasks.springs import split_datasets
+        from ..data.springs import CENTER_CHOICES
+        from ..tasks.springs import split_datasets
 
         _check_choice(args.center, CENTER_CHOICES, "--center")
         cfg = task.model_config(args.model, args.group or "T2", args.k, args.num_layers or 4)
@@ -107,7 +107,7 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
                               args.center)
         return task, cfg, data, {"data_seed": args.data_seed, "center": args.center}
     if args.task == "rotmnist":
-        from .tasks import rotmnist
+        from ..tasks import rotmnist
 
         cfg = task.model_config(args.group or "SE2", args.k, args.num_layers, args.total_ds,
                                 args.fill, args.nbhd, args.liftsamples, args.alpha,
@@ -117,7 +117,7 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
                                           upright=args.upright)
         return task, cfg, data, info
     if args.task == "qm9":
-        from .tasks import qm9
+        from ..tasks import qm9
 
         cfg = task.model_config(args.target, args.group or "T3", args.k, args.num_layers,
                                 args.nbhd, args.fill, args.liftsamples, args.alpha,
@@ -125,7 +125,7 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict, dict, dict]:
         data, info = qm9.load_splits(args.data_dir, args.data_seed, args.cache_dir, _sizes(args))
         data = {k: task.dataset_for_training(v, cfg) for k, v in data.items()}
         return task, clouds.standardise(cfg, data["train"]), data, info
-    from .tasks import pointcloud as P
+    from ..tasks import pointcloud as P
 
     if not args.data:
         raise CLIError("train pointcloud needs --data FILE.npz")
@@ -157,7 +157,7 @@ TRAIN_DEFAULTS = {"springs": (100, 200, None), "rotmnist": (20, 25, 3e-3),
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ._backend import compiling_backends
+    from .._backend import compiling_backends
     from .training import fit
 
     if args.compile and args.backend not in compiling_backends():
@@ -172,7 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                warmup_epochs=args.warmup_epochs, patience=args.patience,
                max_steps=args.max_steps, eval_every=args.eval_every, resume=args.resume,
                overwrite=args.overwrite, progress=not args.no_progress, device=args.device,
-               compile=args.compile, info=info, dist_timeout=args.dist_timeout)
+               compile=args.compile, info=info, dist_timeout=args.dist_timeout,
+               optimizer=args.optimizer)
     if process_rank() != 0:  # data-parallel: rank 0 wrote the run folder and reports
         return 0
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
@@ -184,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --- evaluate / predict --------------------------------------------------------------------------
 def _load(args: argparse.Namespace) -> tuple[Any, dict, Any, Any, dict]:
     """(task, model config, model, runner on the chosen backend, run config)."""
-    from ._backend import backend_names, trainable_backends
+    from .._backend import backend_names, trainable_backends
     from .training.engine import load_run, runner_for
 
     if args.backend is not None:
@@ -204,11 +205,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict, Any, Any, dict]:
 def _test_data(task: Any, cfg: dict, config: dict, args: argparse.Namespace) -> Any:
     info = config.get("info", {})
     if getattr(args, "data", None):
-        from .tasks import pointcloud as P
+        from ..tasks import pointcloud as P
 
         return P.load_npz(args.data)
     if task.name == "rotmnist":
-        from .tasks import rotmnist
+        from ..tasks import rotmnist
 
         if args.amat:
             return rotmnist.load_amat(args.amat[1])
@@ -217,7 +218,7 @@ def _test_data(task: Any, cfg: dict, config: dict, args: argparse.Namespace) -> 
         return rotmnist.load_splits(None, args.mnist_dir, info.get("seed", 0), sizes,
                                     upright=upright)[0]["test"]
     if task.name == "qm9":
-        from .tasks import qm9
+        from ..tasks import qm9
 
         sizes = {**info.get("sizes", {}), **({"test": args.n_test} if args.n_test else {})}
         data = qm9.load_splits(args.data_dir, info.get("seed", 0), args.cache_dir, sizes)[0]
@@ -265,7 +266,7 @@ def _outputs(task, cfg, model, runner, data, config, args, moved=None) -> np.nda
 
 
 def _task_plots(run, task, cfg, model, runner, data, outputs, config) -> list[str]:
-    from .tasks import plots
+    from . import task_plots as plots
 
     if task.name == "rotmnist":
         return plots.rotmnist_grid(run, task, cfg, model, runner, data, config["eval_backend"])
@@ -317,7 +318,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_equivariance(args: argparse.Namespace) -> int:
     """Each model's metric on the test inputs and on the same inputs moved by random elements of
     ``--group``; an equivariant model's metric moves by noise only."""
-    from .tasks.base import make_group, random_motion
+    from ..tasks.base import make_group, random_motion
 
     rows = []
     for ckpt in args.checkpoint:
@@ -354,16 +355,16 @@ def cmd_equivariance(args: argparse.Namespace) -> int:
 
 # --- springs: evaluate and demo ------------------------------------------------------------------
 def _evaluate_springs(args: argparse.Namespace) -> int:
-    from .tasks import springs as SP
+    from . import springs as springs_app
     from .training import RunDir
 
     task, cfg, model, runner, config = _load(args)
     with RunDir.open(args.out, "output", overwrite=args.overwrite) as run:
-        metrics, arrays = SP.evaluate_run(task, cfg, model, runner, config, args.n_test,
+        metrics, arrays = springs_app.evaluate_run(task, cfg, model, runner, config, args.n_test,
                                           args.n_rollout, args.rollout_steps, args.substeps,
                                           progress=not args.no_progress,
                                           batch_size=args.batch_size)
-        metrics["plots"] = SP.write_plots(run, arrays, cfg.get("model", ""))
+        metrics["plots"] = springs_app.write_plots(run, arrays, cfg.get("model", ""))
         metrics["checkpoint"] = str(args.checkpoint)
         run.write_json("metrics.json", metrics)
     print(json.dumps(metrics, indent=2))
@@ -376,8 +377,9 @@ DEMO_RUNS = (("HLieConv-T2", "hlieconv", "T2", 64, 1e-2),
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .data import springs as S
-    from .tasks import springs as SP
+    from ..data import springs as S
+    from ..tasks import springs as SP
+    from . import springs as springs_app
     from .training import RunDir, fit
 
     root = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -411,7 +413,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         top.write_json("metrics.json", {"rows": [dict(zip(
             ("model", "val_mse", "rollout_mse", "energy_rel_drift", "linear_momentum_rel_drift",
              "angular_momentum_rel_drift", "seconds"), r)) for r in rows]})
-        SP.drift_plot(top, rows)
+        springs_app.drift_plot(top, rows)
     print(table + f"(runs, table.txt and drift.png in {root})")
     return 0
 
@@ -461,7 +463,7 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._backend import trainable_backends
+    from .._backend import trainable_backends
 
     ap = argparse.ArgumentParser(prog="lieconv", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -472,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=POS_INT, default=None)
     tr.add_argument("--batch-size", type=POS_INT, default=None)
     tr.add_argument("--lr", type=POS_FLOAT, default=None, help="peak learning rate")
+    tr.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                    help="Adam, or plain SGD (no momentum), on the same schedule")
     tr.add_argument("--warmup-epochs", type=NONNEG_FLOAT, default=0.0)
     tr.add_argument("--seed", type=NONNEG_INT, default=0, help="init, batch order, draws")
     tr.add_argument("--data-seed", type=NONNEG_INT, default=0)
