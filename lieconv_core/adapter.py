@@ -370,6 +370,26 @@ class ReferenceAdapter:
         """
         return False
 
+    def traced(self, x: Any) -> bool:
+        """Whether ``x`` is a value being traced (a jax tracer; any array inside torch.compile)
+        rather than a concrete array.
+
+        Values made while tracing belong to that trace: a cache that kept them would hand them to
+        later traces (jax: a leaked tracer, which can compile a program that expects other
+        arguments than it is given).
+
+        Parameters
+        ----------
+        x : array
+            An array of this backend.
+
+        Returns
+        -------
+        bool
+            :meth:`tracing` here.
+        """
+        return self.tracing()
+
     def all_true(self, xp: Any, mask: Any) -> bool:
         """Whether every entry of a bool array is True, where that is cheap to know.
 

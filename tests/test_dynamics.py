@@ -243,3 +243,30 @@ def test_torch_compiled_training_step_in_one_graph_gives_eager_numbers(torch1):
     assert float(traced[1]) == pytest.approx(losses[0], rel=1e-12, abs=0)  # the same initial params
     with pytest.raises(RuntimeError, match="functorch"):
         fn(params)
+
+
+@pytest.mark.parametrize("kind", ["hlieconv", "flieconv"])
+def test_lieconv_dynamics_models_leak_no_jax_tracers(kind):
+    """The LieResNet state that the LieConv dynamics models convert once per backend, dtype and
+    device stays out of their cache when the conversion runs under a jax trace: cached tracers
+    leaked into later traces (``lieconv train springs --backend jax`` then failed at its first
+    evaluation, 'Execution supplied 50 arguments but compiled program expected 53', once
+    ``search_radius`` divided the leaked radius). Concrete conversions are still cached."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from lieconv_core.nn.module import to_backend
+
+    model = make_model(kind, group="T2", k=8, num_layers=1)
+    params = to_backend(model.init_host(np.random.default_rng(0)), jnp, jnp.float32)
+    rng = np.random.default_rng(1)
+    z = jnp.asarray(rng.normal(size=(2, 2, 6, 2)), jnp.float32)
+    sys = jnp.asarray(rng.uniform(1, 2, size=(2, 6, 2)), jnp.float32)
+    with jax.checking_leaks():
+        jax.make_jaxpr(model.vector_field)(params, z, sys)
+        jax.make_jaxpr(model.vector_field)(params, z[:1], sys[:1])  # a second trace
+    assert not any(isinstance(a, jax.core.Tracer)
+                   for a in jax.tree_util.tree_leaves(model._state_cache))
+    state = model._state(jnp, z)  # outside any trace: concrete, cached
+    assert model._state(jnp, z) is state
+    assert not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(state))

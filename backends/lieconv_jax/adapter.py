@@ -211,6 +211,9 @@ class JaxAdapter(ReferenceAdapter):
     def all_true(self, xp: Any, mask: Any) -> bool:
         return False  # traced values cannot be read under jax.jit
 
+    def traced(self, x: Any) -> bool:
+        return isinstance(x, jax.core.Tracer)
+
     def _pallas(self, *arrays: Any) -> Any:
         """(module, interpret) when the Pallas kernels apply, else None."""
         if self.kernels == "never":

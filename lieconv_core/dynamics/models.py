@@ -31,7 +31,7 @@ from array_api_compat import device as _device
 from .._backend import adapter_for, array_namespace, backend_name, default_device, namespace_for
 from ..groups import by_name
 from ..nn.layers import linear, linear_init, swish
-from ..nn.module import resolve_dtype, to_backend
+from ..nn.module import resolve_dtype, to_backend, tree_leaves
 from ..nn.resnet import LieResNet
 from .integrators import odeint
 
@@ -186,11 +186,19 @@ class _LieBase(DynamicsModel):
         return self.net.init_host(gen)[0]
 
     def _state(self, xp: Any, like: Any) -> dict:
-        """The (constant: no BN, kNN neighbourhoods) LieResNet state on like's backend/dtype."""
+        """The (constant: no BN, kNN neighbourhoods) LieResNet state on like's backend/dtype.
+
+        Cached only where the conversion made concrete arrays: under ``jax.jit`` it makes
+        tracers of the current trace, which a cache would leak into later traces (the springs
+        evaluation after a training step then ran an executable compiled for other arguments)."""
         key = (backend_name(xp), str(like.dtype), str(_device(like)))
-        if key not in self._state_cache:
-            self._state_cache[key] = to_backend(self._state_host, xp, like.dtype, _device(like))
-        return self._state_cache[key]
+        state = self._state_cache.get(key)
+        if state is None:
+            state = to_backend(self._state_host, xp, like.dtype, _device(like))
+            adapter = adapter_for(xp)
+            if not any(adapter.traced(a) for a in tree_leaves(state)):
+                self._state_cache[key] = state
+        return state
 
 
 class HLieResNet(_Hamiltonian, _LieBase):
